@@ -1,0 +1,296 @@
+"""The build context: a directory (or an uploaded tar, extracted), filtered by .dockerignore.
+
+Sources of COPY/ADD are resolved here: Go ``filepath.Match`` globs per path element, paths kept
+inside the context (``../x`` is refused, a symlink is followed only within the context), files
+excluded by .dockerignore invisible. :meth:`BuildContext.checksum` gives the content digest of a
+set of sources for the layer cache (paths, modes, symlink targets and file contents; not owners
+or times, as COPY resets owners and the cache should survive a ``git checkout``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from typing import IO, Any
+
+from tugboat.build.dockerignore import Matcher, clean
+from tugboat.errors import InvalidArgument, NotFound
+
+_GLOB_CHARS = set("*?[\\")
+
+
+def has_glob(s: str) -> bool:
+    return any(c in _GLOB_CHARS for c in s)
+
+
+def go_match(pattern: str, name: str) -> bool:
+    """Go's ``filepath.Match`` for one path element (``*``, ``?``, ``[...]``, ``[^...]``, ``\\``)."""
+    import re
+
+    rx = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            rx.append("[^/]*")
+        elif c == "?":
+            rx.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            rx.append(re.escape(pattern[i]))
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j == -1:
+                raise InvalidArgument(f"syntax error in pattern {pattern!r}")
+            body = pattern[i + 1 : j]
+            neg = body.startswith("^")
+            if neg:
+                body = body[1:]
+            body = body.replace("\\", "\\\\")
+            rx.append("[" + ("^" if neg else "") + body + "]")
+            i = j
+        else:
+            rx.append(re.escape(c))
+        i += 1
+    return re.fullmatch("".join(rx), name, re.S) is not None
+
+
+def safe_extract(tf: tarfile.TarFile, dest: str) -> None:
+    """Extract a tar refusing absolute paths and escapes, keeping modes and times."""
+
+    def flt(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+        mode = member.mode
+        new = tarfile.tar_filter(member, path)
+        if new.isfile() or new.isdir():
+            new = new.replace(mode=mode & 0o7777, deep=False)
+        return new
+
+    tf.extractall(dest, filter=flt)
+
+
+class BuildContext:
+    """A context directory plus its ignore rules. ``close()`` removes an extracted tar."""
+
+    def __init__(self, root: str, matcher: Matcher | None = None, owned: bool = False) -> None:
+        self.root = os.path.realpath(root)
+        self.matcher = matcher or Matcher([])
+        self.owned = owned
+        self._hash_cache: dict[str, str] = {}
+
+    @classmethod
+    def open(cls, source: str | IO[bytes], tmp_dir: str, dockerfile: str = "Dockerfile") -> BuildContext:
+        if isinstance(source, str) and os.path.isdir(source):
+            ctx = cls(source)
+        else:
+            os.makedirs(tmp_dir, exist_ok=True)
+            d = tempfile.mkdtemp(prefix=f"{os.getpid()}-ctx-", dir=tmp_dir)
+            try:
+                if isinstance(source, str):
+                    if not os.path.exists(source):
+                        raise NotFound(f"unable to prepare context: path {source!r} not found")
+                    tf = tarfile.open(source, mode="r:*")
+                else:
+                    tf = tarfile.open(fileobj=source, mode="r|*")
+                with tf:
+                    safe_extract(tf, d)
+            except tarfile.TarError as exc:
+                shutil.rmtree(d, ignore_errors=True)
+                raise InvalidArgument(f"failed to read the build context: {exc}") from None
+            except BaseException:
+                shutil.rmtree(d, ignore_errors=True)
+                raise
+            ctx = cls(d, owned=True)
+        ctx.matcher = ctx._load_ignore(dockerfile)
+        return ctx
+
+    def _load_ignore(self, dockerfile: str) -> Matcher:
+        candidates = []
+        if dockerfile and not os.path.isabs(dockerfile):
+            candidates.append(os.path.join(self.root, dockerfile + ".dockerignore"))
+        elif dockerfile:
+            candidates.append(dockerfile + ".dockerignore")
+        candidates.append(os.path.join(self.root, ".dockerignore"))
+        for p in candidates:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError), open(p, encoding="utf-8",
+                                                                                  errors="replace") as f:
+                return Matcher.from_text(f.read())
+        return Matcher([])
+
+    def close(self) -> None:
+        if self.owned:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.owned = False
+
+    def __enter__(self) -> BuildContext:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ---- reading the Dockerfile ---------------------------------------------------------------
+
+    def read_dockerfile(self, name: str) -> bytes:
+        if os.path.isabs(name) and not name.startswith(self.root + "/"):
+            path = name
+        else:
+            rel = clean(name.lstrip("/")) if not os.path.isabs(name) else os.path.relpath(name, self.root)
+            if rel.startswith("../") or rel == "..":
+                raise InvalidArgument(f"the Dockerfile ({name}) must be within the build context")
+            path = os.path.join(self.root, rel)
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(
+                f"Cannot locate specified Dockerfile: {name}"
+            ) from None
+
+    # ---- sources -----------------------------------------------------------------------------
+
+    def excluded(self, rel: str) -> bool:
+        return bool(self.matcher) and rel not in (".", "") and self.matcher.excluded(rel)
+
+    def resolve(self, src: str) -> list[tuple[str, str]]:
+        """(named, real) context-relative paths matching a COPY/ADD source (``.``: the context)."""
+        return resolve_in(self.root, src, self.excluded, what="build context")
+
+    def walk(self, rel: str) -> Iterator[tuple[str, os.stat_result]]:
+        """(relative path, lstat) of ``rel`` and everything below it that is not ignored."""
+        yield from walk_tree(self.root, rel, self.excluded, self.matcher)
+
+    def checksum(self, rels: list[str]) -> str:
+        h = hashlib.sha256()
+        for rel in rels:
+            h.update(b"\0src\0" + rel.encode())
+            for path, st in self.walk(rel):
+                h.update(tree_entry_digest(self.root, path, st, self._hash_cache).encode())
+        return "sha256:" + h.hexdigest()
+
+
+def tree_entry_digest(root: str, rel: str, st: os.stat_result, cache: dict[str, str] | None = None) -> str:
+    full = os.path.join(root, rel) if rel != "." else root
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode):
+        key = f"{full}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        digest = cache.get(key) if cache is not None else None
+        if digest is None:
+            fh = hashlib.sha256()
+            with open(full, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    fh.update(chunk)
+            digest = fh.hexdigest()
+            if cache is not None:
+                cache[key] = digest
+        return f"f {rel} {mode:o} {digest}\n"
+    if stat.S_ISDIR(st.st_mode):
+        return f"d {rel} {mode:o}\n"
+    if stat.S_ISLNK(st.st_mode):
+        return f"l {rel} {os.readlink(full)}\n"
+    return f"o {rel} {st.st_mode:o} {st.st_rdev}\n"
+
+
+def scoped_join(root: str, rel: str, *, follow_last: bool = True) -> str:
+    """``root/rel`` with symlinks resolved as if ``root`` were ``/`` (never escaping ``root``)."""
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        cur = os.path.join(root, *resolved, part)
+        if (parts or follow_last) and os.path.islink(cur):
+            hops += 1
+            if hops > 40:
+                raise InvalidArgument(f"too many levels of symbolic links: {rel}")
+            target = os.readlink(cur)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        resolved.append(part)
+    return os.path.join(root, *resolved) if resolved else root
+
+
+def resolve_in(root: str, src: str, excluded: Any, what: str = "build context") -> list[tuple[str, str]]:
+    """(path as named, real path) pairs under ``root`` matching ``src`` (globs per element, the
+    named path's symlinks followed inside ``root``), ``excluded`` filtered."""
+    norm = clean(src)
+    if norm == ".." or norm.startswith("../"):
+        raise InvalidArgument(f"forbidden path outside the {what}: {src} ()")
+    norm = clean("/" + norm).lstrip("/") or "."
+    if not has_glob(norm):
+        if norm != "." and excluded(norm):
+            raise NotFound(
+                f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
+            )
+        full = scoped_join(root, norm)
+        if not os.path.lexists(full):
+            raise NotFound(
+                f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
+            )
+        real = os.path.relpath(full, root)
+        if real != "." and excluded(real):
+            raise NotFound(
+                f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
+            )
+        return [(norm, real)]
+    parts = norm.split("/")
+    matches = [""]
+    for i, part in enumerate(parts):
+        nxt: list[str] = []
+        for base in matches:
+            d = os.path.join(root, base) if base else root
+            if not has_glob(part):
+                cand = f"{base}/{part}" if base else part
+                if os.path.lexists(os.path.join(root, cand)):
+                    nxt.append(cand)
+                continue
+            try:
+                names = sorted(os.listdir(d))
+            except (NotADirectoryError, FileNotFoundError):
+                continue
+            for name in names:
+                if go_match(part, name):
+                    nxt.append(f"{base}/{name}" if base else name)
+        matches = nxt
+        if i < len(parts) - 1:
+            matches = [m for m in matches if os.path.isdir(os.path.join(root, m))]
+    matches = [m for m in matches if not excluded(m)]
+    if not matches:
+        raise NotFound(f"no source files were specified (pattern {src!r} matched nothing)")
+    return [(m, m) for m in matches]
+
+
+def walk_tree(root: str, rel: str, excluded: Any, matcher: Matcher | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    full = os.path.join(root, rel) if rel != "." else root
+    st = os.lstat(full)
+    yield rel, st
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    stack = [rel]
+    while stack:
+        cur = stack.pop()
+        d = os.path.join(root, cur) if cur != "." else root
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        for name in names:
+            child = f"{cur}/{name}" if cur != "." else name
+            cst = os.lstat(os.path.join(d, name))
+            if excluded(child):
+                if stat.S_ISDIR(cst.st_mode) and matcher is not None and matcher.may_contain_included(child):
+                    stack.append(child)
+                continue
+            yield child, cst
+            if stat.S_ISDIR(cst.st_mode):
+                stack.append(child)

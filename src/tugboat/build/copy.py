@@ -1,0 +1,281 @@
+"""COPY and ADD into a mounted root filesystem, with Docker's rules.
+
+- Destination: relative to WORKDIR; ending in ``/`` (or ``.``) means a directory; several sources
+  need such a destination ("When using COPY with more than one source file, the destination must
+  be a directory and end with a /").
+- A source directory: its *contents* are copied into the destination (created if missing).
+- A source file: into the destination directory (trailing ``/``, or an existing directory), or
+  as the destination path.
+- Owners become 0:0 unless ``--chown``; ``--chmod`` sets the mode of what is copied; modes and
+  mtimes are kept otherwise. Missing parent directories are created 0755 (owned by --chown's user).
+- ADD extracts local tar archives (plain, gzip, bzip2, xz; detected by content, not by name) into
+  the destination directory, and downloads URLs (mode 0600, mtime from Last-Modified).
+- Paths in the image are resolved with its symlinks taken relative to its root
+  (``/bin -> usr/bin`` works; an absolute symlink never leads out to the host).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tugboat.build.context import safe_extract, scoped_join, walk_tree
+from tugboat.build.dockerignore import Matcher
+from tugboat.errors import InvalidArgument
+
+
+@dataclass
+class CopyOptions:
+    chown: tuple[int, int] | None = None
+    chmod: int | None = None
+    add: bool = False
+
+
+def parse_chmod(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise InvalidArgument(f"invalid chmod parameter {value!r}: it must be an octal number") from None
+    if mode < 0 or mode > 0o7777:
+        raise InvalidArgument(f"invalid chmod parameter {value!r}")
+    return mode
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, errors="replace") as f:
+            return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
+    except OSError:
+        return []
+
+
+def resolve_chown(rootfs: str, spec: str) -> tuple[int, int]:
+    """``user[:group]`` (names looked up in the image's /etc/passwd and /etc/group) -> (uid, gid)."""
+    user, _, group = spec.partition(":")
+    if not user:
+        raise InvalidArgument(f"invalid chown parameter {spec!r}")
+    if user.isdigit():
+        uid = int(user)
+        gid = uid if not group else None
+    else:
+        for p in _read_db(scoped_join(rootfs, "etc/passwd")):
+            if len(p) >= 4 and p[0] == user:
+                uid = int(p[2])
+                gid = int(p[3]) if not group else None
+                break
+        else:
+            raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: can't find uid for "
+                                  f"user {user}: no such user: {user}")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for g in _read_db(scoped_join(rootfs, "etc/group")):
+                if len(g) >= 3 and g[0] == group:
+                    gid = int(g[2])
+                    break
+            else:
+                raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: can't find gid "
+                                      f"for group {group}: no such group: {group}")
+    assert gid is not None
+    return uid, gid
+
+
+def is_archive(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return False
+    if head.startswith(b"\x1f\x8b") or head.startswith(b"BZh") or head.startswith(b"\xfd7zXZ\x00"):
+        return True
+    return len(head) >= 262 and head[257:262] == b"ustar"
+
+
+def dest_is_dir(dest: str) -> bool:
+    return dest.endswith("/") or dest in (".", "..") or dest.endswith("/.")
+
+
+def absolute_dest(dest: str, workdir: str) -> str:
+    if not dest.startswith("/"):
+        dest = workdir.rstrip("/") + "/" + dest
+    return dest
+
+
+class Copier:
+    def __init__(self, rootfs: str, opts: CopyOptions) -> None:
+        self.rootfs = rootfs
+        self.opts = opts
+        self.created_owner = opts.chown or (0, 0)
+
+    # ---- destination paths ------------------------------------------------------------------
+
+    def mkdir_p(self, rel: str) -> str:
+        """Create ``rel`` (image path) and missing parents; returns the host path."""
+        parts = [p for p in rel.split("/") if p]
+        cur_rel = ""
+        host = self.rootfs
+        for part in parts:
+            cur_rel = f"{cur_rel}/{part}"
+            host = scoped_join(self.rootfs, cur_rel)
+            if os.path.isdir(host):
+                continue
+            if os.path.lexists(host):
+                os.unlink(host)
+            os.mkdir(host, 0o755)
+            os.chmod(host, 0o755)
+            os.lchown(host, *self.created_owner)
+            cur_rel = "/" + os.path.relpath(host, self.rootfs)
+        return scoped_join(self.rootfs, rel)
+
+    # ---- copying ------------------------------------------------------------------------------
+
+    def _apply_meta(self, path: str, st: os.stat_result, is_link: bool = False) -> None:
+        uid, gid = self.opts.chown or (0, 0)
+        os.lchown(path, uid, gid)
+        if not is_link:
+            mode = self.opts.chmod if self.opts.chmod is not None else stat.S_IMODE(st.st_mode)
+            os.chmod(path, mode)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        else:
+            with contextlib.suppress(OSError, NotImplementedError):
+                os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _clear(self, target: str, want_dir: bool) -> None:
+        if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
+            os.unlink(target)
+        elif os.path.isdir(target) and not want_dir:
+            shutil.rmtree(target)
+
+    def copy_entry(self, src: str, target: str, st: os.stat_result) -> None:
+        m = st.st_mode
+        if stat.S_ISDIR(m):
+            if os.path.islink(target) and os.path.isdir(target):
+                pass  # an existing symlink to a directory in the image: write through it
+            elif not os.path.isdir(target):
+                self._clear(target, True)
+                os.mkdir(target, 0o755)
+            self._apply_meta(target, st)
+        elif stat.S_ISREG(m):
+            self._clear(target, False)
+            with open(src, "rb") as fi, open(target, "wb") as fo:
+                shutil.copyfileobj(fi, fo, 1 << 20)
+            self._apply_meta(target, st)
+        elif stat.S_ISLNK(m):
+            self._clear(target, False)
+            os.symlink(os.readlink(src), target)
+            self._apply_meta(target, st, is_link=True)
+        elif stat.S_ISFIFO(m) or stat.S_ISCHR(m) or stat.S_ISBLK(m):
+            self._clear(target, False)
+            os.mknod(target, m, st.st_rdev)
+            self._apply_meta(target, st)
+        # sockets are skipped, as Docker does
+
+    def copy_tree(self, src_root: str, rel: str, target: str, excluded: Callable[[str], bool],
+                  matcher: Matcher | None) -> None:
+        """Copy the contents of directory ``src_root/rel`` into the host directory ``target``."""
+        dirs: list[tuple[str, os.stat_result]] = []
+        base = rel
+        for path, st in walk_tree(src_root, rel, excluded, matcher):
+            if path == base:
+                continue
+            sub = path[len(base) + 1 :] if base != "." else path
+            dst = self._target_in(target, sub)
+            self.copy_entry(os.path.join(src_root, path), dst, st)
+            if stat.S_ISDIR(st.st_mode):
+                dirs.append((dst, st))
+        for dst, st in reversed(dirs):  # directory mtimes after their contents are written
+            with contextlib.suppress(OSError):
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    def _target_in(self, target_dir: str, sub: str) -> str:
+        parent, _, name = sub.rpartition("/")
+        if not parent:
+            return os.path.join(target_dir, name)
+        rel_parent = os.path.relpath(target_dir, self.rootfs) + "/" + parent
+        return os.path.join(scoped_join(self.rootfs, rel_parent), name)
+
+    def extract(self, archive: str, target_dir: str) -> None:
+        with tarfile.open(archive, mode="r:*") as tf:
+            if self.opts.chown is not None:
+                members = tf.getmembers()
+                for mem in members:
+                    mem.uid, mem.gid = self.opts.chown
+                    mem.uname = mem.gname = ""
+            safe_extract(tf, target_dir)
+
+
+def copy_sources(
+    rootfs: str,
+    src_root: str,
+    sources: list[tuple[str, str]],
+    dest: str,
+    workdir: str,
+    opts: CopyOptions,
+    *,
+    source_args: int,
+    excluded: Callable[[str], bool] = lambda _p: False,
+    matcher: Matcher | None = None,
+    cmd: str = "COPY",
+) -> None:
+    """Copy resolved sources (``(named, real)`` paths under ``src_root``) into ``rootfs``."""
+    want_dir = dest_is_dir(dest)
+    dest_abs = absolute_dest(dest, workdir)
+    if (source_args > 1 or len(sources) > 1) and not want_dir:
+        existing = scoped_join(rootfs, dest_abs)
+        if not os.path.isdir(existing) or source_args > 1:
+            raise InvalidArgument(
+                f"When using {cmd} with more than one source file, the destination must be a directory and end with a /"
+            )
+        want_dir = True
+    cp = Copier(rootfs, opts)
+    for named, real in sources:
+        src = os.path.join(src_root, real) if real != "." else src_root
+        st = os.stat(src) if os.path.islink(src) else os.lstat(src)
+        if stat.S_ISDIR(st.st_mode):
+            target = cp.mkdir_p(dest_abs)
+            if dest_abs.rstrip("/") not in ("", "/") and not os.path.islink(target):
+                pass
+            cp.copy_tree(src_root, real, target, excluded, matcher)
+            continue
+        if opts.add and stat.S_ISREG(st.st_mode) and is_archive(src):
+            target = cp.mkdir_p(dest_abs)
+            cp.extract(src, target)
+            continue
+        host_dest = scoped_join(rootfs, dest_abs)
+        if want_dir or os.path.isdir(host_dest):
+            parent = cp.mkdir_p(dest_abs)
+            target = os.path.join(parent, os.path.basename(named.rstrip("/")) or os.path.basename(real))
+        else:
+            parent_rel, _, name = dest_abs.rstrip("/").rpartition("/")
+            parent = cp.mkdir_p(parent_rel or "/")
+            target = os.path.join(parent, name)
+        cp.copy_entry(src, target, st)
+
+
+def write_file(rootfs: str, dest: str, workdir: str, data: bytes, name: str, opts: CopyOptions,
+               mode: int = 0o644, mtime: float | None = None) -> None:
+    """COPY <<EOF (heredoc) and ADD <url>: one file of given bytes."""
+    dest_abs = absolute_dest(dest, workdir)
+    cp = Copier(rootfs, opts)
+    host_dest = scoped_join(rootfs, dest_abs)
+    if dest_is_dir(dest) or os.path.isdir(host_dest):
+        parent = cp.mkdir_p(dest_abs)
+        target = os.path.join(parent, name)
+    else:
+        parent_rel, _, fname = dest_abs.rstrip("/").rpartition("/")
+        parent = cp.mkdir_p(parent_rel or "/")
+        target = os.path.join(parent, fname)
+    cp._clear(target, False)
+    with open(target, "wb") as f:
+        f.write(data)
+    uid, gid = opts.chown or (0, 0)
+    os.lchown(target, uid, gid)
+    os.chmod(target, opts.chmod if opts.chmod is not None else mode)
+    if mtime is not None:
+        os.utime(target, (mtime, mtime))

@@ -1,0 +1,177 @@
+"""`tug registry serve|gc`, `tug pull`, `tug push`, `tug login`, `tug logout`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tugboat.cli.main import Context
+
+
+def _registry_root(ctx: Context, explicit: str | None) -> str:
+    if explicit:
+        return os.path.abspath(explicit)
+    return os.path.join(ctx.data_root, "registry")
+
+
+def registry(args: list[str], ctx: Context) -> int:
+    p = argparse.ArgumentParser(prog="tug registry", description="Run or maintain an OCI registry server")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="serve the OCI distribution API")
+    s.add_argument("--addr", default="127.0.0.1:5000", help="listen address host:port (port 0 picks one)")
+    s.add_argument("--root", help="registry data directory (default <data root>/registry)")
+    s.add_argument("--htpasswd", help="htpasswd file with bcrypt entries: turns on authentication")
+    s.add_argument("--token-realm", help="URL of the token endpoint (served by this registry at its path)")
+    s.add_argument("--token-issuer", default="tugboat")
+    s.add_argument("--token-service", default="tugboat-registry")
+    s.add_argument("--anonymous-pull", action="store_true", help="with tokens: allow pulls without login")
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    s.add_argument("--read-only", action="store_true")
+    s.add_argument("--port-file", help="write the bound port to this file once listening")
+    g = sub.add_parser("gc", help="delete blobs no manifest refers to (run while nothing pushes)")
+    g.add_argument("--root", help="registry data directory (default <data root>/registry)")
+    g.add_argument("--dry-run", action="store_true")
+    g.add_argument("--grace", type=float, default=0.0, help="spare blobs younger than this many seconds")
+    o = p.parse_args(args)
+    root = _registry_root(ctx, o.root)
+    if o.cmd == "gc":
+        from tugboat.distribution.storage import RegistryStorage
+
+        res = RegistryStorage(root).gc(dry_run=o.dry_run, grace_seconds=o.grace)
+        verb = "would remove" if o.dry_run else "removed"
+        for d in res["removed"]:
+            print(f"{verb} {d}")
+        print(f"{verb} {len(res['removed'])} blobs, {res['freed_bytes']} bytes; {res['kept']} referenced")
+        return 0
+    import asyncio
+
+    from tugboat.distribution.server import make_app, serve, ssl_context
+
+    host, _, port_s = o.addr.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    app = make_app(root, htpasswd=o.htpasswd, token_realm=o.token_realm, token_issuer=o.token_issuer,
+                   token_service=o.token_service, anonymous_pull=o.anonymous_pull, read_only=o.read_only)
+
+    def ready(port: int) -> None:
+        if o.port_file:
+            tmp = o.port_file + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(port))
+            os.rename(tmp, o.port_file)
+        scheme = "https" if o.tls_cert else "http"
+        sys.stderr.write(f"tug registry listening on {scheme}://{host}:{port} (root {root})\n")
+        sys.stderr.flush()
+
+    try:
+        asyncio.run(serve(app, host, int(port_s), ssl_context(o.tls_cert, o.tls_key), ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _print_progress(ev: dict) -> None:
+    if ev.get("status") and not ev.get("progressDetail"):
+        ident = ev.get("id")
+        sys.stdout.write(f"{ident + ': ' if ident else ''}{ev['status']}\n")
+        sys.stdout.flush()
+
+
+def _run_stream(client: object, path: str, query: dict, headers: dict, quiet: bool) -> None:
+    from tugboat.errors import TugError
+
+    for ev in client.json_stream("POST", path, query=query, headers=headers):  # type: ignore[attr-defined]
+        if ev.get("error") or ev.get("errorDetail"):
+            raise TugError(ev.get("error") or ev["errorDetail"].get("message", "failed"))
+        if not quiet:
+            _print_progress(ev)
+
+
+def pull(args: list[str], ctx: Context) -> int:
+    p = argparse.ArgumentParser(prog="tug pull", description="Download an image from a registry")
+    p.add_argument("image")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--platform")
+    o = p.parse_args(args)
+    from tugboat.cli.client import DaemonClient
+    from tugboat.oci.reference import parse_reference
+
+    ref = parse_reference(o.image)
+    query = {"fromImage": ref.name, "tag": ref.digest or ref.tag or "latest"}
+    if o.platform:
+        query["platform"] = o.platform
+    _run_stream(DaemonClient(ctx.daemon_host), "/images/create", query, _auth_header_for(ref.domain), o.quiet)
+    if o.quiet:
+        print(ref.familiar)
+    return 0
+
+
+def push(args: list[str], ctx: Context) -> int:
+    p = argparse.ArgumentParser(prog="tug push", description="Upload an image to a registry")
+    p.add_argument("image")
+    p.add_argument("-q", "--quiet", action="store_true")
+    o = p.parse_args(args)
+    from urllib.parse import quote
+
+    from tugboat.cli.client import DaemonClient
+    from tugboat.oci.reference import parse_reference
+
+    ref = parse_reference(o.image, default_tag=False)
+    _run_stream(DaemonClient(ctx.daemon_host), f"/images/{quote(ref.name, safe='/:')}/push", {"tag": ref.tag or ""},
+                _auth_header_for(ref.domain), o.quiet)
+    return 0
+
+
+def _auth_header_for(domain: str) -> dict[str, str]:
+    """X-Registry-Auth from ~/.docker/config.json, as the docker CLI sends it."""
+    from tugboat.distribution.credentials import DockerConfig, encode_registry_auth
+
+    creds = DockerConfig.load().get(domain)
+    if creds is None:
+        return {}
+    return {"X-Registry-Auth": encode_registry_auth(creds[0], creds[1], domain)}
+
+
+def login(args: list[str], ctx: Context) -> int:
+    p = argparse.ArgumentParser(prog="tug login", description="Log in to a registry")
+    p.add_argument("server", nargs="?", default="docker.io")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password")
+    p.add_argument("--password-stdin", action="store_true")
+    o = p.parse_args(args)
+    import getpass
+
+    from tugboat.distribution.client import RegistryClient
+    from tugboat.distribution.credentials import DockerConfig, normalize_registry
+
+    user = o.username or input("Username: ")
+    if o.password_stdin:
+        password = sys.stdin.read().rstrip("\n")
+    else:
+        password = o.password if o.password is not None else getpass.getpass("Password: ")
+    server = normalize_registry(o.server)
+    RegistryClient().login(server, user, password)
+    cfg = DockerConfig.load()
+    cfg.set(server, user, password)
+    cfg.save()
+    print("Login Succeeded")
+    return 0
+
+
+def logout(args: list[str], ctx: Context) -> int:
+    p = argparse.ArgumentParser(prog="tug logout", description="Log out from a registry")
+    p.add_argument("server", nargs="?", default="docker.io")
+    o = p.parse_args(args)
+    from tugboat.distribution.credentials import DockerConfig, normalize_registry
+
+    server = normalize_registry(o.server)
+    cfg = DockerConfig.load()
+    if cfg.remove(server):
+        cfg.save()
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0

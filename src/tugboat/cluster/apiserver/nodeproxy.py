@@ -1,0 +1,152 @@
+"""Streaming pod subresources (log, exec, attach, portforward) proxied to the pod's node agent.
+
+The contract with node agents (the kubelet's own API, by path):
+- The Node object says where its agent listens: ``status.daemonEndpoints.kubeletEndpoint.Port`` and
+  the first ``status.addresses`` entry of type ``InternalIP`` (else ``Hostname``). The agent serves
+  plain HTTP unless the node has annotation ``tugboat.io/kubelet-scheme: https``.
+- ``GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&sinceSeconds=
+  &sinceTime=&previous=&limitBytes=`` -> ``text/plain`` (chunked when following);
+- ``GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=`` and
+  ``GET /attach/{namespace}/{pod}/{container}?…``: a WebSocket speaking the
+  ``v5.channel.k8s.io``/``v4.channel.k8s.io`` channel protocol (the API server relays frames as
+  they are, choosing the subprotocol the client offered);
+- ``GET /portForward/{namespace}/{pod}?ports=…``: a WebSocket, channel protocol as the Python
+  client uses it. (kubectl's SPDY port-forward is not supported.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from tugboat.cluster.apiserver.meta import ApiError
+from tugboat.cluster.apiserver.registry import ResourceType
+
+if TYPE_CHECKING:
+    from tugboat.cluster.apiserver.server import APIServer
+
+WS_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
+                "channel.k8s.io", "SPDY/3.1+portforward.k8s.io")
+
+
+def node_endpoint(node: dict[str, Any]) -> str | None:
+    st = node.get("status") or {}
+    port = ((st.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+    if not port:
+        return None
+    addrs = {a.get("type"): a.get("address") for a in st.get("addresses") or []}
+    host = addrs.get("InternalIP") or addrs.get("Hostname")
+    if not host:
+        return None
+    scheme = ((node.get("metadata") or {}).get("annotations") or {}).get("tugboat.io/kubelet-scheme", "http")
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def _container(pod: dict[str, Any], requested: str | None, name: str) -> str:
+    cs = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    ics = [c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or []]
+    if requested:
+        if requested not in cs + ics:
+            raise ApiError(400, f"container {requested} is not valid for pod {name}", "BadRequest")
+        return requested
+    if len(cs) == 1:
+        return cs[0]
+    default = ((pod.get("metadata") or {}).get("annotations") or {}).get("kubectl.kubernetes.io/default-container")
+    if default in cs:
+        return default
+    raise ApiError(400, f"a container name must be specified for pod {name}, choose one of: [{' '.join(cs)}]",
+                   "BadRequest")
+
+
+async def handle(srv: APIServer, request: web.Request, rt: ResourceType, ns: str, name: str, sub: str) -> web.StreamResponse:
+    if rt.plural != "pods" or rt.group != "":
+        raise ApiError(404, "the server could not find the requested resource", "NotFound")
+    pod = await srv.objects.get(rt, ns, name)
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
+        raise ApiError(400, f"pod {name} does not have a host assigned", "BadRequest")
+    node_rt = srv.registry.get("", "v1", "nodes")
+    assert node_rt is not None
+    try:
+        node = await srv.objects.get(node_rt, None, node_name)
+    except ApiError:
+        raise ApiError(503, f'node "{node_name}" of pod {name} is not registered', "ServiceUnavailable") from None
+    base = node_endpoint(node)
+    if base is None:
+        raise ApiError(503, f"no node agent endpoint for node {node_name!r} (status.daemonEndpoints."
+                       "kubeletEndpoint.Port and an InternalIP address are needed)", "ServiceUnavailable")
+    q = request.query
+    if sub == "portforward":
+        url = f"{base}/portForward/{ns}/{name}"
+    else:
+        container = _container(pod, q.get("container"), name)
+        kind = {"log": "containerLogs", "exec": "exec", "attach": "attach"}.get(sub)
+        if kind is None:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        url = f"{base}/{kind}/{ns}/{name}/{container}"
+    params = [(k, v) for k, v in q.items() if k != "container"]
+    if sub == "log":
+        return await _proxy_http(request, url, params)
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise ApiError(400, "Upgrade request required (only WebSocket streaming is supported; SPDY is not)",
+                       "BadRequest")
+    return await _proxy_ws(request, url, params)
+
+
+async def _proxy_http(request: web.Request, url: str, params: list[tuple[str, str]]) -> web.StreamResponse:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url, params=params) as r:
+            if r.status != 200:
+                text = await r.text()
+                raise ApiError(r.status if r.status >= 400 else 500, text.strip() or f"node agent answered {r.status}")
+            resp = web.StreamResponse(status=200, headers={"Content-Type": r.headers.get("Content-Type", "text/plain")})
+            await resp.prepare(request)
+            async for chunk in r.content.iter_any():
+                await resp.write(chunk)
+            await resp.write_eof()
+            return resp
+    except aiohttp.ClientError as exc:
+        raise ApiError(502, f"error dialing the node agent at {url}: {exc}", "ServiceUnavailable") from None
+
+
+async def _proxy_ws(request: web.Request, url: str, params: list[tuple[str, str]]) -> web.StreamResponse:
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    protos = [p for p in offered if p in WS_PROTOCOLS] or ["v4.channel.k8s.io"]
+    session = aiohttp.ClientSession()
+    try:
+        try:
+            upstream = await session.ws_connect(url.replace("http", "ws", 1), params=params, protocols=protos)
+        except aiohttp.ClientError as exc:
+            raise ApiError(502, f"error dialing the node agent at {url}: {exc}", "ServiceUnavailable") from None
+        ws = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protos[:1])
+        await ws.prepare(request)
+
+        async def pump(src: Any, dst: Any) -> None:
+            async for msg in src:
+                if msg.type == aiohttp.WSMsgType.BINARY:
+                    await dst.send_bytes(msg.data)
+                elif msg.type == aiohttp.WSMsgType.TEXT:
+                    await dst.send_str(msg.data)
+                else:
+                    break
+            await dst.close()
+
+        tasks = [asyncio.create_task(pump(ws, upstream)), asyncio.create_task(pump(upstream, ws))]
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(t, 2)
+        for t in pending:
+            t.cancel()
+        await upstream.close()
+        await ws.close()
+        return ws
+    finally:
+        await session.close()

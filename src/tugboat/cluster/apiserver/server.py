@@ -1,0 +1,848 @@
+"""The Kubernetes API server: aiohttp over TLS, one catch-all router, the generic handlers.
+
+Entry points: :func:`make_app` (an ``aiohttp.web.Application`` over a started store) and
+:func:`serve` (what ``tug cluster apiserver`` runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from typing import Any
+
+import msgspec
+import yaml
+from aiohttp import web
+
+from tugboat.cluster.apiserver import discovery, meta
+from tugboat.cluster.apiserver.handlers import ObjectService, Selector, encode, load
+from tugboat.cluster.apiserver.kinds import REGISTRY
+from tugboat.cluster.apiserver.meta import ApiError
+from tugboat.cluster.apiserver.patch import json_patch, merge_patch, strategic_merge_patch
+from tugboat.cluster.apiserver.registry import Obj, Registry, ResourceType
+from tugboat.cluster.apiserver.storage.base import Store
+from tugboat.cluster.apiserver.watchcache import CachedEvent, TooOld, WatchCache
+
+log = logging.getLogger(__name__)
+MAX_BODY = 3 * 1024 * 1024
+K8S_MINOR = "31"
+K8S_VERSION = f"v1.{K8S_MINOR}.0"
+JSON = "application/json"
+_dec = msgspec.json.Decoder()
+
+APP_KEY: web.AppKey[APIServer] = web.AppKey("apiserver")
+
+
+class User:
+    def __init__(self, name: str, groups: list[str]) -> None:
+        self.name = name
+        self.groups = groups
+
+
+def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(body=encode(obj), status=status, content_type=JSON, headers=headers)
+
+
+def status_success(rt: ResourceType, obj: Obj) -> Obj:
+    md = obj.get("metadata") or {}
+    d: dict[str, Any] = {"name": md.get("name"), "kind": rt.plural, "uid": md.get("uid")}
+    if rt.group:
+        d["group"] = rt.group
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": d}
+
+
+def _accepts(request: web.Request) -> dict[str, bool]:
+    acc = request.headers.get("Accept", "")
+    out = {"table": False, "partial": False, "json": True}
+    for part in acc.split(","):
+        p = part.replace(" ", "")
+        if "as=Table" in p and "g=meta.k8s.io" in p:
+            out["table"] = True
+            break
+        if "as=PartialObjectMetadata" in p:
+            out["partial"] = True
+            break
+        if p.startswith((JSON, "*/*", "application/*")) or p.startswith("application/yaml"):
+            break
+    else:
+        if acc and "protobuf" in acc and JSON not in acc and "*/*" not in acc:
+            raise ApiError(406, "only the following media types are accepted: application/json, application/yaml, "
+                           "application/json;as=Table;v=v1;g=meta.k8s.io", "NotAcceptable")
+    return out
+
+
+class APIServer:
+    def __init__(self, store: Store, *, registry: Registry = REGISTRY, tokens: dict[str, tuple[str, list[str]]] | None = None,
+                 require_auth: bool = True, data_dir: str | None = None) -> None:
+        self.store = store
+        self.registry = registry
+        self.cache = WatchCache(store)
+        self.objects = ObjectService(store, registry, self.cache)
+        self.tokens = tokens or {}
+        self.require_auth = require_auth
+        self.data_dir = data_dir
+        self.discovery = discovery.Discovery(registry)
+        from tugboat.cluster.apiserver.metrics import MetricsStore
+        self.metrics = MetricsStore()
+        self._bg: list[asyncio.Task[Any]] = []
+
+    # --- life cycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.cache.start()
+        res = await self.store.list("/registry/core/namespaces/")
+        for kv in res.items:
+            o = _dec.decode(kv.value)
+            self.objects.namespaces[o["metadata"]["name"]] = (o.get("status") or {}).get("phase", "Active")
+        self._bg.append(asyncio.create_task(self._follow_namespaces()))
+        await self._bootstrap()
+        self._bg.append(asyncio.create_task(self._compactor()))
+
+    async def stop(self) -> None:
+        for t in self._bg:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.cache.stop()
+
+    async def _follow_namespaces(self) -> None:
+        w = self.cache.watch("/registry/core/namespaces/", self.cache.rev)
+        sa = self.registry.get("", "v1", "serviceaccounts")
+        assert sa is not None
+        while True:
+            ev = await w.queue.get()
+            if ev is None:
+                w = self.cache.watch("/registry/core/namespaces/", self.cache.rev)
+                continue
+            name = ev.obj["metadata"]["name"]
+            if ev.type == "DELETED":
+                self.objects.namespaces.pop(name, None)
+                continue
+            self.objects.namespaces[name] = (ev.obj.get("status") or {}).get("phase", "Active")
+            if ev.type == "ADDED":
+                # the service account controller's job, done here: every namespace has "default"
+                with contextlib.suppress(ApiError):
+                    await self.objects.create(sa, name, {"metadata": {"name": "default"}})
+
+    async def _bootstrap(self) -> None:
+        ns = self.registry.get("", "v1", "namespaces")
+        svc = self.registry.get("", "v1", "services")
+        assert ns is not None and svc is not None
+        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            with contextlib.suppress(ApiError):
+                await self.objects.create(ns, None, {"metadata": {"name": name}})
+        with contextlib.suppress(ApiError):
+            await self.objects.create(svc, "default", {
+                "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+                "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
+                         "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}})
+
+    async def _compactor(self, interval: float = 300.0, keep: int = 10000) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                rev = await self.store.current_revision()
+                if rev - keep > await self.store.compact_revision():
+                    await self.store.compact(rev - keep)
+            except Exception:
+                log.exception("compaction failed")
+
+    # --- auth ------------------------------------------------------------------------------------
+    def authenticate(self, request: web.Request) -> User | None:
+        peer = request.transport.get_extra_info("peercert") if request.transport else None
+        if peer:
+            cn, orgs = "", []
+            for rdn in peer.get("subject", ()):
+                for k, v in rdn:
+                    if k == "commonName":
+                        cn = v
+                    elif k == "organizationName":
+                        orgs.append(v)
+            if cn:
+                return User(cn, orgs)
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            tok = auth[7:].strip()
+            hit = self.tokens.get(tok)
+            if hit:
+                return User(hit[0], hit[1])
+        return None
+
+    # --- app -------------------------------------------------------------------------------------
+    def make_app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY + 1024, middlewares=[self._middleware])
+        app[APP_KEY] = self
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        try:
+            if path not in ("/healthz", "/livez", "/readyz") and self.require_auth:
+                user = self.authenticate(request)
+                if user is None:
+                    raise ApiError(401, "Unauthorized", "Unauthorized")
+            return await handler(request)
+        except ApiError as exc:
+            return json_response(exc.status(), exc.code)
+        except web.HTTPException:
+            raise
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("internal error on %s %s", request.method, path)
+            e = ApiError(500, f"Internal error occurred: {type(exc).__name__}: {exc}", "InternalError")
+            return json_response(e.status(), 500)
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path.rstrip("/") or "/"
+        if path in ("/healthz", "/livez", "/readyz") or path.startswith(("/healthz/", "/livez/", "/readyz/")):
+            return web.Response(text="ok")
+        if path == "/version":
+            return json_response({"major": "1", "minor": K8S_MINOR, "gitVersion": K8S_VERSION,
+                                  "gitCommit": "tugboat", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
+                                  "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64"})
+        parts = [p for p in path.split("/") if p]
+        if parts[0] == "openapi":
+            from tugboat.cluster.apiserver import openapi
+            return await openapi.handle(self, request, parts)
+        if parts[0] == "api":
+            if len(parts) == 1:
+                return self.discovery.api_root(request)
+            group, version, rest = "", parts[1], parts[2:]
+        elif parts[0] == "apis":
+            if len(parts) == 1:
+                return self.discovery.apis_root(request)
+            if len(parts) == 2:
+                return self.discovery.group(parts[1])
+            group, version, rest = parts[1], parts[2], parts[3:]
+        else:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound",
+                           {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
+        if group == "metrics.k8s.io":
+            return await self.metrics.handle(self, request, version, rest)
+        if not rest:
+            return self.discovery.resource_list(group, version)
+        return await self.resource_request(request, group, version, rest)
+
+    # --- routing to a resource -------------------------------------------------------------------
+    def _resolve(self, group: str, version: str, rest: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:
+        ns: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            ns, rest = rest[1], rest[2:]
+        elif rest[0] == "watch":
+            raise ApiError(404, "the legacy /watch/ paths are not served; use ?watch=true", "NotFound")
+        plural = rest[0]
+        rt = self.registry.get(group, version, plural)
+        if rt is None:
+            if group == "" and version == "v1" and plural == "bindings" and ns:
+                rt = self.registry.get("", "v1", "pods")
+                assert rt is not None
+                return rt, ns, None, "binding"
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if len(rest) > 3:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        if rt.namespaced and ns is None and name is not None:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        if not rt.namespaced and ns is not None:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        if sub is not None and sub not in rt.subresources:
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        return rt, ns, name, sub
+
+    async def resource_request(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+        rt, ns, name, sub = self._resolve(group, version, rest)
+        m = request.method
+        q = request.query
+        if sub in ("log", "exec", "attach", "portforward", "proxy"):
+            from tugboat.cluster.apiserver import nodeproxy
+            return await nodeproxy.handle(self, request, rt, ns or "", name or "", sub)
+        if name is None:
+            if sub == "binding" and m == "POST":
+                body = await self.read_body(request)
+                return await self._binding(rt, ns or "", None, body, request)
+            if m == "GET":
+                if meta.parse_bool(q.get("watch")):
+                    return await self.watch(request, rt, ns)
+                return await self.list(request, rt, ns)
+            if m == "POST":
+                body = await self.read_body(request)
+                obj = self.decode_object(request, body, rt)
+                out = await self.objects.create(rt, ns, obj, dry_run=self._dry_run(request))
+                return json_response(out, 201, headers=self._warn_headers(request))
+            if m == "DELETE":
+                return await self.delete_collection(request, rt, ns)
+            raise ApiError(405, f"the server does not allow this method on the requested resource", "MethodNotAllowed")
+        if sub is None:
+            if m == "GET":
+                obj = await self.objects.get(self.objects.storage_type(rt), ns, name)
+                return self.respond_object(request, rt, self.objects.to_view(rt, obj))
+            if m == "PUT":
+                return await self.put(request, rt, ns, name, None)
+            if m == "PATCH":
+                return await self.patch(request, rt, ns, name, None)
+            if m == "DELETE":
+                return await self.delete(request, rt, ns, name)
+        elif sub in ("status", "finalize"):
+            if m == "GET" and sub == "status":
+                obj = await self.objects.get(self.objects.storage_type(rt), ns, name)
+                return self.respond_object(request, rt, self.objects.to_view(rt, obj))
+            if m == "PUT":
+                return await self.put(request, rt, ns, name, sub)
+            if m == "PATCH" and sub == "status":
+                return await self.patch(request, rt, ns, name, sub)
+        elif sub == "scale":
+            return await self.scale(request, rt, ns or "", name)
+        elif sub == "binding" and m == "POST":
+            body = await self.read_body(request)
+            return await self._binding(rt, ns or "", name, body, request)
+        elif sub == "eviction" and m == "POST":
+            body = await self.read_body(request)
+            ev = self._parse(request, body)
+            opts = (ev or {}).get("deleteOptions") or {}
+            await self.objects.delete(rt, ns, name, opts, dry_run=self._dry_run(request))
+            return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                                  "code": 201}, 201)
+        raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+    # --- bodies ----------------------------------------------------------------------------------
+    async def read_body(self, request: web.Request) -> bytes:
+        cl = request.content_length
+        if cl is not None and cl > MAX_BODY:
+            raise ApiError(413, "Request entity too large: limit is 3145728", "RequestEntityTooLarge")
+        chunks = []
+        total = 0
+        async for chunk in request.content.iter_chunked(65536):
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise ApiError(413, "Request entity too large: limit is 3145728", "RequestEntityTooLarge")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(self, request: web.Request, body: bytes) -> Any:
+        ct = (request.content_type or JSON).lower()
+        if "protobuf" in ct:
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
+                           "application/json, application/yaml", "UnsupportedMediaType")
+        if not body.strip():
+            raise ApiError(400, "the body of the request was empty", "BadRequest")
+        if "yaml" in ct and "apply-patch" not in ct:
+            try:
+                return yaml.safe_load(body)
+            except yaml.YAMLError as exc:
+                raise ApiError(400, f"the object provided is unrecognized: error converting YAML to JSON: {exc}",
+                               "BadRequest") from None
+        try:
+            return _dec.decode(body)
+        except msgspec.DecodeError as exc:
+            if "yaml" in ct:
+                try:
+                    return yaml.safe_load(body)
+                except yaml.YAMLError:
+                    pass
+            raise ApiError(400, f"the object provided is unrecognized: couldn't decode JSON: {exc}", "BadRequest") from None
+
+    def decode_object(self, request: web.Request, body: bytes, rt: ResourceType) -> Obj:
+        obj = self._parse(request, body)
+        if not isinstance(obj, dict):
+            raise ApiError(400, "the body of the request must be a JSON or YAML object", "BadRequest")
+        self._field_validation(request, body, obj, rt)
+        return obj
+
+    def _field_validation(self, request: web.Request, body: bytes, obj: Any, rt: ResourceType) -> None:
+        mode = request.query.get("fieldValidation", "Warn")
+        if mode == "Ignore":
+            return
+        if mode not in ("Strict", "Warn"):
+            raise ApiError(400, f'fieldValidation must be one of "Ignore", "Warn", or "Strict", got {mode!r}',
+                           "BadRequest")
+        from tugboat.cluster.apiserver import schema
+        problems = schema.unknown_fields(rt, obj)
+        if mode == "Strict" and "json" in (request.content_type or JSON):
+            problems += schema.duplicate_fields(body)
+        if not problems:
+            return
+        if mode == "Strict":
+            if len(problems) == 1:
+                msg = f"strict decoding error: {problems[0]}"
+            else:
+                msg = "strict decoding error: " + ", ".join(problems)
+            raise ApiError(400, msg, "BadRequest")
+        request["warnings"] = problems
+
+    @staticmethod
+    def _warn_headers(request: web.Request) -> dict[str, str] | None:
+        w = request.get("warnings")
+        if not w:
+            return None
+        return {"Warning": ", ".join('299 - "' + p.replace('"', '\\"') + '"' for p in w)}
+
+    @staticmethod
+    def _dry_run(request: web.Request) -> bool:
+        dr = request.query.getall("dryRun", [])
+        for v in dr:
+            if v != "All":
+                raise ApiError(400, f"Invalid dry run value: {v}; supported values: All", "BadRequest")
+        return bool(dr)
+
+    # --- object output ---------------------------------------------------------------------------
+    def table(self, rt: ResourceType, objs: list[Obj], *, with_columns: bool = True, include: str = "Metadata",
+              list_meta: Obj | None = None) -> Obj:
+        rows = []
+        for o in objs:
+            try:
+                cells = rt.row(o) if rt.row else [o["metadata"]["name"]]
+            except Exception:  # a half-filled object must not break `kubectl get`
+                cells = [o["metadata"].get("name")] + ["<unknown>"] * (len(rt.columns) - 1)
+            if include == "Object":
+                ob: Any = o
+            elif include == "None":
+                ob = None
+            else:
+                ob = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o.get("metadata")}
+            rows.append({"cells": cells, "object": ob})
+        return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": list_meta or {},
+                "columnDefinitions": [c.definition() for c in rt.columns] if with_columns else None, "rows": rows}
+
+    def respond_object(self, request: web.Request, rt: ResourceType, obj: Obj, status: int = 200) -> web.Response:
+        acc = _accepts(request)
+        if acc["table"]:
+            return json_response(self.table(rt, [obj], include=request.query.get("includeObject", "Metadata"),
+                                            list_meta={"resourceVersion": obj["metadata"].get("resourceVersion", "")}))
+        if acc["partial"]:
+            return json_response({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                  "metadata": obj.get("metadata")})
+        return json_response(obj, status, headers=self._warn_headers(request))
+
+    # --- list ------------------------------------------------------------------------------------
+    async def list(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
+        q = request.query
+        sel = Selector(rt, q.get("labelSelector"), q.get("fieldSelector"))
+        try:
+            limit = int(q.get("limit", "0") or 0)
+        except ValueError:
+            raise ApiError(400, f"invalid limit: {q.get('limit')}", "BadRequest") from None
+        rv = q.get("resourceVersion")
+        if rv == "0" and not q.get("continue"):
+            limit = 0  # served "from the cache": the whole list
+        items, rev, token, _ = await self.objects.list(self.objects.storage_type(rt), ns, sel, limit,
+                                                       q.get("continue"), rv, q.get("resourceVersionMatch"))
+        items = [self.objects.to_view(rt, o) for o in items]
+        lm: Obj = {"resourceVersion": str(rev)}
+        if token:
+            lm["continue"] = token
+        acc = _accepts(request)
+        if acc["table"]:
+            return json_response(self.table(rt, items, include=q.get("includeObject", "Metadata"), list_meta=lm))
+        if acc["partial"]:
+            return json_response({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": lm,
+                                  "items": [{"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                             "metadata": o["metadata"]} for o in items]})
+        return json_response({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": lm, "items": items})
+
+    # --- watch -----------------------------------------------------------------------------------
+    async def watch(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.StreamResponse:
+        q = request.query
+        srt = self.objects.storage_type(rt)
+        sel = Selector(rt, q.get("labelSelector"), q.get("fieldSelector"))
+        acc = _accepts(request)
+        bookmarks = meta.parse_bool(q.get("allowWatchBookmarks"))
+        initial = meta.parse_bool(q.get("sendInitialEvents"))
+        try:
+            timeout = float(q["timeoutSeconds"]) if "timeoutSeconds" in q else random.uniform(1800, 3600)
+        except ValueError:
+            raise ApiError(400, "invalid timeoutSeconds", "BadRequest") from None
+        deadline = time.monotonic() + timeout
+        rv = q.get("resourceVersion") or ""
+        prefix = srt.key_prefix(ns)
+        initial_objs: list[Obj] = []
+        if rv in ("", "0") or initial:
+            items, rev, _, _ = await self.objects.list(srt, ns, sel)
+            initial_objs = items
+            start = rev
+        else:
+            try:
+                start = int(rv)
+            except ValueError:
+                raise ApiError(400, f"invalid resource version: {rv}", "BadRequest") from None
+        resp = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            watcher = self.cache.watch(prefix, start)
+        except TooOld as exc:
+            err = ApiError(410, f"too old resource version: {exc.requested} ({exc.oldest})", "Expired").status()
+            await resp.write(b'{"type":"ERROR","object":' + encode(err) + b"}\n")
+            return resp
+        first_table = [True]
+        include = q.get("includeObject", "Metadata")
+
+        def line(typ: str, obj: Obj, ev: CachedEvent | None = None) -> bytes:
+            if acc["table"]:
+                body = encode(self.table(rt, [obj], with_columns=first_table[0], include=include,
+                                         list_meta={"resourceVersion": obj["metadata"].get("resourceVersion", "")}))
+                first_table[0] = False
+            elif acc["partial"]:
+                body = encode({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                               "metadata": obj.get("metadata")})
+            elif ev is not None:
+                view = rt.api_version
+                cached = ev.encoded.get(view)
+                if cached is None:
+                    cached = ev.encoded[view] = encode(obj)
+                body = cached
+            else:
+                body = encode(obj)
+            return b'{"type":"' + typ.encode() + b'","object":' + body + b"}\n"
+
+        def bookmark(rev: int, end_initial: bool = False) -> bytes:
+            md: Obj = {"resourceVersion": str(rev)}
+            if end_initial:
+                md["annotations"] = {"k8s.io/initial-events-end": "true"}
+            return b'{"type":"BOOKMARK","object":' + encode({"kind": rt.kind, "apiVersion": rt.api_version,
+                                                             "metadata": md}) + b"}\n"
+
+        try:
+            if initial_objs:
+                buf = [line("ADDED", self.objects.to_view(rt, o)) for o in initial_objs]
+                await resp.write(b"".join(buf))
+            if initial and bookmarks:
+                await resp.write(bookmark(start, True))
+            last_rev = start
+            bookmark_every = 30.0
+            next_bm = time.monotonic() + bookmark_every
+            while True:
+                now = time.monotonic()
+                remaining = deadline - now
+                if remaining <= 0:
+                    break
+                wait = min(remaining, next_bm - now) if bookmarks else remaining
+                try:
+                    ev = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.001))
+                except TimeoutError:
+                    if bookmarks and time.monotonic() >= next_bm:
+                        await resp.write(bookmark(max(last_rev, self.cache.rev)))
+                        next_bm = time.monotonic() + bookmark_every
+                    continue
+                out = []
+                while True:
+                    if ev is None:
+                        break
+                    out.append(self._event_line(rt, sel, ev, line))
+                    last_rev = ev.revision
+                    if watcher.queue.empty():
+                        break
+                    ev = watcher.queue.get_nowait()
+                data = b"".join(x for x in out if x)
+                if data:
+                    await resp.write(data)
+                if ev is None:
+                    break
+        except (ConnectionResetError, asyncio.CancelledError):
+            pass
+        finally:
+            watcher.close()
+        with contextlib.suppress(Exception):
+            await resp.write_eof()
+        return resp
+
+    def _event_line(self, rt: ResourceType, sel: Selector, ev: CachedEvent, line: Any) -> bytes | None:
+        obj = ev.obj
+        if sel.empty:
+            typ = ev.type
+        else:
+            now_match = sel(obj)
+            if ev.type == "DELETED":
+                if not now_match:
+                    return None
+                typ = "DELETED"
+            elif ev.type == "ADDED":
+                if not now_match:
+                    return None
+                typ = "ADDED"
+            else:
+                was = sel(ev.prev) if ev.prev is not None else False
+                if now_match and was:
+                    typ = "MODIFIED"
+                elif now_match:
+                    typ = "ADDED"
+                elif was:
+                    typ = "DELETED"
+                else:
+                    return None
+        if rt.from_storage is not None:
+            return line(typ, rt.from_storage(obj))
+        return line(typ, obj, ev)
+
+    # --- writes ----------------------------------------------------------------------------------
+    async def put(self, request: web.Request, rt: ResourceType, ns: str | None, name: str, sub: str | None) -> web.Response:
+        body = await self.read_body(request)
+        obj = self.decode_object(request, body, rt)
+
+        def mutate(cur: Obj) -> Obj:
+            if sub == "finalize":
+                cur["spec"] = obj.get("spec") or {}
+                return cur
+            return obj
+
+        out, _ = await self.objects.update(rt, ns, name, mutate, subresource=None if sub == "finalize" else sub,
+                                           dry_run=self._dry_run(request))
+        return json_response(out, headers=self._warn_headers(request))
+
+    async def patch(self, request: web.Request, rt: ResourceType, ns: str | None, name: str, sub: str | None) -> web.Response:
+        body = await self.read_body(request)
+        ct = (request.content_type or "").lower()
+        if ct == "application/apply-patch+yaml":
+            return await self.apply_patch(request, rt, ns, name, body, sub)
+        patch = self._parse(request, body)
+        if ct == "application/json-patch+json":
+            fn = json_patch
+        elif ct == "application/merge-patch+json":
+            fn = merge_patch
+        elif ct == "application/strategic-merge-patch+json":
+            def fn(cur: Any, p: Any) -> Any:
+                return strategic_merge_patch(cur, p, self.objects.storage_type(rt).kind)
+        else:
+            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                           "application/json-patch+json, application/merge-patch+json, "
+                           "application/apply-patch+yaml, application/strategic-merge-patch+json",
+                           "UnsupportedMediaType")
+        if ct != "application/json-patch+json" and not isinstance(patch, dict):
+            raise ApiError(400, "the body of the request must be a JSON object for this patch type", "BadRequest")
+
+        def mutate(cur: Obj) -> Obj:
+            out = fn(cur, patch)
+            if isinstance(out, dict):
+                self._field_validation(request, b"", out, rt)
+            return out
+
+        out, _ = await self.objects.update(rt, ns, name, mutate, subresource=sub, dry_run=self._dry_run(request))
+        return json_response(out, headers=self._warn_headers(request))
+
+    async def apply_patch(self, request: web.Request, rt: ResourceType, ns: str | None, name: str, body: bytes,
+                          sub: str | None) -> web.Response:
+        """Server-side apply, simplified: no field ownership; the applied object is merged (strategic
+        merge) over the live one, or created when missing."""
+        if not request.query.get("fieldManager"):
+            raise ApiError(400, "PATCH with apply-patch+yaml requires a fieldManager query parameter", "BadRequest")
+        try:
+            obj = yaml.safe_load(body)
+        except yaml.YAMLError as exc:
+            raise ApiError(400, f"error decoding YAML: {exc}", "BadRequest") from None
+        if not isinstance(obj, dict):
+            raise ApiError(400, "the body of the request must be an object", "BadRequest")
+        self._field_validation(request, b"", obj, rt)
+        try:
+            out, _ = await self.objects.update(
+                rt, ns, name, lambda cur: strategic_merge_patch(cur, obj, self.objects.storage_type(rt).kind),
+                subresource=sub, dry_run=self._dry_run(request))
+            return json_response(out)
+        except ApiError as exc:
+            if exc.code != 404 or sub:
+                raise
+        obj.setdefault("metadata", {})["name"] = name
+        out = await self.objects.create(rt, ns, obj, dry_run=self._dry_run(request))
+        return json_response(out, 201)
+
+    def _delete_options(self, request: web.Request, body: bytes) -> Obj:
+        opts: Obj = {}
+        if body.strip():
+            try:
+                parsed = _dec.decode(body)
+            except msgspec.DecodeError as exc:
+                raise ApiError(400, f"invalid DeleteOptions: {exc}", "BadRequest") from None
+            if isinstance(parsed, dict):
+                opts.update(parsed)
+        q = request.query
+        if "propagationPolicy" in q:
+            opts["propagationPolicy"] = q["propagationPolicy"]
+        if "gracePeriodSeconds" in q:
+            try:
+                opts["gracePeriodSeconds"] = int(q["gracePeriodSeconds"])
+            except ValueError:
+                raise ApiError(400, "invalid gracePeriodSeconds", "BadRequest") from None
+        if "orphanDependents" in q:
+            opts["orphanDependents"] = meta.parse_bool(q["orphanDependents"])
+        for k in ("uid", "resourceVersion"):
+            if f"preconditions.{k}" in q:
+                opts.setdefault("preconditions", {})[k] = q[f"preconditions.{k}"]
+        if q.getall("dryRun", []):
+            opts["dryRun"] = q.getall("dryRun")
+        return opts
+
+    async def delete(self, request: web.Request, rt: ResourceType, ns: str | None, name: str) -> web.Response:
+        body = await self.read_body(request)
+        opts = self._delete_options(request, body)
+        dry = bool(opts.get("dryRun"))
+        obj, gone = await self.objects.delete(rt, ns, name, opts, dry_run=dry)
+        if gone and not (rt.plural == "pods" and rt.group == ""):
+            return json_response(status_success(rt, obj))
+        return json_response(obj, 200)
+
+    async def delete_collection(self, request: web.Request, rt: ResourceType, ns: str | None) -> web.Response:
+        body = await self.read_body(request)
+        opts = self._delete_options(request, body)
+        q = request.query
+        sel = Selector(rt, q.get("labelSelector"), q.get("fieldSelector"))
+        srt = self.objects.storage_type(rt)
+        items, rev, _, _ = await self.objects.list(srt, ns, sel)
+        out = []
+        for o in items:
+            md = o["metadata"]
+            with contextlib.suppress(ApiError):
+                d, _ = await self.objects.delete(rt, md.get("namespace"), md["name"], opts, dry_run=bool(opts.get("dryRun")))
+                out.append(d)
+        return json_response({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                              "metadata": {"resourceVersion": str(rev)}, "items": out})
+
+    # --- subresources ----------------------------------------------------------------------------
+    async def scale(self, request: web.Request, rt: ResourceType, ns: str, name: str) -> web.Response:
+        def to_scale(o: Obj) -> Obj:
+            spec, st = o.get("spec") or {}, o.get("status") or {}
+            return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                    "metadata": {"name": name, "namespace": ns, "uid": o["metadata"].get("uid"),
+                                 "resourceVersion": o["metadata"].get("resourceVersion"),
+                                 "creationTimestamp": o["metadata"].get("creationTimestamp")},
+                    "spec": {"replicas": spec.get("replicas", 0)},
+                    "status": {"replicas": st.get("replicas", 0),
+                               "selector": meta.selector_from_label_selector(spec.get("selector"))}}
+
+        m = request.method
+        if m == "GET":
+            return json_response(to_scale(await self.objects.get(rt, ns, name)))
+        if m not in ("PUT", "PATCH"):
+            raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+        body = await self.read_body(request)
+        payload = self._parse(request, body)
+        ct = (request.content_type or "").lower()
+
+        def mutate(cur: Obj) -> Obj:
+            sc = to_scale(cur)
+            if m == "PUT":
+                new_sc = payload
+                rv = ((new_sc or {}).get("metadata") or {}).get("resourceVersion")
+                if rv and rv != cur["metadata"]["resourceVersion"]:
+                    raise meta.conflict(rt.plural, rt.group, name)
+            elif ct == "application/json-patch+json":
+                new_sc = json_patch(sc, payload)
+            elif ct == "application/strategic-merge-patch+json":
+                new_sc = strategic_merge_patch(sc, payload, "Scale")
+            else:
+                new_sc = merge_patch(sc, payload)
+            reps = ((new_sc or {}).get("spec") or {}).get("replicas")
+            if not isinstance(reps, int) or reps < 0:
+                raise meta.invalid("Scale", "autoscaling", name, [("FieldValueInvalid", "spec.replicas",
+                                   f"Invalid value: {reps}: must be greater than or equal to 0")])
+            cur.setdefault("spec", {})["replicas"] = reps
+            cur["metadata"].pop("resourceVersion", None)
+            return cur
+
+        out, _ = await self.objects.update(rt, ns, name, mutate, dry_run=self._dry_run(request))
+        return json_response(to_scale(out))
+
+    async def _binding(self, rt: ResourceType, ns: str, name: str | None, body: bytes, request: web.Request) -> web.Response:
+        b = self._parse(request, body)
+        if not isinstance(b, dict):
+            raise ApiError(400, "binding must be an object", "BadRequest")
+        pod_name = name or (b.get("metadata") or {}).get("name")
+        target = b.get("target") or {}
+        node = target.get("name")
+        if not pod_name:
+            raise meta.invalid("Binding", "", "", [("FieldValueRequired", "metadata.name", "Required value")])
+        if not node:
+            raise meta.invalid("Binding", "", pod_name, [("FieldValueRequired", "target.name", "Required value")])
+
+        def mutate(cur: Obj) -> Obj:
+            spec = cur.setdefault("spec", {})
+            if spec.get("nodeName"):
+                raise meta.conflict("pods", "", pod_name, f"pod {pod_name} is already assigned to node "
+                                    f'"{spec["nodeName"]}"')
+            if cur["metadata"].get("deletionTimestamp"):
+                raise meta.conflict("pods", "", pod_name, "pod is being deleted, cannot be assigned to a host")
+            spec["nodeName"] = node
+            cur["metadata"].pop("resourceVersion", None)
+            conds = [c for c in (cur.get("status") or {}).get("conditions") or [] if c.get("type") != "PodScheduled"]
+            conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
+                          "lastTransitionTime": meta.now_rfc3339()})
+            cur.setdefault("status", {})["conditions"] = conds
+            return cur
+
+        pod_rt = self.registry.get("", "v1", "pods")
+        assert pod_rt is not None
+        # binding writes spec.nodeName and the PodScheduled condition in one update
+        await self._update_bypassing_status(pod_rt, ns, pod_name, mutate)
+        return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+
+    async def _update_bypassing_status(self, rt: ResourceType, ns: str, name: str, mutate: Any) -> None:
+        """An update that may change both spec and status (bindings): validation of the pod spec's
+        immutability is skipped for nodeName, as the real binding registry does."""
+        key = rt.key(ns, name)
+        for _ in range(20):
+            kv = await self.store.get(key)
+            if kv is None:
+                raise meta.not_found("pods", "", name)
+            cur = load(kv)
+            new = mutate(json.loads(json.dumps(cur)))
+            from tugboat.cluster.apiserver.handlers import strip_for_storage
+            from tugboat.cluster.apiserver.storage.base import RevisionMismatch
+            try:
+                await self.store.update(key, strip_for_storage(new), kv.mod_revision)
+                return
+            except RevisionMismatch:
+                continue
+        raise meta.conflict("pods", "", name)
+
+
+async def build(store: Store, data_dir: str | None = None, tokens: dict[str, tuple[str, list[str]]] | None = None,
+                require_auth: bool = True) -> APIServer:
+    await store.start()
+    srv = APIServer(store, tokens=tokens, require_auth=require_auth, data_dir=data_dir)
+    await srv.start()
+    return srv
+
+
+async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any = None) -> None:
+    """Run the API server until cancelled (SIGTERM/SIGINT stop it cleanly)."""
+    import signal
+
+    from tugboat.cluster.apiserver.certs import ClusterPKI
+    from tugboat.cluster.apiserver.storage import open_store
+
+    host, _, port_s = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    port = int(port_s)
+    os.makedirs(data_dir, exist_ok=True)
+    pki = ClusterPKI(data_dir)
+    hosts = [host] if host not in ("0.0.0.0", "::") else []
+    pki.ensure(hosts)
+    store = open_store(datastore, data_dir)
+    srv = await build(store, data_dir, tokens=pki.tokens())
+    app = srv.make_app()
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=pki.server_ssl_context(), backlog=1024, reuse_address=True)
+    await site.start()
+    shown = host if host not in ("0.0.0.0", "::") else "127.0.0.1"
+    kc = pki.write_kubeconfigs(f"https://{shown}:{port}")
+    log.info("API server listening on https://%s:%d; admin kubeconfig %s", host, port, kc)
+    print(f"tug cluster apiserver: listening on https://{shown}:{port} (datastore {datastore or 'sqlite'}); "
+          f"KUBECONFIG={kc}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await srv.stop()
+        await runner.cleanup()
+        await store.close()

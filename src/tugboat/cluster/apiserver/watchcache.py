@@ -1,0 +1,163 @@
+"""The watch cache: one store watch fanned out to every API watcher.
+
+A single task follows ``store.watch("/registry/", rev)``, decodes each event once, keeps the last
+``capacity`` events in a ring (for watches that resume from a resourceVersion) and pushes each
+event to the queues of the watchers whose key prefix matches. A watcher that falls more than
+``max_pending`` events behind is closed (its client re-watches), so one slow client never holds the
+others back. Resuming from a revision older than the ring's start answers 410 Expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from tugboat.cluster.apiserver.storage.base import Compacted, Event, Store
+
+log = logging.getLogger(__name__)
+_decode = msgspec.json.Decoder().decode
+
+
+@dataclass(slots=True)
+class CachedEvent:
+    type: str  # ADDED MODIFIED DELETED
+    key: str
+    revision: int
+    obj: dict[str, Any]
+    prev: dict[str, Any] | None
+    encoded: dict[str, bytes] = field(default_factory=dict)  # per-view JSON of the object
+
+
+class TooOld(Exception):
+    def __init__(self, requested: int, oldest: int) -> None:
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+        self.requested = requested
+        self.oldest = oldest
+
+
+class Watcher:
+    def __init__(self, cache: WatchCache, prefix: str, max_pending: int, after: int = 0) -> None:
+        self.cache = cache
+        self.after = after
+        self.prefix = prefix
+        self.queue: asyncio.Queue[CachedEvent | None] = asyncio.Queue()
+        self.max_pending = max_pending
+        self.closed = False
+
+    def push(self, ev: CachedEvent) -> None:
+        if self.closed or ev.revision <= self.after:
+            return
+        if self.queue.qsize() >= self.max_pending:
+            self.close()
+            return
+        self.queue.put_nowait(ev)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+            self.cache.watchers.discard(self)
+
+
+def _with_rv(value: bytes, rev: int, create_rev: int) -> dict[str, Any]:
+    obj = _decode(value)
+    md = obj.setdefault("metadata", {})
+    md["resourceVersion"] = str(rev)
+    return obj
+
+
+class WatchCache:
+    def __init__(self, store: Store, capacity: int = 20000, max_pending: int = 10000) -> None:
+        self.store = store
+        self.capacity = capacity
+        self.max_pending = max_pending
+        self.ring: collections.deque[CachedEvent] = collections.deque()
+        self.start_rev = 0  # events with revision > start_rev are all known (in the ring or newer)
+        self.rev = 0  # last revision seen
+        self.watchers: set[Watcher] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._rev_waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def start(self) -> None:
+        self.rev = self.start_rev = await self.store.current_revision()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for w in list(self.watchers):
+            w.close()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async for ev in self.store.watch("/registry/", self.rev):
+                    self._ingest(ev)
+            except asyncio.CancelledError:
+                raise
+            except Compacted as exc:
+                log.warning("watch cache fell behind compaction: %s; restarting at the current revision", exc)
+                self.ring.clear()
+                self.rev = self.start_rev = await self.store.current_revision()
+                for w in list(self.watchers):
+                    w.close()
+            except Exception:
+                log.exception("watch cache: store watch failed; retrying")
+                await asyncio.sleep(0.5)
+
+    def _ingest(self, ev: Event) -> None:
+        if ev.revision <= self.rev:
+            return
+        if ev.type == "DELETE":
+            obj = _with_rv(ev.value, ev.revision, ev.create_revision)
+            ce = CachedEvent("DELETED", ev.key, ev.revision, obj, None)
+        else:
+            obj = _with_rv(ev.value, ev.revision, ev.create_revision)
+            prev = _decode(ev.prev_value) if ev.prev_value else None
+            ce = CachedEvent("ADDED" if ev.created or prev is None else "MODIFIED", ev.key, ev.revision, obj, prev)
+        self.ring.append(ce)
+        if len(self.ring) > self.capacity:
+            old = self.ring.popleft()
+            self.start_rev = old.revision
+        self.rev = ev.revision
+        for w in list(self.watchers):
+            if ev.key.startswith(w.prefix):
+                w.push(ce)
+        if self._rev_waiters:
+            keep = []
+            for r, fut in self._rev_waiters:
+                if r <= self.rev:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((r, fut))
+            self._rev_waiters = keep
+
+    async def wait_for(self, rev: int, timeout: float = 3.0) -> None:
+        """Wait until the cache has seen revision ``rev`` (used after writes that want fresh watches)."""
+        if self.rev >= rev:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._rev_waiters.append((rev, fut))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, timeout)
+
+    def watch(self, prefix: str, after_rev: int) -> Watcher:
+        """Events under ``prefix`` newer than ``after_rev``: buffered ones first, then live ones."""
+        if after_rev < self.start_rev:
+            raise TooOld(after_rev, self.start_rev + 1)
+        w = Watcher(self, prefix, self.max_pending, after_rev)
+        if after_rev < self.rev:
+            for ce in self.ring:
+                if ce.revision > after_rev and ce.key.startswith(prefix):
+                    w.queue.put_nowait(ce)
+        self.watchers.add(w)
+        return w

@@ -1,0 +1,231 @@
+"""``docker cp``, ``export`` and ``diff``: tar streams in and out of a container's filesystem.
+
+Every path inside the container is resolved by a helper process that first ``chroot``s into the
+container's root (``/proc/<pid>/root`` of a running container, so its volumes are included, or the
+mounted rootfs of a stopped one): a hostile symlink or ``..`` in a path or in an uploaded archive
+can then only ever point inside the container (the CVE-2018-15664 class).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tugboat.errors import InvalidArgument, NotFound, TugError
+
+_HELPER = r'''
+import os, sys, json, stat, tarfile, shutil, io, grp, pwd, errno, datetime
+import encodings.idna, encodings.utf_8, encodings.latin_1, encodings.ascii
+mode, root, path = sys.argv[1], sys.argv[2], sys.argv[3]
+opt = sys.argv[4] if len(sys.argv) > 4 else ""
+os.chroot(root); os.chdir("/")
+def statj(p):
+    st = os.lstat(p)
+    link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
+    m = st.st_mode & 0o777
+    gm = {stat.S_IFDIR: 1 << 31, stat.S_IFLNK: 1 << 27, stat.S_IFIFO: 1 << 25, stat.S_IFSOCK: 1 << 24,
+          stat.S_IFBLK: 1 << 26, stat.S_IFCHR: (1 << 26) | (1 << 21)}.get(stat.S_IFMT(st.st_mode), 0)
+    if st.st_mode & stat.S_ISUID: gm |= 1 << 23
+    if st.st_mode & stat.S_ISGID: gm |= 1 << 22
+    if st.st_mode & stat.S_ISVTX: gm |= 1 << 20
+    mt = datetime.datetime.fromtimestamp(st.st_mtime, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {"name": os.path.basename(p.rstrip("/")) or "/", "size": st.st_size, "mode": m | gm, "mtime": mt, "linkTarget": link}
+def resolve(p, follow=True):
+    p = "/" + p.lstrip("/")
+    if p != "/" and p.endswith("/"):
+        p = p.rstrip("/")
+    d, b = os.path.split(p)
+    d = os.path.realpath(d)
+    full = os.path.join(d, b) if b else d
+    if follow and b and os.path.islink(full) and sys.argv[3].endswith(("/", "/.")):
+        full = os.path.realpath(full)
+    return full
+out = sys.stdout.buffer
+try:
+    if mode == "stat":
+        p = resolve(path)
+        out.write(json.dumps(statj(p)).encode()); sys.exit(0)
+    if mode == "get":
+        p = resolve(path)
+        st = statj(p)
+        hdr = json.dumps(st).encode()
+        out.write(len(hdr).to_bytes(4, "big") + hdr); out.flush()
+        base = os.path.basename(p) or "."
+        if path.endswith("/.") and os.path.isdir(p):
+            arc = os.path.basename(p)
+        else:
+            arc = base
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+            tf.add(p, arcname=arc, recursive=True)
+        sys.exit(0)
+    if mode == "export":
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+            for name in sorted(os.listdir("/")):
+                if name in ("proc", "sys", "dev"):
+                    tf.add("/" + name, arcname=name, recursive=False)
+                    continue
+                tf.add("/" + name, arcname=name, recursive=True)
+        sys.exit(0)
+    if mode == "put":
+        dest = os.path.realpath("/" + path.lstrip("/"))
+        if not os.path.isdir(dest):
+            sys.stderr.write("extraction point is not a directory\n"); sys.exit(3)
+        no_over = "n" in opt
+        tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
+        for m in tf:
+            name = os.path.normpath(m.name.lstrip("/"))
+            if name.startswith("..") or name == ".":
+                if name == ".":
+                    continue
+                sys.stderr.write(f"refusing to extract {m.name!r}: outside the destination\n"); sys.exit(4)
+            parent = os.path.realpath(os.path.join(dest, os.path.dirname(name)))
+            target = os.path.join(parent, os.path.basename(name))
+            if no_over and os.path.lexists(target):
+                isdir = os.path.isdir(target) and not os.path.islink(target)
+                if isdir != m.isdir():
+                    sys.stderr.write(f"cannot overwrite {'directory' if isdir else 'non-directory'} {target!r} with {'directory' if m.isdir() else 'non-directory'}\n"); sys.exit(5)
+            os.makedirs(parent, exist_ok=True)
+            if m.isdir():
+                if os.path.islink(target): os.unlink(target)
+                os.makedirs(target, exist_ok=True)
+                os.chmod(target, m.mode & 0o7777)
+            elif m.issym():
+                if os.path.lexists(target) and not os.path.isdir(target): os.unlink(target)
+                os.symlink(m.linkname, target)
+            elif m.islnk():
+                src = os.path.realpath(os.path.join(dest, os.path.normpath(m.linkname.lstrip("/"))))
+                if os.path.lexists(target): os.unlink(target)
+                os.link(src, target)
+            elif m.isfile():
+                if os.path.lexists(target) and (os.path.islink(target) or not os.path.isdir(target)):
+                    os.unlink(target)
+                f = tf.extractfile(m)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, m.mode & 0o7777)
+                with os.fdopen(fd, "wb") as w:
+                    shutil.copyfileobj(f, w)
+                os.chmod(target, m.mode & 0o7777)
+            else:
+                continue
+            try:
+                os.lchown(target, m.uid, m.gid)
+                if not m.issym(): os.utime(target, (m.mtime, m.mtime))
+            except OSError:
+                pass
+        sys.exit(0)
+except FileNotFoundError as e:
+    sys.stderr.write(f"Could not find the file {path} in container\n"); sys.exit(2)
+'''
+
+
+def _root_of(engine: Any, ref: str) -> tuple[Any, str]:
+    c = engine.get(ref)
+    pid = int(c.state.get("Pid") or 0)
+    if c.running and pid and os.path.exists(f"/proc/{pid}/root"):
+        return c, f"/proc/{pid}/root"
+    rootfs = c.tug.get("Rootfs")
+    if not rootfs or not os.path.ismount(rootfs):
+        try:
+            engine._mount_rootfs(c, engine._image_service().resolve(c.data["Image"]))
+        except TugError:
+            raise InvalidArgument(f"container {c.id} has no filesystem mounted") from None
+    return c, rootfs
+
+
+def _spawn(mode: str, root: str, path: str, opt: str = "", stdin: Any = subprocess.DEVNULL) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _HELPER, mode, root, path, opt],
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _fail(proc: subprocess.Popen, path: str, ref: str) -> None:
+    err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+    code = proc.wait()
+    if code == 2:
+        raise NotFound(f"Could not find the file {path} in container {ref}")
+    raise InvalidArgument(err or f"archive helper failed ({code})")
+
+
+def stat_path(engine: Any, ref: str, path: str) -> dict:
+    _, root = _root_of(engine, ref)
+    p = _spawn("stat", root, path)
+    out, _ = p.stdout.read(), None
+    if p.wait() != 0:
+        err = p.stderr.read().decode(errors="replace")
+        if p.returncode == 2:
+            raise NotFound(f"Could not find the file {path} in container {ref}")
+        raise InvalidArgument(err.strip())
+    return json.loads(out)
+
+
+def open_archive(engine: Any, ref: str, path: str) -> tuple[dict, subprocess.Popen]:
+    _, root = _root_of(engine, ref)
+    p = _spawn("get", root, path)
+    n = p.stdout.read(4)
+    if len(n) < 4:
+        _fail(p, path, ref)
+    hdr = json.loads(p.stdout.read(int.from_bytes(n, "big")))
+    return hdr, p
+
+
+def open_export(engine: Any, ref: str) -> subprocess.Popen:
+    _, root = _root_of(engine, ref)
+    return _spawn("export", root, "/")
+
+
+def start_extract(engine: Any, ref: str, path: str, no_overwrite: bool, copy_uid: bool) -> subprocess.Popen:
+    c, root = _root_of(engine, ref)
+    if c.data["HostConfig"].get("ReadonlyRootfs"):
+        raise InvalidArgument("container rootfs is marked read-only")
+    st = stat_path(engine, ref, path)
+    if not st["mode"] & (1 << 31):
+        raise InvalidArgument("extraction point is not a directory")
+    return _spawn("put", root, path, "n" if no_overwrite else "", stdin=subprocess.PIPE)
+
+
+def finish_extract(proc: subprocess.Popen) -> None:
+    code = proc.wait()
+    if code != 0:
+        err = proc.stderr.read().decode(errors="replace").strip()
+        raise InvalidArgument(err or f"extraction failed ({code})")
+
+
+def changes(engine: Any, ref: str) -> list[dict]:
+    """``docker diff``: walk the overlay upper dir (0 modified, 1 added, 2 deleted)."""
+    c = engine.get(ref)
+    if engine.snapshotter is None:
+        return []
+    try:
+        upper = engine.snapshotter.upperdir(c.id)
+    except Exception:
+        return []
+    rootfs_lower = None
+    out = []
+    for dp, dirs, files in os.walk(upper):
+        for name in sorted(dirs + files):
+            full = os.path.join(dp, name)
+            rel = "/" + os.path.relpath(full, upper)
+            st = os.lstat(full)
+            import stat as _stat
+
+            if _stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                out.append({"Path": rel, "Kind": 2})
+                continue
+            existed = _in_lower(engine, c, rel, rootfs_lower)
+            out.append({"Path": rel, "Kind": 0 if existed else 1})
+    return sorted(out, key=lambda x: x["Path"])
+
+
+def _in_lower(engine: Any, c: Any, rel: str, _cache: Any) -> bool:
+    try:
+        lowers = engine.snapshotter.mounts(c.id)
+    except Exception:
+        lowers = None
+    dirs: list[str] = []
+    if isinstance(lowers, list):
+        for m in lowers:
+            for o in (m.get("options") or []) if isinstance(m, dict) else []:
+                if o.startswith("lowerdir="):
+                    dirs += o[9:].split(":")
+    return any(os.path.lexists(d + rel) for d in dirs)

@@ -1,0 +1,1294 @@
+"""The Engine: the one facade above images, runtime, network and volumes.
+
+Every public method is synchronous and thread-safe; the API server calls them from an executor.
+State lives in ``<root>/containers/<id>/`` (see docs/areas/engine.md): ``container.json`` (the
+record, written atomically), ``container-json.log`` (json-file logs), the stdio FIFOs, the OCI
+bundle (``bundle/config.json``, ``bundle/rootfs`` = the overlay mount), ``hostname``, ``hosts``,
+``resolv.conf``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import platform
+import secrets
+import shutil
+import signal as _signal
+import socket
+import stat
+import subprocess
+import threading
+import time
+from typing import Any
+
+from tugboat.engine import spec as specmod
+from tugboat.engine.events import EventBus
+from tugboat.engine.iopump import IOPump, ProcessIO
+from tugboat.engine.logs import JsonFileWriter
+from tugboat.engine.rt import RuntimeAdapter
+from tugboat.engine.util import (
+    NAME_RE,
+    ZERO_TIME,
+    human_duration,
+    new_id,
+    now_rfc3339,
+    parse_signal,
+    random_name,
+    read_json,
+    rfc3339_to_ts,
+    write_json_atomic,
+)
+from tugboat.errors import Conflict, InvalidArgument, NotFound, NotModified, TugError
+from tugboat.volumes.store import VolumeStore
+
+log = logging.getLogger("tugboat.engine")
+
+ENGINE_VERSION = "28.2.2-tugboat"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def set_subreaper() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _exit_code_for_error(msg: str) -> int:
+    low = msg.lower()
+    if "executable file not found" in low or "no such file or directory" in low:
+        return 127
+    if "permission denied" in low:
+        return 126
+    return 128
+
+
+class Container:
+    """An in-memory container record; ``data`` is docker's inspect shape plus ``Tug``."""
+
+    def __init__(self, data: dict, path: str) -> None:
+        self.data = data
+        self.dir = path
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.exit_gen = 0
+        self.removed = False
+        self.pio: ProcessIO | None = None  # output of the current run
+        self.pio_next: ProcessIO | None = None  # where attach-before-start lands
+        self.restart_timer: threading.Timer | None = None
+
+    @property
+    def id(self) -> str:
+        return self.data["Id"]
+
+    @property
+    def name(self) -> str:
+        return self.data["Name"]
+
+    @property
+    def state(self) -> dict:
+        return self.data["State"]
+
+    @property
+    def tug(self) -> dict:
+        return self.data.setdefault("Tug", {})
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state.get("Running"))
+
+    def save(self) -> None:
+        write_json_atomic(os.path.join(self.dir, "container.json"), self.data)
+
+
+class Engine:
+    def __init__(self, root: str, *, runtime_root: str | None = None, restore: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self.containers_dir = os.path.join(self.root, "containers")
+        os.makedirs(self.containers_dir, exist_ok=True)
+        self.runtime_root = runtime_root or os.path.join(self.root, "runtime")
+        self.runtime = RuntimeAdapter(self.runtime_root)
+        self.volumes = VolumeStore(os.path.join(self.root, "volumes"))
+        self.events = EventBus()
+        self.pump = IOPump()
+        self.images: Any = None
+        self.snapshotter: Any = None
+        self.network: Any = None
+        self._init_images()
+        self._init_network()
+        self._lock = threading.RLock()
+        self._containers: dict[str, Container] = {}
+        self._names: dict[str, str] = {}
+        self.execs: dict[str, Any] = {}
+        self.started_at = time.time()
+        self.shutting_down = False
+        set_subreaper()
+        self._load()
+        if restore:
+            self.restore()
+
+    # -- wiring to other areas -----------------------------------------------------------------
+    def _init_images(self) -> None:
+        try:
+            from tugboat.images.service import ImageService
+
+            self.images = ImageService(self.root)
+        except ImportError:
+            self.images = None
+        if self.images is not None:
+            self.snapshotter = getattr(self.images, "snapshotter", None)
+
+    def _init_network(self) -> None:
+        if os.environ.get("TUG_ENGINE_NO_NETWORK"):
+            return
+        try:
+            from tugboat.network.manager import NetworkManager
+
+            self.network = NetworkManager(self.root)
+        except ImportError:
+            self.network = None
+        except Exception:
+            log.exception("network manager failed to initialise; containers get --network none")
+            self.network = None
+
+    def _image_service(self) -> Any:
+        if self.images is None:
+            raise TugError("image service is not available in this build")
+        return self.images
+
+    # -- loading and live restore --------------------------------------------------------------
+    def _load(self) -> None:
+        for cid in os.listdir(self.containers_dir):
+            path = os.path.join(self.containers_dir, cid)
+            try:
+                data = read_json(os.path.join(path, "container.json"))
+            except (OSError, ValueError):
+                continue
+            c = Container(data, path)
+            c.pio_next = self._new_pio(c)
+            self._containers[c.id] = c
+            self._names[c.name] = c.id
+
+    def restore(self) -> None:
+        """Re-adopt running containers; record exits that happened while the daemon was away."""
+        if self.network is not None:
+            try:
+                self.network.restore()
+            except Exception:
+                log.exception("network restore failed")
+        for c in list(self._containers.values()):
+            with c.lock:
+                if not c.running:
+                    continue
+                st = self.runtime.state(c.id)
+                pid = int(c.state.get("Pid") or 0)
+                alive = st is not None and st.get("status") in ("running", "paused") and pid > 0
+                if alive:
+                    self._adopt(c, pid)
+                else:
+                    code = 255
+                    if st is not None and st.get("exitStatus") is not None and int(st["exitStatus"]) >= 0:
+                        code = int(st["exitStatus"])
+                    self._finish_exit(c, code, restore=True)
+        for c in list(self._containers.values()):
+            pol = (c.data["HostConfig"].get("RestartPolicy") or {}).get("Name") or "no"
+            if (not c.running and c.tug.get("WantRunning") and pol in ("always", "unless-stopped")
+                    and not c.tug.get("ManuallyStopped")):
+                self._schedule_restart(c, 0.0)
+
+    def _adopt(self, c: Container, pid: int) -> None:
+        pio = c.pio_next or self._new_pio(c)
+        c.pio_next = self._new_pio(c)
+        c.pio = pio
+        for stream in ("stdout", "stderr"):
+            fifo = os.path.join(c.dir, stream)
+            if os.path.exists(fifo) and not c.data["Config"].get("Tty"):
+                fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                self.pump.add_output(fd, stream, pio)
+        if c.data["Config"].get("Tty") or not os.path.exists(os.path.join(c.dir, "stdout")):
+            pio.closed.set()
+        self.pump.watch_exit(pid, lambda: self._on_exit(c, pid), drain=pio)
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def get(self, ref: str) -> Container:
+        if not ref:
+            raise NotFound("No such container: ")
+        with self._lock:
+            name = ref if ref.startswith("/") else "/" + ref
+            if name in self._names:
+                return self._containers[self._names[name]]
+            if ref in self._containers:
+                return self._containers[ref]
+            matches = [c for cid, c in self._containers.items() if cid.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def containers(self) -> list[Container]:
+        with self._lock:
+            return list(self._containers.values())
+
+    # -- create --------------------------------------------------------------------------------
+    def create(self, body: dict, name: str | None = None, platform_: str | None = None) -> dict:
+        if not isinstance(body, dict):
+            raise InvalidArgument("Config cannot be empty in order to create a container")
+        cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+        host = dict(body.get("HostConfig") or {})
+        netcfg = dict(body.get("NetworkingConfig") or {})
+        image_ref = cfg.get("Image")
+        if not image_ref or not isinstance(image_ref, str):
+            raise InvalidArgument("Config cannot be empty in order to create a container")
+        specmod.validate(cfg, host)
+        if name is not None and name != "":
+            if not NAME_RE.match(name):
+                raise InvalidArgument(
+                    f'Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+                )
+            cname = "/" + name.lstrip("/")
+        else:
+            cname = None
+        image = self._image_service().resolve(image_ref)
+        icfg = (image.config or {}).get("config") or {}
+        cid = new_id()
+        with self._lock:
+            if cname is None:
+                cname = "/" + random_name()
+                while cname in self._names:
+                    cname = "/" + random_name()
+            if cname in self._names:
+                other = self._names[cname]
+                raise Conflict(
+                    f'Conflict. The container name "{cname}" is already in use by container '
+                    f'"{other}". You have to remove (or rename) that container to be able to reuse '
+                    "that name."
+                )
+            self._names[cname] = cid  # reserve
+        cdir = os.path.join(self.containers_dir, cid)
+        created_ok = False
+        try:
+            os.makedirs(cdir)
+            data = specmod.fill_defaults(cid, cname, cfg, host, netcfg, image, icfg)
+            data["LogPath"] = os.path.join(cdir, f"{cid}-json.log")
+            data["HostnamePath"] = os.path.join(cdir, "hostname")
+            data["HostsPath"] = os.path.join(cdir, "hosts")
+            data["ResolvConfPath"] = os.path.join(cdir, "resolv.conf")
+            c = Container(data, cdir)
+            rootfs = os.path.join(cdir, "bundle", "rootfs")
+            os.makedirs(rootfs)
+            c.tug["Rootfs"] = rootfs
+            self._mount_rootfs(c, image)
+            c.data["Mounts"] = self._setup_mounts(c, icfg)
+            for stream in ("stdin", "stdout", "stderr"):
+                os.mkfifo(os.path.join(cdir, stream), 0o600)
+            open(data["LogPath"], "ab").close()
+            c.pio_next = self._new_pio(c)
+            c.save()
+            created_ok = True
+        finally:
+            if not created_ok:
+                with self._lock:
+                    self._names.pop(cname, None)
+                with contextlib.suppress(Exception):
+                    self._cleanup_dir(cid, cdir)
+        with self._lock:
+            self._containers[cid] = c
+        self._event(c, "create")
+        return {"Id": cid, "Warnings": []}
+
+    def _mount_rootfs(self, c: Container, image: Any) -> None:
+        rootfs = c.tug["Rootfs"]
+        if os.path.ismount(rootfs):
+            return
+        if self.snapshotter is None:
+            raise TugError("snapshotter is not available in this build")
+        rs = self.snapshotter.prepare(c.id, image)
+        rs.mount(rootfs)
+
+    def _unmount_rootfs(self, c: Container) -> None:
+        rootfs = c.tug.get("Rootfs")
+        if rootfs and os.path.ismount(rootfs):
+            subprocess.run(["umount", "-l", rootfs], check=False, capture_output=True)
+
+    def _cleanup_dir(self, cid: str, cdir: str) -> None:
+        rootfs = os.path.join(cdir, "bundle", "rootfs")
+        if os.path.ismount(rootfs):
+            subprocess.run(["umount", "-l", rootfs], check=False, capture_output=True)
+        if self.snapshotter is not None:
+            with contextlib.suppress(Exception):
+                self.snapshotter.remove(cid)
+        shutil.rmtree(cdir, ignore_errors=True)
+
+    def _setup_mounts(self, c: Container, icfg: dict) -> list[dict]:
+        from tugboat.engine.mounts import resolve_mounts
+
+        return resolve_mounts(self, c, icfg)
+
+    def _new_pio(self, c: Container) -> ProcessIO:
+        return ProcessIO(c.id)
+
+    # -- start ---------------------------------------------------------------------------------
+    def start(self, ref: str) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if c.state.get("Paused"):
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.running:
+                raise NotModified("container already running")
+            if c.restart_timer is not None:
+                c.restart_timer.cancel()
+                c.restart_timer = None
+            c.tug["ManuallyStopped"] = False
+            try:
+                self._start_locked(c)
+            except TugError as exc:
+                c.state["Error"] = exc.message
+                c.state["ExitCode"] = _exit_code_for_error(exc.message)
+                c.save()
+                if c.data["HostConfig"].get("AutoRemove"):
+                    threading.Thread(target=self._auto_remove, args=(c,), daemon=True).start()
+                raise
+
+    def _start_locked(self, c: Container) -> None:
+        hc = c.data["HostConfig"]
+        cfg = c.data["Config"]
+        tty = bool(cfg.get("Tty"))
+        # the rootfs may be unmounted after a host reboot
+        if not os.path.ismount(c.tug["Rootfs"]):
+            self._mount_rootfs(c, self._image_service().resolve(c.data["Image"]))
+        netinfo = self._setup_network(c)
+        fds_to_close: list[int] = []
+        pio = c.pio_next or self._new_pio(c)
+        opts = (hc.get("LogConfig") or {}).get("Config") or {}
+        log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
+        pio.writer = (
+            JsonFileWriter(c.data["LogPath"], opts.get("max-size"), opts.get("max-file"))
+            if log_type in ("json-file", "local")
+            else None
+        )
+        console_sock = None
+        master_box: list[int] = []
+        try:
+            spec = specmod.build_spec(self, c, netinfo)
+            bundle = os.path.join(c.dir, "bundle")
+            write_json_atomic(os.path.join(bundle, "config.json"), spec)
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            fds_to_close.append(devnull)
+            if tty:
+                console_sock, listener = self._console_listener(c)
+                acceptor = threading.Thread(target=_accept_master, args=(listener, master_box), daemon=True)
+                acceptor.start()
+                stdin_fd = stdout_fd = stderr_fd = devnull
+            else:
+                out_r = {}
+                out_w = {}
+                for stream in ("stdout", "stderr"):
+                    fifo = os.path.join(c.dir, stream)
+                    out_r[stream] = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    out_w[stream] = os.open(fifo, os.O_RDWR | os.O_CLOEXEC)
+                    fds_to_close.append(out_w[stream])
+                stdout_fd, stderr_fd = out_w["stdout"], out_w["stderr"]
+                if cfg.get("OpenStdin"):
+                    fifo = os.path.join(c.dir, "stdin")
+                    in_r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    in_w = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                    os.set_blocking(in_r, True)
+                    fds_to_close.append(in_r)
+                    pio.stdin_fd = in_w
+                    stdin_fd = in_r
+                else:
+                    stdin_fd = devnull
+            try:
+                pid = self.runtime.create(c.id, bundle, stdin=stdin_fd, stdout=stdout_fd,
+                                          stderr=stderr_fd, console_socket=console_sock)
+            except TugError:
+                if not tty:
+                    for fd in out_r.values():
+                        os.close(fd)
+                if pio.stdin_fd is not None:
+                    pio.close_stdin()
+                raise
+            if tty:
+                acceptor.join(5)
+                listener.close()
+                if not master_box:
+                    self.runtime.delete(c.id, force=True)
+                    raise TugError("did not receive the container's console from the runtime")
+                master = master_box[0]
+                pio.pty_master = master
+                pio.stdin_fd = master
+                size = hc.get("ConsoleSize") or [0, 0]
+                if size and size[0] and size[1]:
+                    _set_winsize(master, int(size[0]), int(size[1]))
+                self.pump.add_output(os.dup(master), "stdout", pio)
+            else:
+                for stream, fd in out_r.items():
+                    self.pump.add_output(fd, stream, pio)
+            try:
+                self.runtime.start(c.id)
+            except TugError:
+                self.runtime.delete(c.id, force=True)
+                raise
+        except BaseException:
+            if pio.writer is not None:
+                pio.writer.close()
+                pio.writer = None
+            self._teardown_network(c)
+            raise
+        finally:
+            for fd in fds_to_close:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            if console_sock:
+                with contextlib.suppress(OSError):
+                    os.unlink(console_sock)
+        c.pio = pio
+        c.pio_next = self._new_pio(c)
+        st = c.state
+        st.update(
+            Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False,
+            Dead=False, Pid=pid, ExitCode=0, Error="", StartedAt=now_rfc3339(),
+            FinishedAt=ZERO_TIME,
+        )
+        c.tug["WantRunning"] = True
+        c.tug["PidStart"] = _proc_start_time(pid)
+        if netinfo is not None:
+            c.data["NetworkSettings"] = specmod.network_settings(netinfo, c)
+        c.save()
+        self._event(c, "start")
+        c.changed.notify_all()
+        self.pump.watch_exit(pid, lambda: self._on_exit(c, pid), drain=pio)
+
+    def _console_listener(self, c: Container) -> tuple[str, socket.socket]:
+        path = os.path.join("/tmp", f"tug-console-{c.id[:12]}-{secrets.token_hex(4)}.sock")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(path)
+        s.listen(1)
+        s.settimeout(10)
+        return path, s
+
+    def _setup_network(self, c: Container) -> Any:
+        if self.network is None:
+            return None
+        from tugboat.engine.spec import network_spec
+
+        return self.network.setup_container(c.id, network_spec(c))
+
+    def _teardown_network(self, c: Container) -> None:
+        if self.network is None:
+            return
+        try:
+            self.network.teardown_container(c.id)
+        except Exception:
+            log.exception("network teardown of %s failed", c.id[:12])
+
+    # -- exit handling -------------------------------------------------------------------------
+    def _on_exit(self, c: Container, pid: int) -> None:
+        code: int | None = None
+        try:
+            _, status = os.waitpid(pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            if code < 0:
+                code = 128 - code
+        except ChildProcessError:
+            code = self.runtime.exit_status(c.id)
+        if code is None or code < 0:
+            code = 255
+        with c.lock:
+            if c.state.get("Pid") != pid or not c.running:
+                return
+            self._finish_exit(c, code)
+
+    def _finish_exit(self, c: Container, code: int, restore: bool = False) -> None:
+        self.runtime.delete(c.id, force=True)
+        self._teardown_network(c)
+        pio = c.pio
+        if pio is not None:
+            pio.close_stdin()
+            if pio.pty_master is not None:
+                with contextlib.suppress(OSError):
+                    os.close(pio.pty_master)
+            if not restore:
+                pio.closed.wait(2)
+            if pio.writer is not None:
+                pio.writer.close()
+                pio.writer = None
+        st = c.state
+        st.update(Status="exited", Running=False, Paused=False, Restarting=False, Pid=0,
+                  ExitCode=code, FinishedAt=now_rfc3339())
+        if code == 137 and _oom_killed(c):
+            st["OOMKilled"] = True
+        c.exit_gen += 1
+        c.save()
+        self._event(c, "die", {"exitCode": str(code)})
+        c.changed.notify_all()
+        hc = c.data["HostConfig"]
+        if hc.get("AutoRemove") and not self._should_restart(c, code):
+            threading.Thread(target=self._auto_remove, args=(c,), daemon=True).start()
+            return
+        if self._should_restart(c, code) and not self.shutting_down:
+            c.data["RestartCount"] = int(c.data.get("RestartCount") or 0) + 1
+            st["Restarting"] = True
+            st["Status"] = "restarting"
+            c.save()
+            delay = min(0.1 * (2 ** min(c.data["RestartCount"] - 1, 10)), 10.0)
+            self._schedule_restart(c, delay)
+
+    def _should_restart(self, c: Container, code: int) -> bool:
+        pol = c.data["HostConfig"].get("RestartPolicy") or {}
+        name = pol.get("Name") or "no"
+        if c.tug.get("ManuallyStopped") or c.removed:
+            return False
+        if name == "always" or name == "unless-stopped":
+            return True
+        if name == "on-failure":
+            mx = int(pol.get("MaximumRetryCount") or 0)
+            return code != 0 and (mx == 0 or int(c.data.get("RestartCount") or 0) < mx)
+        return False
+
+    def _schedule_restart(self, c: Container, delay: float) -> None:
+        def go() -> None:
+            with c.lock:
+                c.restart_timer = None
+                if c.removed or c.running or c.tug.get("ManuallyStopped"):
+                    c.state["Restarting"] = False
+                    if not c.running and c.state.get("Status") == "restarting":
+                        c.state["Status"] = "exited"
+                    return
+                try:
+                    self._start_locked(c)
+                except TugError as exc:
+                    c.state.update(Restarting=False, Status="exited", Error=exc.message)
+                    c.save()
+                    code = _exit_code_for_error(exc.message)
+                    if self._should_restart(c, code):
+                        c.data["RestartCount"] = int(c.data.get("RestartCount") or 0) + 1
+                        self._schedule_restart(c, 1.0)
+
+        t = threading.Timer(delay, go)
+        t.daemon = True
+        c.restart_timer = t
+        t.start()
+
+    def _auto_remove(self, c: Container) -> None:
+        try:
+            self.remove(c.id, force=True, volumes=True)
+        except NotFound:
+            pass
+        except Exception:
+            log.exception("auto-remove of %s failed", c.id[:12])
+
+    # -- stop/kill/restart/pause ------------------------------------------------------------------
+    def stop(self, ref: str, timeout: int | None = None, sig: str | None = None) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if c.restart_timer is not None:
+                c.restart_timer.cancel()
+                c.restart_timer = None
+                c.tug["ManuallyStopped"] = True
+                if c.state.get("Restarting"):
+                    c.state.update(Restarting=False, Status="exited")
+                    c.save()
+                    return
+            if not c.running:
+                raise NotModified("container already stopped")
+            c.tug["ManuallyStopped"] = True
+            c.tug["WantRunning"] = False
+            c.save()
+            cfg = c.data["Config"]
+            stopsig = parse_signal(sig or cfg.get("StopSignal") or "SIGTERM", _signal.SIGTERM)
+            if timeout is None:
+                timeout = cfg.get("StopTimeout")
+                if timeout is None:
+                    timeout = 10
+            gen = c.exit_gen
+            if c.state.get("Paused"):
+                with contextlib.suppress(TugError):
+                    self.runtime.resume(c.id)
+            if timeout != 0 or stopsig == _signal.SIGKILL:
+                with contextlib.suppress(TugError):
+                    self.runtime.kill(c.id, stopsig)
+            deadline = None if timeout < 0 else time.monotonic() + timeout
+            while c.exit_gen == gen:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                c.changed.wait(left if left is not None else 1.0)
+            if c.exit_gen == gen:
+                with contextlib.suppress(TugError):
+                    self.runtime.kill(c.id, _signal.SIGKILL, all_=True)
+                end = time.monotonic() + 30
+                while c.exit_gen == gen and time.monotonic() < end:
+                    c.changed.wait(1.0)
+        self._event(c, "stop")
+
+    def kill(self, ref: str, sig: str | int | None = None) -> None:
+        c = self.get(ref)
+        signum = parse_signal(sig, _signal.SIGKILL)
+        with c.lock:
+            if not c.running:
+                raise Conflict(f"cannot kill container: {ref}: container {c.id} is not running")
+            if signum in (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT):
+                c.tug["ManuallyStopped"] = True
+                c.tug["WantRunning"] = False
+                c.save()
+            self.runtime.kill(c.id, signum)
+            gen = c.exit_gen
+            if signum == _signal.SIGKILL:
+                end = time.monotonic() + 10
+                while c.exit_gen == gen and time.monotonic() < end:
+                    c.changed.wait(0.5)
+        self._event(c, "kill", {"signal": str(signum)})
+
+    def restart(self, ref: str, timeout: int | None = None) -> None:
+        c = self.get(ref)
+        with contextlib.suppress(NotModified):
+            self.stop(c.id, timeout)
+        with c.lock:
+            c.tug["ManuallyStopped"] = False
+            if not c.running:
+                self._start_locked(c)
+        self._event(c, "restart")
+
+    def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if not c.running:
+                raise Conflict(f"Container {c.id} is not running")
+            if c.state.get("Paused"):
+                raise Conflict(f"Container {c.id} is already paused")
+            self.runtime.pause(c.id)
+            c.state.update(Paused=True, Status="paused")
+            c.save()
+        self._event(c, "pause")
+
+    def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if not c.state.get("Paused"):
+                raise Conflict(f"Container {c.id} is not paused")
+            self.runtime.resume(c.id)
+            c.state.update(Paused=False, Status="running")
+            c.save()
+        self._event(c, "unpause")
+
+    # -- wait ------------------------------------------------------------------------------------
+    def wait(self, ref: str, condition: str = "not-running", timeout: float | None = None,
+             cancelled: threading.Event | None = None) -> dict:
+        if condition in ("", None):
+            condition = "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition: {condition!r}")
+        c = self.get(ref)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with c.lock:
+            gen = c.exit_gen
+            while True:
+                if cancelled is not None and cancelled.is_set():
+                    raise TugError("wait cancelled")
+                if condition == "removed":
+                    if c.removed:
+                        break
+                elif condition == "not-running":
+                    if not c.running and not c.state.get("Restarting"):
+                        break
+                elif c.exit_gen != gen:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TugError("timeout waiting for the container")
+                c.changed.wait(min(left, 1.0) if left is not None else 1.0)
+            res: dict[str, Any] = {"StatusCode": int(c.state.get("ExitCode") or 0)}
+            if c.state.get("Error"):
+                res["Error"] = {"Message": c.state["Error"]}
+            return res
+
+    # -- remove ---------------------------------------------------------------------------------
+    def remove(self, ref: str, force: bool = False, volumes: bool = False, link: bool = False) -> None:
+        c = self.get(ref)
+        if link:
+            raise InvalidArgument("Conflict, cannot remove the default link name of the container")
+        with c.lock:
+            if c.removed:
+                return
+            if c.running:
+                if not force:
+                    if c.state.get("Paused"):
+                        raise Conflict(
+                            f'cannot remove container "{c.name}": container is paused and must be '
+                            "unpaused first"
+                        )
+                    raise Conflict(
+                        f'cannot remove container "{c.name}": container is running: stop the '
+                        "container before removing or force remove"
+                    )
+                c.tug["ManuallyStopped"] = True
+                if c.state.get("Paused"):
+                    with contextlib.suppress(TugError):
+                        self.runtime.resume(c.id)
+                gen = c.exit_gen
+                with contextlib.suppress(TugError):
+                    self.runtime.kill(c.id, _signal.SIGKILL, all_=True)
+                end = time.monotonic() + 15
+                while c.exit_gen == gen and time.monotonic() < end:
+                    c.changed.wait(0.5)
+                if c.running:
+                    raise Conflict(f"could not kill running container {c.id}, cannot remove")
+            if c.restart_timer is not None:
+                c.restart_timer.cancel()
+                c.restart_timer = None
+            c.removed = True
+            c.tug["ManuallyStopped"] = True
+            self.runtime.delete(c.id, force=True)
+            self._unmount_rootfs(c)
+            if self.snapshotter is not None:
+                with contextlib.suppress(Exception):
+                    self.snapshotter.remove(c.id)
+            with self._lock:
+                self._containers.pop(c.id, None)
+                if self._names.get(c.name) == c.id:
+                    self._names.pop(c.name, None)
+            if volumes:
+                for m in c.data.get("Mounts") or []:
+                    if m.get("Type") == "volume" and m.get("Tug_Anonymous"):
+                        with contextlib.suppress(TugError):
+                            self.volumes.remove(m["Name"], in_use=self.volume_users)
+            tmp = c.dir + ".removing"
+            with contextlib.suppress(OSError):
+                os.rename(c.dir, tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            c.changed.notify_all()
+        self._event(c, "destroy")
+
+    # -- inspect/list -----------------------------------------------------------------------------
+    def inspect(self, ref: str, size: bool = False) -> dict:
+        c = self.get(ref)
+        with c.lock:
+            out = copy.deepcopy(c.data)
+        out.pop("Tug", None)
+        for m in out.get("Mounts") or []:
+            for k in [k for k in m if k.startswith("Tug_")]:
+                m.pop(k)
+        st = out["State"]
+        st.setdefault("Health", None)
+        if st.get("Health") is None:
+            st.pop("Health", None)
+        if size:
+            out["SizeRw"] = self._size_rw(c)
+            out["SizeRootFs"] = out["SizeRw"]
+        return out
+
+    def _size_rw(self, c: Container) -> int:
+        if self.snapshotter is None:
+            return 0
+        try:
+            upper = self.snapshotter.upperdir(c.id)
+        except Exception:
+            return 0
+        total = 0
+        for dp, _, files in os.walk(upper):
+            for f in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(dp, f)).st_size
+        return total
+
+    def status_text(self, c: Container) -> str:
+        st = c.state
+        now = time.time()
+        if st.get("Restarting"):
+            return f"Restarting ({st.get('ExitCode', 0)}) {human_duration(now - rfc3339_to_ts(st.get('FinishedAt', '')))} ago"
+        if st.get("Running"):
+            up = f"Up {human_duration(now - rfc3339_to_ts(st.get('StartedAt', '')))}"
+            if st.get("Paused"):
+                return up + " (Paused)"
+            h = (st.get("Health") or {}).get("Status")
+            if h:
+                return up + (" (health: starting)" if h == "starting" else f" ({h})")
+            return up
+        if st.get("Status") == "created" or st.get("StartedAt", ZERO_TIME) == ZERO_TIME:
+            return "Created"
+        return f"Exited ({st.get('ExitCode', 0)}) {human_duration(now - rfc3339_to_ts(st.get('FinishedAt', '')))} ago"
+
+    def list(self, all_: bool = False, limit: int | None = None, size: bool = False,
+             filters: dict[str, list[str]] | None = None) -> list[dict]:
+        filters = filters or {}
+        cs = sorted(self.containers(), key=lambda c: c.data.get("Created", ""), reverse=True)
+        out = []
+        for c in cs:
+            with c.lock:
+                if not all_ and not c.running and not filters.get("status") and not (limit and limit > 0):
+                    continue
+                if not _match_filters(self, c, filters):
+                    continue
+                out.append(self._summary(c, size))
+            if limit is not None and limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _summary(self, c: Container, size: bool) -> dict:
+        d = c.data
+        cfg = d["Config"]
+        cmd = " ".join([d.get("Path") or "", *(d.get("Args") or [])]).strip()
+        ports = []
+        for pk, binds in (d.get("NetworkSettings") or {}).get("Ports", {}).items():
+            port, _, proto = pk.partition("/")
+            if binds:
+                for b in binds:
+                    ports.append({"IP": b.get("HostIp") or "0.0.0.0", "PrivatePort": int(port),
+                                  "PublicPort": int(b.get("HostPort") or 0), "Type": proto or "tcp"})
+            else:
+                ports.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+        s = {
+            "Id": c.id,
+            "Names": [c.name],
+            "Image": cfg.get("Image") or d.get("Image"),
+            "ImageID": d.get("Image"),
+            "Command": cmd,
+            "Created": int(rfc3339_to_ts(d.get("Created", ""))),
+            "Ports": ports,
+            "Labels": cfg.get("Labels") or {},
+            "State": c.state.get("Status"),
+            "Status": self.status_text(c),
+            "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode", "bridge")},
+            "NetworkSettings": {"Networks": (d.get("NetworkSettings") or {}).get("Networks", {})},
+            "Mounts": [
+                {k: v for k, v in m.items() if not k.startswith("Tug_")} for m in d.get("Mounts") or []
+            ],
+        }
+        if size:
+            s["SizeRw"] = self._size_rw(c)
+            s["SizeRootFs"] = s["SizeRw"]
+        return s
+
+    # -- rename/update/resize -----------------------------------------------------------------------
+    def rename(self, ref: str, new: str) -> None:
+        c = self.get(ref)
+        if not new or not NAME_RE.match(new):
+            raise InvalidArgument(f"Invalid container name ({new}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        nn = "/" + new.lstrip("/")
+        with self._lock:
+            if nn in self._names:
+                if self._names[nn] == c.id:
+                    raise InvalidArgument("Renaming a container with the same name as its current name")
+                raise Conflict(
+                    f'Conflict. The container name "{nn}" is already in use by container '
+                    f'"{self._names[nn]}". You have to remove (or rename) that container to be able to '
+                    "reuse that name."
+                )
+            old = c.name
+            self._names.pop(old, None)
+            self._names[nn] = c.id
+        with c.lock:
+            c.data["Name"] = nn
+            c.save()
+        self._event(c, "rename", {"oldName": old})
+
+    def update(self, ref: str, body: dict) -> dict:
+        c = self.get(ref)
+        specmod.validate({}, body)
+        with c.lock:
+            hc = c.data["HostConfig"]
+            for k, v in body.items():
+                if k == "RestartPolicy" or k in specmod.RESOURCE_KEYS:
+                    hc[k] = v
+            c.save()
+            if c.running:
+                specmod.apply_resources_live(c)
+        self._event(c, "update")
+        return {"Warnings": []}
+
+    def resize(self, ref: str, h: int, w: int) -> None:
+        c = self.get(ref)
+        with c.lock:
+            if not c.running:
+                raise Conflict(f"Container {c.id} is not running")
+            pio = c.pio
+            if pio is not None and pio.pty_master is not None:
+                _set_winsize(pio.pty_master, h, w)
+
+    # -- logs ---------------------------------------------------------------------------------------
+    def log_path(self, ref: str) -> tuple[Container, str]:
+        c = self.get(ref)
+        return c, c.data["LogPath"]
+
+    # -- volumes ------------------------------------------------------------------------------------
+    def volume_users(self, name: str) -> list[str]:
+        users = []
+        for c in self.containers():
+            for m in c.data.get("Mounts") or []:
+                if m.get("Type") == "volume" and m.get("Name") == name:
+                    users.append(c.id)
+        return users
+
+    def volume_create(self, name: str | None, driver: str = "local", labels: dict | None = None,
+                      options: dict | None = None) -> dict:
+        vol, created = self.volumes.create(name, driver=driver, labels=labels, options=options)
+        if created:
+            self.events.emit("volume", "create", vol["Name"], {"driver": vol["Driver"]})
+        return vol
+
+    def volume_remove(self, name: str, force: bool = False) -> None:
+        self.volumes.remove(name, in_use=self.volume_users, force=force)
+        self.events.emit("volume", "destroy", name, {"driver": "local"})
+
+    def volume_list(self, filters: dict[str, list[str]] | None = None) -> list[dict]:
+        filters = filters or {}
+        out = []
+        for v in self.volumes.list():
+            if "name" in filters and not any(f in v["Name"] for f in filters["name"]):
+                continue
+            if "dangling" in filters:
+                want = filters["dangling"][0].lower() in ("1", "true")
+                if bool(self.volume_users(v["Name"])) == want:
+                    continue
+            if "label" in filters and not _labels_match(v.get("Labels") or {}, filters["label"]):
+                continue
+            if "driver" in filters and v["Driver"] not in filters["driver"]:
+                continue
+            out.append(v)
+        return out
+
+    def volume_prune(self, filters: dict[str, list[str]] | None = None) -> dict:
+        filters = filters or {}
+        all_ = (filters.get("all") or ["false"])[0].lower() in ("1", "true")
+        deleted, reclaimed = [], 0
+        for v in self.volumes.list():
+            if self.volume_users(v["Name"]):
+                continue
+            anon = "com.docker.volume.anonymous" in (v.get("Labels") or {})
+            if not anon and not all_:
+                continue
+            if "label" in filters and not _labels_match(v.get("Labels") or {}, filters["label"]):
+                continue
+            size = self.volumes.size(v["Name"])
+            with contextlib.suppress(TugError):
+                self.volume_remove(v["Name"])
+                deleted.append(v["Name"])
+                reclaimed += size
+        return {"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed}
+
+    # -- system ------------------------------------------------------------------------------------
+    def version(self) -> dict:
+        from tugboat.api.common import API_VERSION, MIN_API_VERSION
+
+        kernel = platform.release()
+        details = {"ApiVersion": API_VERSION, "Arch": "amd64", "BuildTime": "", "Experimental": "false",
+                   "GitCommit": "tugboat", "GoVersion": f"python{platform.python_version()}",
+                   "KernelVersion": kernel, "MinAPIVersion": MIN_API_VERSION, "Os": "linux"}
+        return {
+            "Platform": {"Name": "tugboat Engine"},
+            "Components": [
+                {"Name": "Engine", "Version": ENGINE_VERSION, "Details": details},
+                {"Name": "runtime", "Version": self.runtime.kind, "Details": {"GitCommit": ""}},
+                {"Name": "docker-init", "Version": "tini", "Details": {"GitCommit": ""}},
+            ],
+            "Version": ENGINE_VERSION,
+            "ApiVersion": API_VERSION,
+            "MinAPIVersion": MIN_API_VERSION,
+            "GitCommit": "tugboat",
+            "GoVersion": f"python{platform.python_version()}",
+            "Os": "linux",
+            "Arch": _arch(),
+            "KernelVersion": kernel,
+            "BuildTime": "",
+        }
+
+    def info(self) -> dict:
+        cs = self.containers()
+        running = sum(1 for c in cs if c.running and not c.state.get("Paused"))
+        paused = sum(1 for c in cs if c.state.get("Paused"))
+        images = 0
+        if self.images is not None:
+            with contextlib.suppress(Exception):
+                images = len(self.images.list())
+        mem = 0
+        with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    mem = int(line.split()[1]) * 1024
+        warnings = []
+        if self.network is None:
+            warnings.append("WARNING: networking is not available; containers run with --network none")
+        return {
+            "ID": _daemon_id(self.root),
+            "Containers": len(cs),
+            "ContainersRunning": running,
+            "ContainersPaused": paused,
+            "ContainersStopped": len(cs) - running - paused,
+            "Images": images,
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "none"],
+                        "Log": ["json-file", "none"]},
+            "MemoryLimit": True,
+            "SwapLimit": True,
+            "CpuCfsPeriod": True,
+            "CpuCfsQuota": True,
+            "CPUShares": True,
+            "CPUSet": True,
+            "PidsLimit": True,
+            "IPv4Forwarding": True,
+            "Debug": False,
+            "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": threading.active_count(),
+            "SystemTime": now_rfc3339(),
+            "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs",
+            "CgroupVersion": "1",
+            "NEventsListener": 0,
+            "KernelVersion": platform.release(),
+            "OperatingSystem": _os_name(),
+            "OSVersion": "",
+            "OSType": "linux",
+            "Architecture": platform.machine(),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": ["127.0.0.0/8"], "Mirrors": []},
+            "NCPU": os.cpu_count() or 1,
+            "MemTotal": mem,
+            "DockerRootDir": self.root,
+            "HttpProxy": "",
+            "HttpsProxy": "",
+            "NoProxy": "",
+            "Name": socket.gethostname(),
+            "Labels": [],
+            "ExperimentalBuild": False,
+            "ServerVersion": ENGINE_VERSION,
+            "Runtimes": {"runc": {"path": self.runtime.kind}},
+            "DefaultRuntime": "runc",
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
+                      "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": True,
+            "Isolation": "",
+            "InitBinary": "docker-init",
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": warnings,
+        }
+
+    def system_df(self) -> dict:
+        imgs = []
+        if self.images is not None:
+            with contextlib.suppress(Exception):
+                for im in self.images.list():
+                    users = sum(1 for c in self.containers() if c.data.get("Image") == im.id)
+                    imgs.append({"Id": im.id, "ParentId": "", "RepoTags": im.repo_tags,
+                                 "RepoDigests": im.repo_digests,
+                                 "Created": int(rfc3339_to_ts(im.created)) if im.created else 0,
+                                 "Size": im.size, "SharedSize": -1, "Labels": {}, "Containers": users})
+        conts = [self._summary(c, True) for c in self.containers()]
+        vols = []
+        for v in self.volumes.list():
+            v = dict(v)
+            v["UsageData"] = {"Size": self.volumes.size(v["Name"]), "RefCount": len(self.volume_users(v["Name"]))}
+            vols.append(v)
+        return {"LayersSize": sum(i["Size"] for i in imgs), "Images": imgs, "Containers": conts,
+                "Volumes": vols, "BuildCache": []}
+
+    def container_prune(self, filters: dict[str, list[str]] | None = None) -> dict:
+        deleted = []
+        filters = filters or {}
+        for c in self.containers():
+            if c.running:
+                continue
+            if "label" in filters and not _labels_match(c.data["Config"].get("Labels") or {}, filters["label"]):
+                continue
+            if "until" in filters:
+                from tugboat.engine.util import parse_time
+
+                if rfc3339_to_ts(c.data["Created"]) > parse_time(filters["until"][0]):
+                    continue
+            with contextlib.suppress(TugError):
+                self.remove(c.id)
+                deleted.append(c.id)
+        return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+
+    # -- misc ---------------------------------------------------------------------------------------
+    def _event(self, c: Container, action: str, extra: dict | None = None) -> None:
+        attrs = {"name": c.name.lstrip("/"), "image": c.data["Config"].get("Image", "")}
+        attrs.update(c.data["Config"].get("Labels") or {})
+        if extra:
+            attrs.update(extra)
+        self.events.emit("container", action, c.id, attrs)
+
+    def top(self, ref: str, ps_args: str = "-ef") -> dict:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"container {c.id} is not running")
+        pids = set(self.runtime.ps(c.id)) or {int(c.state.get("Pid") or 0)}
+        p = subprocess.run(["ps", *ps_args.split()], capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            raise InvalidArgument(f"ps: {p.stderr.strip()}")
+        lines = p.stdout.splitlines()
+        titles = lines[0].split()
+        try:
+            pid_col = titles.index("PID")
+        except ValueError:
+            raise InvalidArgument("Couldn't find PID field in ps output") from None
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col].isdigit() and int(fields[pid_col]) in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
+    def stats(self, ref: str) -> dict:
+        c = self.get(ref)
+        pid = int(c.state.get("Pid") or 0)
+        raw = self.runtime.stats(c.id, pid) if c.running else {}
+        return raw
+
+    def shutdown(self) -> None:
+        """Stop serving: leave containers running (live restore), stop threads."""
+        self.shutting_down = True
+        for c in self.containers():
+            if c.restart_timer is not None:
+                c.restart_timer.cancel()
+        self.pump.close()
+
+
+def _accept_master(listener: socket.socket, box: list[int]) -> None:
+    try:
+        conn, _ = listener.accept()
+    except OSError:
+        return
+    with conn:
+        try:
+            _msg, anc, _flags, _addr = conn.recvmsg(4096, socket.CMSG_SPACE(4 * 4))
+        except OSError:
+            return
+        for level, typ, data in anc:
+            if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                fds = list(memoryview(data).cast("i"))
+                if fds:
+                    box.append(fds[0])
+                    for extra in fds[1:]:
+                        os.close(extra)
+
+
+def _set_winsize(fd: int, rows: int, cols: int) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    with contextlib.suppress(OSError):
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _proc_start_time(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _oom_killed(c: Container) -> bool:
+    return False
+
+
+def _labels_match(labels: dict, wanted: list[str]) -> bool:
+    for w in wanted:
+        k, eq, v = w.partition("=")
+        if k not in labels or (eq and labels[k] != v):
+            return False
+    return True
+
+
+def _match_filters(engine: Engine, c: Container, filters: dict[str, list[str]]) -> bool:
+    d = c.data
+    for key, vals in filters.items():
+        if not vals:
+            continue
+        if key == "status":
+            if c.state.get("Status") not in vals:
+                return False
+        elif key == "name":
+            import re
+
+            if not any(re.search(v, c.name.lstrip("/")) for v in vals):
+                return False
+        elif key == "id":
+            if not any(c.id.startswith(v) for v in vals):
+                return False
+        elif key == "label":
+            if not _labels_match(d["Config"].get("Labels") or {}, vals):
+                return False
+        elif key == "ancestor":
+            ok = False
+            for v in vals:
+                if v == d["Config"].get("Image") or d.get("Image", "").startswith(v) or \
+                        d.get("Image") == f"sha256:{v}" or d["Config"].get("Image") == f"{v}:latest":
+                    ok = True
+                elif engine.images is not None:
+                    with contextlib.suppress(Exception):
+                        ok = engine.images.resolve(v).id == d.get("Image")
+                if ok:
+                    break
+            if not ok:
+                return False
+        elif key == "exited":
+            if c.running or str(c.state.get("ExitCode")) not in vals:
+                return False
+        elif key == "volume":
+            names = {m.get("Name") for m in d.get("Mounts") or []} | {m.get("Destination") for m in d.get("Mounts") or []}
+            if not any(v in names for v in vals):
+                return False
+        elif key == "network":
+            nets = set(((d.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+            if not any(v in nets for v in vals):
+                return False
+        elif key == "health":
+            h = (c.state.get("Health") or {}).get("Status", "none")
+            if h not in vals:
+                return False
+        elif key in ("before", "since"):
+            try:
+                other = engine.get(vals[0])
+            except NotFound:
+                return False
+            if key == "before" and not d["Created"] < other.data["Created"]:
+                return False
+            if key == "since" and not d["Created"] > other.data["Created"]:
+                return False
+        elif key == "is-task":
+            continue
+        else:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    return True
+
+
+def _arch() -> str:
+    m = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(m, m)
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _daemon_id(root: str) -> str:
+    path = os.path.join(root, "engine-id")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        did = secrets.token_hex(16)
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            f.write(did)
+        return did
+
+
+_ = stat

@@ -1,0 +1,259 @@
+"""The engine's view of the OCI runtime.
+
+:class:`RuntimeAdapter` wraps ``tugboat.runtime.api.Runtime`` when it is importable and falls back
+to the ``runc`` binary otherwise (same verbs). The engine never talks to either directly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Any
+
+from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError
+
+log = logging.getLogger("tugboat.engine")
+
+
+def _start_error(msg: str) -> TugError:
+    """dockerd's start failure wording; the CLI picks exit 126/127 from it."""
+    text = msg.strip().splitlines()[-1] if msg.strip() else "unknown error"
+    return InvalidArgument(
+        "failed to create task for container: failed to create shim task: OCI runtime create "
+        f"failed: {text}: unknown"
+    )
+
+
+class RuntimeAdapter:
+    """create/start/kill/delete/state/exec/pause/resume/ps/stats over one runtime state root."""
+
+    def __init__(self, state_root: str, prefer: str = "auto") -> None:
+        self.state_root = state_root
+        os.makedirs(state_root, exist_ok=True)
+        self.impl: Any = None
+        self.kind = "runc"
+        if prefer in ("auto", "tugboat") and not os.environ.get("TUG_ENGINE_RUNC"):
+            try:
+                from tugboat.runtime.api import Runtime
+
+                self.impl = Runtime(state_root)
+                self.kind = "tugboat"
+            except ImportError:
+                self.impl = None
+        self.runc = shutil.which("runc") or "runc"
+
+    # -- helpers for the runc fallback ---------------------------------------------------------
+    def _runc(self, *args: str, stdin: int | None = None, stdout: int | None = None,
+              stderr: int | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        cmd = [self.runc, "--root", self.state_root, *args]
+        with tempfile.TemporaryFile() as errf:
+            p = subprocess.run(
+                cmd,
+                stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=stdout if stdout is not None else subprocess.DEVNULL,
+                stderr=errf if stderr is None else stderr,
+                check=False,
+                close_fds=True,
+            )
+            errf.seek(0)
+            err = errf.read().decode(errors="replace")
+        if check and p.returncode != 0:
+            if "does not exist" in err or "not exist" in err:
+                raise NotFound(err.strip())
+            raise TugError(err.strip() or f"runc {args[0]} failed with status {p.returncode}")
+        p.stderr = err
+        return p
+
+    # -- verbs ----------------------------------------------------------------------------------
+    def create(self, cid: str, bundle: str, *, stdin: int, stdout: int, stderr: int,
+               console_socket: str | None = None) -> int:
+        """Create the container (stopped before the user process); returns the init's PID."""
+        pid_file = os.path.join(bundle, "init.pid")
+        if self.impl is not None:
+            try:
+                self.impl.create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
+                                 stdin=stdin, stdout=stdout, stderr=stderr)
+            except TugError as exc:
+                raise _start_error(str(exc)) from None
+            st = self.impl.state(cid)
+            return int(st.get("pid") or 0)
+        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        log_path = os.path.join(bundle, "runc.log")
+        cmd = [self.runc, "--root", self.state_root, "--log", log_path, "--log-format", "json",
+               *args, cid]
+        p = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+                           close_fds=True, check=False)
+        if p.returncode != 0:
+            msg = _last_runc_error(log_path) or f"runc create exited with status {p.returncode}"
+            self.delete(cid, force=True)
+            raise _start_error(msg)
+        with open(pid_file) as f:
+            return int(f.read().strip())
+
+    def start(self, cid: str) -> None:
+        if self.impl is not None:
+            try:
+                self.impl.start(cid)
+            except TugError as exc:
+                raise _start_error(str(exc)) from None
+            return
+        p = self._runc("start", cid, check=False)
+        if p.returncode != 0:
+            raise _start_error(p.stderr)
+
+    def state(self, cid: str) -> dict | None:
+        if self.impl is not None:
+            try:
+                return dict(self.impl.state(cid))
+            except NotFound:
+                return None
+            except TugError:
+                return None
+        p = self._runc("state", cid, stdout=subprocess.PIPE, check=False)
+        if p.returncode != 0:
+            return None
+        return json.loads(p.stdout)
+
+    def kill(self, cid: str, sig: int, all_: bool = False) -> None:
+        if self.impl is not None:
+            self.impl.kill(cid, sig, all=all_)
+            return
+        args = ["kill", *(["--all"] if all_ else []), cid, str(sig)]
+        p = self._runc(*args, check=False)
+        if p.returncode != 0 and "not running" in p.stderr:
+            raise Conflict(p.stderr.strip())
+
+    def delete(self, cid: str, force: bool = False) -> None:
+        try:
+            if self.impl is not None:
+                self.impl.delete(cid, force=force)
+                return
+            self._runc("delete", *(["--force"] if force else []), cid, check=False)
+        except NotFound:
+            pass
+
+    def pause(self, cid: str) -> None:
+        if self.impl is not None:
+            self.impl.pause(cid)
+        else:
+            self._runc("pause", cid)
+
+    def resume(self, cid: str) -> None:
+        if self.impl is not None:
+            self.impl.resume(cid)
+        else:
+            self._runc("resume", cid)
+
+    def ps(self, cid: str) -> list[int]:
+        if self.impl is not None:
+            return list(self.impl.ps(cid))
+        p = self._runc("ps", "--format", "json", cid, stdout=subprocess.PIPE, check=False)
+        if p.returncode != 0:
+            return []
+        return list(json.loads(p.stdout or b"[]") or [])
+
+    def exec(self, cid: str, process: dict, *, stdin: int, stdout: int, stderr: int,
+             console_socket: str | None = None, workdir_tmp: str) -> int:
+        """Start ``process`` in the container, detached; returns its PID."""
+        pid_file = os.path.join(workdir_tmp, "exec.pid")
+        if self.impl is not None:
+            res = self.impl.exec(cid, process, detach=True, stdin=stdin, stdout=stdout,
+                                 stderr=stderr, console_socket=console_socket, pid_file=pid_file)
+            if os.path.exists(pid_file):
+                with open(pid_file) as f:
+                    return int(f.read().strip())
+            return int(res)
+        proc_path = os.path.join(workdir_tmp, "process.json")
+        with open(proc_path, "w") as f:
+            json.dump(process, f)
+        args = ["exec", "--detach", "--pid-file", pid_file, "--process", proc_path]
+        if console_socket:
+            args += ["--console-socket", console_socket]
+        log_path = os.path.join(workdir_tmp, "runc.log")
+        cmd = [self.runc, "--root", self.state_root, "--log", log_path, "--log-format", "json",
+               *args, cid]
+        p = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
+                           close_fds=True, check=False)
+        if p.returncode != 0:
+            raise _start_error(_last_runc_error(log_path) or "runc exec failed")
+        with open(pid_file) as f:
+            return int(f.read().strip())
+
+    def exit_status(self, cid: str) -> int | None:
+        """The recorded exit status of a container whose init has exited (None if unknown)."""
+        if self.impl is not None:
+            try:
+                return int(self.impl.wait(cid, timeout=5))
+            except TugError:
+                return None
+        st = self.state(cid)
+        if st is not None and st.get("exitStatus") is not None:
+            return int(st["exitStatus"])
+        return None
+
+    def stats(self, cid: str, pid: int) -> dict:
+        if self.impl is not None and hasattr(self.impl, "stats"):
+            try:
+                return dict(self.impl.stats(cid))
+            except TugError:
+                return {}
+        return _cgroup_stats(pid)
+
+
+def _last_runc_error(log_path: str) -> str:
+    try:
+        with open(log_path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if rec.get("level") == "error":
+            return str(rec.get("msg", ""))
+    return ""
+
+
+def _cgroup_paths(pid: int) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                for c in ctrls.split(","):
+                    out[c or "unified"] = path
+    except OSError:
+        pass
+    return out
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _cgroup_stats(pid: int) -> dict:
+    """memory usage/limit, cpu usage (ns), pids current from the v1 hierarchies of ``pid``."""
+    paths = _cgroup_paths(pid)
+    base = "/sys/fs/cgroup"
+    st: dict[str, Any] = {}
+    if "memory" in paths:
+        d = f"{base}/memory{paths['memory']}"
+        st["memory_usage"] = _read_int(f"{d}/memory.usage_in_bytes")
+        st["memory_limit"] = _read_int(f"{d}/memory.limit_in_bytes")
+    if "cpuacct" in paths:
+        st["cpu_usage_ns"] = _read_int(f"{base}/cpuacct{paths['cpuacct']}/cpuacct.usage")
+    if "pids" in paths:
+        st["pids_current"] = _read_int(f"{base}/pids{paths['pids']}/pids.current")
+    return st

@@ -1,0 +1,148 @@
+"""Small helpers of the engine: IDs, names, times, signals, atomic JSON files."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import secrets
+import signal as _signal
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tugboat.errors import InvalidArgument
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+_ADJ = ["admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome", "blissful", "bold", "boring", "brave", "busy", "charming", "clever", "cool", "compassionate", "competent", "confident", "cranky", "crazy", "dazzling", "determined", "distracted", "dreamy", "eager", "ecstatic", "elastic", "elated", "elegant", "eloquent", "epic", "fervent", "festive", "flamboyant", "focused", "friendly", "frosty", "gallant", "gifted", "goofy", "gracious", "happy", "hardcore", "heuristic", "hopeful", "hungry", "infallible", "inspiring", "jolly", "jovial", "keen", "kind", "laughing", "loving", "lucid", "magical", "modest", "musing", "mystifying", "naughty", "nervous", "nice", "nifty", "nostalgic", "objective", "optimistic", "peaceful", "pedantic", "pensive", "practical", "priceless", "quirky", "quizzical", "recursing", "relaxed", "reverent", "romantic", "sad", "serene", "sharp", "silly", "sleepy", "stoic", "strange", "stupefied", "suspicious", "sweet", "tender", "thirsty", "trusting", "unruffled", "upbeat", "vibrant", "vigilant", "vigorous", "wizardly", "wonderful", "xenodochial", "youthful", "zealous", "zen"]
+_NAMES = ["albattani", "allen", "almeida", "archimedes", "ardinghelli", "aryabhata", "austin", "babbage", "banach", "bardeen", "bartik", "bassi", "beaver", "bell", "bhabha", "bhaskara", "blackwell", "bohr", "booth", "borg", "bose", "boyd", "brahmagupta", "brattain", "brown", "buck", "burnell", "cannon", "carson", "cartwright", "cerf", "chandrasekhar", "chaplygin", "chatelet", "chatterjee", "chebyshev", "clarke", "colden", "cori", "cray", "curie", "darwin", "davinci", "diffie", "dijkstra", "dirac", "driscoll", "dubinsky", "easley", "edison", "einstein", "elion", "engelbart", "euclid", "euler", "fermat", "fermi", "feynman", "franklin", "galileo", "gates", "goldberg", "goldstine", "goodall", "gould", "greider", "hamilton", "hawking", "heisenberg", "hermann", "hodgkin", "hofstadter", "hopper", "hugle", "hypatia", "jackson", "jang", "jennings", "jepsen", "johnson", "joliot", "jones", "kalam", "kapitsa", "keller", "kepler", "khorana", "kilby", "kirch", "knuth", "kowalevski", "lalande", "lamarr", "lamport", "leakey", "leavitt", "lewin", "lichterman", "liskov", "lovelace", "lumiere", "mahavira", "margulis", "matsumoto", "maxwell", "mayer", "mccarthy", "mcclintock", "mclean", "mcnulty", "meitner", "mendel", "mendeleev", "merkle", "mirzakhani", "moore", "morse", "murdock", "napier", "nash", "neumann", "newton", "nightingale", "nobel", "noether", "northcutt", "noyce", "panini", "pare", "pascal", "pasteur", "payne", "perlman", "pike", "poincare", "poitras", "ptolemy", "raman", "ramanujan", "ride", "ritchie", "robinson", "roentgen", "rosalind", "rubin", "saha", "sammet", "shannon", "shaw", "shirley", "shockley", "sinoussi", "snyder", "spence", "stonebraker", "sutherland", "swanson", "swartz", "swirles", "taussig", "tesla", "tharp", "thompson", "torvalds", "turing", "varahamihira", "visvesvaraya", "volhard", "wescoff", "wiles", "williams", "wilson", "wing", "wozniak", "wright", "wu", "yalow", "yonath", "zhukovsky"]
+
+NAME_RE = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+
+
+def new_id() -> str:
+    return secrets.token_hex(32)
+
+
+def random_name() -> str:
+    return f"{random.choice(_ADJ)}_{random.choice(_NAMES)}"
+
+
+def now_rfc3339(ts: float | None = None) -> str:
+    """RFC 3339 with nanoseconds, UTC (``2026-11-28T23:14:05.108763000Z``)."""
+    ts = time.time() if ts is None else ts
+    dt = datetime.fromtimestamp(ts, UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}000Z"
+
+
+def parse_time(s: str) -> float:
+    """Unix seconds from a unix timestamp (``1700000000.5``), RFC 3339, or a duration (``1h``)."""
+    s = s.strip()
+    if not s:
+        raise InvalidArgument("empty time value")
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", s)
+    if m:
+        mult = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+        return time.time() - float(m.group(1)) * mult
+    t = s.replace("Z", "+00:00")
+    m2 = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", t)
+    frac = 0.0
+    if m2:
+        t = m2.group(1) + m2.group(3)
+        frac = float(m2.group(2) or 0)
+    try:
+        dt = datetime.fromisoformat(t)
+    except ValueError:
+        raise InvalidArgument(f"invalid time value {s!r}") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp() + frac
+
+
+def rfc3339_to_ts(s: str) -> float:
+    if not s or s.startswith("0001-"):
+        return 0.0
+    return parse_time(s)
+
+
+def parse_signal(value: str | int | None, default: int = _signal.SIGKILL) -> int:
+    """A signal from ``9``, ``KILL``, ``SIGKILL`` (docker accepts all three)."""
+    if value is None or value == "":
+        return default
+    if isinstance(value, int):
+        return value
+    v = value.strip().upper()
+    if v.isdigit():
+        n = int(v)
+        if n < 1 or n > 64:
+            raise InvalidArgument(f"Invalid signal: {value}")
+        return n
+    if not v.startswith("SIG"):
+        v = "SIG" + v
+    if v.startswith("SIGRTMIN+"):
+        return int(_signal.SIGRTMIN) + int(v[9:])
+    try:
+        return int(getattr(_signal.Signals, v))
+    except AttributeError:
+        raise InvalidArgument(f"Invalid signal: {value}") from None
+
+
+def write_json_atomic(path: str, data: Any) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(json.dumps(data, separators=(",", ":")).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def read_json(path: str) -> Any:
+    with open(path, "rb") as f:
+        return json.loads(f.read())
+
+
+def human_duration(seconds: float) -> str:
+    """docker's units.HumanDuration: ``Less than a second``, ``2 seconds``, ``About a minute`` …"""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def parse_bytes(s: str | int | None) -> int:
+    """``512m``, ``1g``, ``100k`` or a plain number of bytes."""
+    if s is None or s == "":
+        return 0
+    if isinstance(s, int):
+        return s
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([bkmgt]?)b?", s.strip().lower())
+    if not m:
+        raise InvalidArgument(f"invalid size: {s!r}")
+    mult = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2)]
+    return int(float(m.group(1)) * mult)

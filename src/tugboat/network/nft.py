@@ -1,0 +1,164 @@
+"""nftables rules of our own tables, rebuilt whole and swapped in one atomic transaction.
+
+We own two tables (names get a suffix when the manager runs as a named instance, e.g. in tests):
+
+- ``inet tugboat``: ``forward`` filter chain — inter-network isolation and ``--internal``.
+- ``ip tugboat-nat``: ``prerouting``/``output`` DNAT of published ports (for other hosts and for
+  the host itself, 127.0.0.1 included: the bridges have ``route_localnet=1`` and such connections
+  are masqueraded), ``postrouting`` masquerade for egress and hairpin.
+
+Each change renders the full desired ruleset and runs ``add table; delete table; table {…}`` for
+both tables in one transaction, so the rules are never half-applied and re-applying is
+idempotent. Other programs' tables are never read or touched. The transaction runs in-process
+through libnftables (ctypes; ~0.5 ms) or, if that library is missing, through ``nft -f -``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import subprocess
+import threading
+from dataclasses import dataclass, field
+
+from tugboat.errors import Internal
+
+
+@dataclass
+class BridgeRules:
+    ifname: str
+    subnet: str
+    internal: bool = False
+
+
+@dataclass
+class PortRule:
+    proto: str
+    host_ip: str  # "" = every local address
+    host_port: int
+    container_ip: str
+    container_port: int
+
+
+@dataclass
+class Ruleset:
+    bridges: list[BridgeRules] = field(default_factory=list)
+    ports: list[PortRule] = field(default_factory=list)
+
+
+def table_names(instance: str = "") -> tuple[str, str]:
+    suffix = f"-{instance}" if instance else ""
+    return f"tugboat{suffix}", f"tugboat-nat{suffix}"
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', "") + '"'
+
+
+def render(rs: Ruleset, instance: str = "") -> str:
+    """The nft script replacing our tables with ``rs`` (one transaction)."""
+    filt, nat = table_names(instance)
+    out: list[str] = [f"table inet {filt} {{}}", f"delete table inet {filt}",
+                      f"table ip {nat} {{}}", f"delete table ip {nat}"]
+    names = [b.ifname for b in rs.bridges]
+    out.append(f"table inet {filt} {{")
+    out.append("  chain forward {")
+    out.append("    type filter hook forward priority filter; policy accept;")
+    for b in rs.bridges:
+        if b.internal:
+            out.append(f"    iifname {_q(b.ifname)} oifname != {_q(b.ifname)} drop")
+            out.append(f"    oifname {_q(b.ifname)} iifname != {_q(b.ifname)} drop")
+        others = [n for n in names if n != b.ifname]
+        if others:
+            out.append(f"    iifname {_q(b.ifname)} oifname {{ {', '.join(_q(o) for o in others)} }} drop")
+    out.append("  }")
+    out.append("}")
+
+    out.append(f"table ip {nat} {{")
+    out.append("  chain prerouting {")
+    out.append("    type nat hook prerouting priority dstnat; policy accept;")
+    if rs.ports:
+        out.append("    fib daddr type local jump ports")
+    out.append("  }")
+    out.append("  chain output {")
+    out.append("    type nat hook output priority -100; policy accept;")
+    if rs.ports:
+        out.append("    fib daddr type local jump ports")
+    out.append("  }")
+    out.append("  chain ports {")
+    for p in rs.ports:
+        match = f"ip daddr {p.host_ip} " if p.host_ip and p.host_ip != "0.0.0.0" else ""
+        out.append(f"    {match}{p.proto} dport {p.host_port} dnat to {p.container_ip}:{p.container_port}")
+    out.append("  }")
+    out.append("  chain postrouting {")
+    out.append("    type nat hook postrouting priority srcnat; policy accept;")
+    for b in rs.bridges:
+        # the host reaching a published port through 127.0.0.1, and hairpin (a container
+        # reaching a published port of its own network through a host address)
+        out.append(f"    oifname {_q(b.ifname)} ip saddr 127.0.0.0/8 masquerade")
+        out.append(f"    oifname {_q(b.ifname)} ip saddr {b.subnet} ct status dnat masquerade")
+        if not b.internal:
+            out.append(f"    ip saddr {b.subnet} oifname != {_q(b.ifname)} masquerade")
+    out.append("  }")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def render_delete(instance: str = "") -> str:
+    filt, nat = table_names(instance)
+    return (f"table inet {filt} {{}}\ndelete table inet {filt}\n"
+            f"table ip {nat} {{}}\ndelete table ip {nat}\n")
+
+
+class Nft:
+    """Runs nft scripts atomically: libnftables in-process when present, else ``nft -f -``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ctx: int | None = None
+        self._lib: ctypes.CDLL | None = None
+        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
+        try:
+            lib = ctypes.CDLL(name, use_errno=True)
+            lib.nft_ctx_new.restype = ctypes.c_void_p
+            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+            lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+            lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+            ctx = lib.nft_ctx_new(0)
+            if ctx:
+                lib.nft_ctx_buffer_output(ctx)
+                lib.nft_ctx_buffer_error(ctx)
+                self._lib, self._ctx = lib, ctx
+        except (OSError, AttributeError):
+            self._lib = None
+
+    def run(self, script: str) -> str:
+        """Run ``script`` as one transaction; returns nft's output; raises Internal on error."""
+        with self._lock:
+            if self._lib is not None and self._ctx is not None:
+                rc = self._lib.nft_run_cmd_from_buffer(self._ctx, script.encode())
+                out = (self._lib.nft_ctx_get_output_buffer(self._ctx) or b"").decode()
+                if rc != 0:
+                    err = (self._lib.nft_ctx_get_error_buffer(self._ctx) or b"").decode()
+                    raise Internal(f"nftables transaction failed: {err.strip()}")
+                return out
+        try:
+            proc = subprocess.run(["nft", "-f", "-"], input=script.encode(), capture_output=True,
+                                  check=False)
+        except FileNotFoundError:
+            raise Internal("nftables is not available: install the nftables package") from None
+        if proc.returncode != 0:
+            raise Internal(f"nftables transaction failed: {proc.stderr.decode().strip()}")
+        return proc.stdout.decode()
+
+    def list_table(self, family: str, name: str) -> str | None:
+        try:
+            return self.run(f"list table {family} {name}")
+        except Internal:
+            return None

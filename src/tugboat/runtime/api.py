@@ -1,0 +1,660 @@
+"""``Runtime``: the OCI runtime's Python API (what ``tug-runtime``, the engine and the builder call).
+
+Forking is only done from a single-threaded process. When the caller has other threads (the
+engine daemon), the verbs that fork (create, run, exec) run in a fresh ``python -I -S`` helper
+(the ``tug-runtime`` CLI itself) spawned with ``subprocess`` (fork+exec in C, safe); the other
+verbs (start, state, kill, delete, pause, resume, ps, list, wait, stats) never fork and run
+in-process. Nothing Python stays resident per container: after create, each container has only
+its init and the tiny C ``tug-monitor`` that records its exit status in the state directory.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal as _signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError, Unavailable
+from tugboat.runtime import kernel as k
+from tugboat.runtime.state import StateDir, alive, oci_state, proc_start_time, status_of, write_atomic
+
+ContainerState = dict[str, Any]
+
+SIGNALS = {name[3:]: int(getattr(_signal, name)) for name in dir(_signal)
+           if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
+
+
+def parse_signal(sig: int | str) -> int:
+    """A signal number from 9, "9", "KILL", "SIGKILL" (runc's kill syntax)."""
+    if isinstance(sig, int):
+        return sig
+    s = str(sig).strip().upper()
+    if s.isdigit():
+        return int(s)
+    if s.startswith("SIG"):
+        s = s[3:]
+    if s in SIGNALS:
+        return SIGNALS[s]
+    raise InvalidArgument(f"unknown signal {sig!r}")
+
+
+def _single_threaded() -> bool:
+    th = sys.modules.get("threading")
+    return th is None or th.active_count() <= 1
+
+
+def _os_error(e: OSError) -> TugError:
+    msg = e.strerror or str(e)
+    if e.errno in (errno.EPERM, errno.EACCES):
+        from tugboat.errors import PermissionDenied
+
+        return PermissionDenied(msg)
+    if e.errno == errno.ENOENT:
+        return NotFound(msg)
+    if e.errno in (errno.EEXIST, errno.EBUSY):
+        return Conflict(msg)
+    from tugboat.errors import Internal
+
+    return Internal(msg)
+
+
+class Runtime:
+    """One state root of containers.
+
+    ``cgroup_parent``: with no ``linux.cgroupsPath`` in a config, containers go to
+    ``<cgroup_parent>/<id>`` in every hierarchy (default ``/tugboat``); ``None`` gives runc's
+    behaviour (``<id>`` relative to the caller's own cgroup).
+    """
+
+    def __init__(
+        self,
+        state_root: str,
+        *,
+        cgroup_parent: str | None = "/tugboat",
+        warn: Callable[[str], None] | None = None,
+        force_helper: bool = False,
+    ) -> None:
+        self.root = os.path.abspath(state_root)
+        self.cgroup_parent = cgroup_parent
+        self._warn = warn
+        self.force_helper = force_helper
+
+    # ------------------------------------------------------------------ helpers
+
+    def warn(self, msg: str) -> None:
+        if self._warn is not None:
+            self._warn(msg)
+        else:
+            import logging
+
+            logging.getLogger("tugboat.runtime").warning("%s", msg)
+
+    def _sd(self, container_id: str) -> StateDir:
+        return StateDir(self.root, container_id)
+
+    def _load(self, container_id: str) -> tuple[StateDir, dict[str, Any]]:
+        sd = self._sd(container_id)
+        return sd, sd.load()
+
+    def _manager(self, record: dict[str, Any]) -> Any:
+        from tugboat.runtime.cgroups import manager_from_state
+
+        return manager_from_state(record)
+
+    def _status(self, sd: StateDir, record: dict[str, Any]) -> str:
+        mgr = self._manager(record)
+        frozen = False
+        if mgr is not None and record.get("pid") and alive(record["pid"], record.get("pidStart")):
+            frozen = mgr.frozen()
+        return status_of(sd, record, frozen)
+
+    def _use_helper(self) -> bool:
+        return self.force_helper or not _single_threaded()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def create(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        no_pivot: bool = False,
+        preserve_fds: int = 0,
+    ) -> ContainerState:
+        """Create a container (init waits on exec.fifo); returns its OCI state ("created")."""
+        if self._use_helper():
+            self._helper(
+                ["create", "--bundle", bundle, *(["--console-socket", console_socket] if console_socket else []),
+                 *(["--pid-file", pid_file] if pid_file else []), *(["--no-pivot"] if no_pivot else []),
+                 container_id],
+                stdio=(stdin, stdout, stderr),
+            )
+            return self.state(container_id)
+        return self._create(container_id, bundle, console_socket=console_socket, pid_file=pid_file,
+                            stdio=(stdin, stdout, stderr), no_pivot=no_pivot, preserve_fds=preserve_fds)
+
+    def _create(
+        self,
+        container_id: str,
+        bundle: str,
+        *,
+        console_socket: str | None,
+        pid_file: str | None,
+        stdio: tuple[int | None, int | None, int | None],
+        no_pivot: bool,
+        preserve_fds: int,
+    ) -> ContainerState:
+        from tugboat.runtime import caps as capmod
+        from tugboat.runtime import process
+        from tugboat.runtime.cgroups import new_manager
+
+        sd = self._sd(container_id)
+        bundle = os.path.abspath(bundle)
+        try:
+            with open(os.path.join(bundle, "config.json"), "rb") as f:
+                config = json.loads(f.read())
+        except FileNotFoundError:
+            raise NotFound(f"bundle {bundle}: config.json not found") from None
+        except ValueError as e:
+            raise InvalidArgument(f"bundle {bundle}: config.json is not valid JSON: {e}") from None
+        if not isinstance(config, dict) or not isinstance(config.get("process"), dict):
+            raise InvalidArgument("config.json: process is required (tug-runtime runs one process per container)")
+        if not str(config.get("ociVersion", "1")).startswith("1"):
+            raise InvalidArgument(f"config.json: unsupported ociVersion {config.get('ociVersion')!r}")
+        root_path = (config.get("root") or {}).get("path") or "rootfs"
+        rootfs = os.path.realpath(os.path.join(bundle, root_path))
+        if not os.path.isdir(rootfs):
+            raise NotFound(f"rootfs {rootfs} does not exist")
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(sd.path, 0o711)
+        except FileExistsError:
+            raise Conflict(f"container with id {container_id} already exists") from None
+        linux = config.get("linux") or {}
+        mgr = None
+        warnings: list[str] = []
+        try:
+            mgr = new_manager(linux.get("cgroupsPath"), container_id, parent=self.cgroup_parent)
+            mgr.create()
+            warnings += mgr.apply(linux.get("resources") or {})
+            os.mkfifo(sd.fifo, 0o622)
+            os.chmod(sd.fifo, 0o622)
+            seccomp_prog = None
+            if linux.get("seccomp"):
+                from tugboat.runtime.monitor import cache_dir
+                from tugboat.runtime.seccomp import compile_cached
+
+                seccomp_prog = compile_cached(linux["seccomp"], os.path.join(cache_dir(), "seccomp"))
+            bounding = capmod.read_bounding_mask()
+            can_raise = bool(bounding & (1 << capmod.CAP_NUMBERS["CAP_SYS_RESOURCE"]))
+            plan, pw = process.plan_process(config["process"], bounding, capmod.last_cap(), seccomp_prog, can_raise)
+            warnings += pw
+            for w in warnings:
+                self.warn(w)
+            hooks = config.get("hooks") or {}
+            created_ns = time.time_ns()
+            hook_state = {"ociVersion": config.get("ociVersion", "1.0.2"), "id": container_id, "status": "creating",
+                          "pid": 0, "bundle": bundle, "annotations": config.get("annotations") or {}}
+
+            def created_runtime(pid: int) -> None:
+                from tugboat.runtime.hooks import run_hooks
+
+                st = dict(hook_state, status="created", pid=pid)
+                run_hooks("prestart", hooks.get("prestart"), st)
+                run_hooks("createRuntime", hooks.get("createRuntime"), st)
+
+            from tugboat.runtime.monitor import ensure_monitor
+
+            spec = process.InitSpec(
+                config=config, rootfs=rootfs, state_dir=sd.path, fifo=sd.fifo, plan=plan,
+                cgroup_procs=mgr.procs_files(),
+                cgroup_dirs={name: d for name, d in mgr.dirs().items() if name} if hasattr(mgr, "dirs") else {},
+                stdio=stdio, console_socket=os.path.abspath(console_socket) if console_socket else None,
+                preserve_fds=preserve_fds, no_pivot=no_pivot, monitor=ensure_monitor(),
+                hooks=hooks, hook_state=dict(hook_state, status="created"),
+            )
+            started = process.start_init(spec, on_created_runtime=created_runtime)
+            for w in started.warnings:
+                self.warn(w)
+            record = {
+                "ociVersion": config.get("ociVersion", "1.0.2"),
+                "id": container_id,
+                "pid": started.init_pid,
+                "pidStart": proc_start_time(started.init_pid),
+                "monitorPid": started.monitor_pid,
+                "monitorStart": proc_start_time(started.monitor_pid),
+                "bundle": bundle,
+                "rootfs": rootfs,
+                "created": _rfc3339(created_ns),
+                "annotations": config.get("annotations") or {},
+                "config": config,
+                "cgroup": mgr.describe(),
+            }
+            sd.save(record)
+            if pid_file:
+                write_atomic(os.path.abspath(pid_file), str(started.init_pid).encode())
+            return oci_state(sd, record, "created")
+        except BaseException as e:
+            self._cleanup_failed(sd, mgr)
+            if isinstance(e, OSError):
+                raise _os_error(e) from None
+            if isinstance(e, ValueError):
+                raise InvalidArgument(str(e)) from None
+            raise
+
+    def _cleanup_failed(self, sd: StateDir, mgr: Any) -> None:
+        if mgr is not None:
+            for pid in mgr.pids():
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+            try:
+                mgr.destroy()
+            except OSError as e:
+                self.warn(f"cleanup: {e}")
+        _rmtree(sd.path)
+
+    def start(self, container_id: str) -> None:
+        """Release a created container's init (it execs the user's process); run poststart hooks."""
+        sd, record = self._load(container_id)
+        status = self._status(sd, record)
+        if status != "created":
+            raise Conflict(f"cannot start a container that is {status}" if status != "stopped"
+                           else "cannot start a container that has stopped")
+        try:
+            fd = os.open(sd.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise Conflict("cannot start an already running container") from None
+        pidfd = self._pidfd(record)
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if pidfd is not None:
+                poller.register(pidfd, select.POLLIN)
+            while True:
+                events = poller.poll(10000)
+                if not events:
+                    raise Unavailable(f"container {container_id}: init did not respond to start within 10s")
+                for efd, _ in events:
+                    if efd == fd:
+                        data = os.read(fd, 1)
+                        if data:
+                            break
+                    elif efd == pidfd:
+                        raise Conflict(f"container {container_id}: init exited before start")
+                else:
+                    continue
+                break
+        finally:
+            os.close(fd)
+            if pidfd is not None:
+                os.close(pidfd)
+        try:
+            os.unlink(sd.fifo)
+        except FileNotFoundError:
+            pass
+        hooks = (record.get("config") or {}).get("hooks") or {}
+        if hooks.get("poststart"):
+            from tugboat.runtime.hooks import run_hooks
+
+            try:
+                run_hooks("poststart", hooks["poststart"], self.state(container_id))
+            except OSError as e:
+                self.warn(str(e.strerror or e))
+
+    def run(self, container_id: str, bundle: str, detach: bool = False, **kwargs: Any) -> int | ContainerState:
+        """create + start; detached: return the state; else wait, delete and return the exit status."""
+        self.create(container_id, bundle, **kwargs)
+        try:
+            self.start(container_id)
+        except BaseException:
+            self.delete(container_id, force=True)
+            raise
+        if detach:
+            return self.state(container_id)
+        code = self.wait(container_id)
+        self.delete(container_id, force=True)
+        return code
+
+    def state(self, container_id: str) -> ContainerState:
+        sd, record = self._load(container_id)
+        return oci_state(sd, record, self._status(sd, record))
+
+    def _pidfd(self, record: dict[str, Any], key: str = "pid") -> int | None:
+        """A pidfd for the recorded process, or None if it is gone (start time checked)."""
+        pid = record.get(key) or 0
+        if not pid:
+            return None
+        try:
+            fd = k.pidfd_open(pid)
+        except OSError:
+            return None
+        if proc_start_time(pid) != record.get(key + "Start") or record.get(key + "Start") is None:
+            os.close(fd)
+            return None
+        return fd
+
+    def kill(self, container_id: str, signal: int | str = "SIGTERM", all: bool = False) -> None:
+        sd, record = self._load(container_id)
+        sig = parse_signal(signal)
+        status = self._status(sd, record)
+        if status == "stopped":
+            raise Conflict("container not running")
+        if all:
+            mgr = self._manager(record)
+            for pid in mgr.pids() if mgr is not None else []:
+                try:
+                    fd = k.pidfd_open(pid)
+                except OSError:
+                    continue
+                try:
+                    k.pidfd_send_signal(fd, sig)
+                except OSError:
+                    pass
+                finally:
+                    os.close(fd)
+            return
+        fd = self._pidfd(record)
+        if fd is None:
+            raise Conflict("container not running")
+        try:
+            k.pidfd_send_signal(fd, sig)
+        except OSError as e:
+            raise _os_error(e) from None
+        finally:
+            os.close(fd)
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        """Remove a stopped (or created) container; ``force`` kills a running one first."""
+        sd = self._sd(container_id)
+        try:
+            record = sd.load()
+        except NotFound:
+            if os.path.isdir(sd.path):
+                _rmtree(sd.path)
+                return
+            raise
+        status = self._status(sd, record)
+        mgr = self._manager(record)
+        if status in ("running", "paused") and not force:
+            raise Conflict(f"cannot delete container {container_id} that is not stopped: {status}")
+        if status != "stopped":
+            if status == "paused" and mgr is not None:
+                try:
+                    mgr.freeze(False)
+                except OSError:
+                    pass
+            fd = self._pidfd(record)
+            if fd is not None:
+                try:
+                    k.pidfd_send_signal(fd, 9)
+                except OSError:
+                    pass
+                _wait_fd(fd, 10.0)
+                os.close(fd)
+        if mgr is not None:
+            for pid in mgr.pids():
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+        mfd = self._pidfd(record, "monitorPid")
+        if mfd is not None:
+            _wait_fd(mfd, 5.0)
+            os.close(mfd)
+        hooks = (record.get("config") or {}).get("hooks") or {}
+        if hooks.get("poststop"):
+            from tugboat.runtime.hooks import run_hooks
+
+            try:
+                run_hooks("poststop", hooks["poststop"], oci_state(sd, record, "stopped"))
+            except OSError as e:
+                self.warn(str(e.strerror or e))
+        if mgr is not None:
+            try:
+                mgr.destroy()
+            except OSError as e:
+                self.warn(str(e.strerror or e))
+        _rmtree(sd.path)
+
+    def pause(self, container_id: str) -> None:
+        sd, record = self._load(container_id)
+        status = self._status(sd, record)
+        if status not in ("running", "created"):
+            raise Conflict(f"container {container_id} is not running: {status}")
+        mgr = self._manager(record)
+        if mgr is None:
+            raise Unavailable("container has no cgroup")
+        try:
+            mgr.freeze(True)
+        except OSError as e:
+            raise _os_error(e) from None
+
+    def resume(self, container_id: str) -> None:
+        sd, record = self._load(container_id)
+        status = self._status(sd, record)
+        if status != "paused":
+            raise Conflict(f"container {container_id} is not paused: {status}")
+        try:
+            self._manager(record).freeze(False)
+        except OSError as e:
+            raise _os_error(e) from None
+
+    def ps(self, container_id: str) -> list[int]:
+        _, record = self._load(container_id)
+        mgr = self._manager(record)
+        return sorted(mgr.pids()) if mgr is not None else []
+
+    def list(self) -> list[ContainerState]:
+        out: list[ContainerState] = []
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return out
+        for name in names:
+            try:
+                out.append(self.state(name))
+            except (NotFound, InvalidArgument, ValueError, OSError):
+                continue
+        return out
+
+    def wait(self, container_id: str, timeout: float | None = None) -> int:
+        """Block until the container's init has exited; its exit status (128+signal if killed)."""
+        sd, record = self._load(container_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for key in ("monitorPid", "pid"):
+            fd = self._pidfd(record, key)
+            if fd is not None:
+                ok = _wait_fd(fd, None if deadline is None else max(0.0, deadline - time.monotonic()))
+                os.close(fd)
+                if not ok:
+                    raise Unavailable(f"container {container_id} still running after {timeout}s")
+        info = sd.exit_info()
+        if info is None:
+            # init gone but no record (monitor killed): poll briefly for a late write
+            for _ in range(50):
+                time.sleep(0.01)
+                info = sd.exit_info()
+                if info is not None:
+                    break
+        return info[0] if info is not None else -1
+
+    def stats(self, container_id: str) -> dict[str, int]:
+        _, record = self._load(container_id)
+        mgr = self._manager(record)
+        return mgr.stats() if mgr is not None else {}
+
+    # ------------------------------------------------------------------ exec
+
+    def exec(
+        self,
+        container_id: str,
+        process: dict[str, Any],
+        *,
+        detach: bool = False,
+        stdin: int | None = None,
+        stdout: int | None = None,
+        stderr: int | None = None,
+        console_socket: str | None = None,
+        pid_file: str | None = None,
+    ) -> int:
+        """Run ``process`` (OCI process object) in the container: its pid if detached, else its exit status."""
+        if self._use_helper():
+            import tempfile
+
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(process, f)
+                pfile = f.name
+            try:
+                args = ["exec", "--process", pfile, *(["-d"] if detach else []),
+                        *(["--console-socket", console_socket] if console_socket else []),
+                        *(["--pid-file", pid_file] if pid_file else []), container_id]
+                res = self._helper(args, stdio=(stdin, stdout, stderr), want_result=True)
+            finally:
+                os.unlink(pfile)
+            return int(res.get("pid") if detach else res.get("exitStatus", -1))
+        return self._exec(container_id, process, detach=detach, stdio=(stdin, stdout, stderr),
+                          console_socket=console_socket, pid_file=pid_file)
+
+    def _exec(
+        self,
+        container_id: str,
+        process_obj: dict[str, Any],
+        *,
+        detach: bool,
+        stdio: tuple[int | None, int | None, int | None],
+        console_socket: str | None,
+        pid_file: str | None,
+    ) -> int:
+        from tugboat.runtime import caps as capmod
+        from tugboat.runtime import process
+
+        sd, record = self._load(container_id)
+        status = self._status(sd, record)
+        if status not in ("running", "created"):
+            raise Conflict(f"cannot exec in a container that is {status}")
+        config = record.get("config") or {}
+        linux = config.get("linux") or {}
+        seccomp_prog = None
+        if linux.get("seccomp"):
+            from tugboat.runtime.monitor import cache_dir
+            from tugboat.runtime.seccomp import compile_cached
+
+            seccomp_prog = compile_cached(linux["seccomp"], os.path.join(cache_dir(), "seccomp"))
+        bounding = capmod.read_bounding_mask(str(record["pid"]))
+        try:
+            plan, warnings = process.plan_process(process_obj, bounding, capmod.last_cap(), seccomp_prog, False)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+        for w in warnings:
+            self.warn(w)
+        pidfd = self._pidfd(record)
+        if pidfd is None:
+            raise Conflict("container not running")
+        mgr = self._manager(record)
+        types = [n["type"] for n in linux.get("namespaces") or []]
+        spec = process.ExecSpec(
+            init_pid=record["pid"], init_pidfd=pidfd, namespaces=types,
+            cgroup_procs=mgr.procs_files() if mgr is not None else [], plan=plan, stdio=stdio,
+            console_socket=os.path.abspath(console_socket) if console_socket else None,
+            in_userns="user" in types,
+        )
+        try:
+            e1, e2 = process.start_exec(spec, detach)
+        except OSError as e:
+            raise _os_error(e) from None
+        finally:
+            os.close(pidfd)
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(e2).encode())
+        if detach:
+            os.waitpid(e1, 0)
+            return e2
+        while True:
+            try:
+                _, st = os.waitpid(e1, 0)
+                break
+            except InterruptedError:
+                continue
+        return os.waitstatus_to_exitcode(st)
+
+    # ------------------------------------------------------------------ helper process
+
+    def _helper(
+        self, args: list[str], *, stdio: tuple[int | None, int | None, int | None], want_result: bool = False
+    ) -> dict[str, Any]:
+        """Run a forking verb in a fresh single-threaded ``python -I -S`` (the tug-runtime CLI)."""
+        import subprocess
+
+        import tugboat
+
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
+        fds = [fd if fd is not None else i for i, fd in enumerate(stdio)]
+        r, w = os.pipe()
+        cmd = [
+            sys.executable, "-I", "-S", "-c",
+            f"import sys; sys.path.insert(0, {pkg_parent!r}); from tugboat.runtime.cli import main; sys.exit(main())",
+            "--root", self.root, "--cgroup-parent", self.cgroup_parent or "",
+            "--stdio-fds", ",".join(str(fd) for fd in fds), "--result-fd", str(w), *args,
+        ]
+        try:
+            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, pass_fds=[*fds, w], close_fds=True)
+        finally:
+            os.close(w)
+        with os.fdopen(r, "rb") as rf:
+            result_raw = rf.read()
+        _, err = proc.communicate()
+        result: dict[str, Any] = {}
+        for line in result_raw.decode(errors="replace").splitlines():
+            try:
+                result.update(json.loads(line))
+            except ValueError:
+                pass
+        for line in err.decode(errors="replace").splitlines():
+            if line.startswith("tug-runtime: warning: "):
+                self.warn(line[len("tug-runtime: warning: "):])
+        if "error" in result:
+            from tugboat import errors as errmod
+
+            cls = getattr(errmod, result.get("kind", "Internal"), errmod.Internal)
+            raise cls(result["error"])
+        if proc.returncode != 0 and not want_result:
+            from tugboat.errors import Internal
+
+            raise Internal(err.decode(errors="replace").strip() or f"tug-runtime helper exited {proc.returncode}")
+        if want_result and "exitStatus" not in result and "pid" not in result:
+            from tugboat.errors import Internal
+
+            raise Internal(err.decode(errors="replace").strip() or "tug-runtime helper gave no result")
+        return result
+
+
+def _wait_fd(fd: int, timeout: float | None) -> bool:
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(None if timeout is None else int(timeout * 1000)))
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _rfc3339(ns: int) -> str:
+    from tugboat.runtime.state import rfc3339
+
+    return rfc3339(ns)

@@ -1,0 +1,146 @@
+"""cgroups v1 and v2 behind one manager interface (one module per controller).
+
+``detect()`` reads /proc/self/mountinfo: a cgroup2 at the cgroup root means unified mode; v1
+hierarchies (possibly with a controller-less or hugetlb-only cgroup2 beside them, as on this
+machine) mean legacy/hybrid mode, where resources go to the v1 files and the container also
+gets a directory in the cgroup2 so nothing is left running at its root.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass
+class Mounts:
+    """Where the hierarchies are: v1 controller name -> mount point, and the cgroup2 mount point."""
+
+    v1: dict[str, str] = field(default_factory=dict)
+    unified: str | None = None
+
+    @property
+    def mode(self) -> str:
+        if self.v1:
+            return "hybrid" if self.unified else "legacy"
+        return "unified" if self.unified else "none"
+
+
+def parse_mountinfo(text: str) -> Mounts:
+    m = Mounts()
+    for line in text.splitlines():
+        parts = line.split(" - ", 1)
+        if len(parts) != 2:
+            continue
+        left, right = parts[0].split(), parts[1].split()
+        if len(right) < 3 or len(left) < 5:
+            continue
+        fstype, mountpoint = right[0], left[4]
+        if fstype == "cgroup2":
+            if m.unified is None:
+                m.unified = mountpoint
+        elif fstype == "cgroup":
+            for opt in right[2].split(","):
+                if opt in ("rw", "ro") or opt.startswith("name=") and opt != "name=systemd":
+                    continue
+                if opt == "name=systemd":
+                    m.v1.setdefault("name=systemd", mountpoint)
+                elif "=" not in opt and opt not in m.v1 and opt not in ("relatime", "noatime", "nosuid", "nodev", "noexec", "clone_children", "xattr", "noprefix"):
+                    m.v1[opt] = mountpoint
+    return m
+
+
+_DETECTED: list[Mounts] = []
+
+
+def detect() -> Mounts:
+    if not _DETECTED:
+        with open("/proc/self/mountinfo") as f:
+            _DETECTED.append(parse_mountinfo(f.read()))
+    return _DETECTED[0]
+
+
+def parse_proc_cgroup(text: str) -> dict[str, str]:
+    """/proc/<pid>/cgroup as controller -> path ("" key for the cgroup2 entry)."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        try:
+            _, ctrls, path = line.split(":", 2)
+        except ValueError:
+            continue
+        if not ctrls:
+            out[""] = path
+        for c in ctrls.split(","):
+            out[c] = path
+    return out
+
+
+class Manager(Protocol):
+    """What the runtime needs from a cgroup, whichever version."""
+
+    path: str
+
+    def create(self) -> None: ...
+    def apply(self, resources: dict[str, Any]) -> list[str]: ...
+    def add(self, pid: int) -> None: ...
+    def procs_files(self) -> list[str]: ...
+    def pids(self) -> list[int]: ...
+    def freeze(self, frozen: bool) -> None: ...
+    def frozen(self) -> bool: ...
+    def stats(self) -> dict[str, int]: ...
+    def destroy(self) -> None: ...
+
+
+def resolve_path(cgroups_path: str | None, container_id: str, parent: str | None, own: dict[str, str]) -> dict[str, str]:
+    """Per-hierarchy absolute cgroup path for a container.
+
+    An absolute ``cgroupsPath`` is used as is; a relative one, or none with no ``parent``, is
+    taken relative to the caller's own cgroup in each hierarchy (runc's behaviour); with no
+    ``cgroupsPath`` and a ``parent`` (engine use) the path is ``<parent>/<id>``.
+    """
+    out: dict[str, str] = {}
+    keys = set(own) | {""}
+    for key in keys:
+        base = own.get(key, "/")
+        if cgroups_path and cgroups_path.startswith("/"):
+            path = cgroups_path
+        elif cgroups_path:
+            path = os.path.join(base, cgroups_path)
+        elif parent:
+            path = os.path.join(parent, container_id)
+        else:
+            path = os.path.join(base, container_id)
+        out[key] = os.path.normpath("/" + path.lstrip("/"))
+    return out
+
+
+def new_manager(
+    cgroups_path: str | None, container_id: str, *, parent: str | None = None, mounts: Mounts | None = None
+) -> Manager:
+    mounts = mounts or detect()
+    with open("/proc/self/cgroup") as f:
+        own = parse_proc_cgroup(f.read())
+    paths = resolve_path(cgroups_path, container_id, parent, own)
+    if mounts.mode == "unified":
+        from tugboat.runtime.cgroups.v2 import V2Manager
+
+        return V2Manager(mounts.unified or "/sys/fs/cgroup", paths[""])
+    from tugboat.runtime.cgroups.v1 import V1Manager
+
+    return V1Manager(mounts, paths)
+
+
+def manager_from_state(record: dict[str, Any]) -> Manager | None:
+    """Rebuild the manager saved in a container's state (``cgroup`` key)."""
+    info = record.get("cgroup")
+    if not info:
+        return None
+    if info.get("version") == 2:
+        from tugboat.runtime.cgroups.v2 import V2Manager
+
+        return V2Manager(info["mount"], info["path"])
+    from tugboat.runtime.cgroups.v1 import V1Manager
+
+    m = Mounts(v1=dict(info["mounts"]), unified=info.get("unified"))
+    return V1Manager(m, dict(info["paths"]))

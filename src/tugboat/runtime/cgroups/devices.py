@@ -1,0 +1,51 @@
+"""devices controller (v1): the OCI allow/deny list, then the devices every container needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# what runc always allows: null, zero, full, random, urandom, tty, console, ptmx, pts/*, net/tun
+DEFAULT_ALLOWED = [
+    ("c", 1, 3),
+    ("c", 1, 5),
+    ("c", 1, 7),
+    ("c", 1, 8),
+    ("c", 1, 9),
+    ("c", 5, 0),
+    ("c", 5, 1),
+    ("c", 5, 2),
+    ("c", 136, -1),
+    ("c", 10, 200),
+]
+
+
+def _num(v: int | None) -> str:
+    return "*" if v is None or v < 0 else str(v)
+
+
+def rule_line(rule: dict[str, Any]) -> str:
+    kind = rule.get("type") or "a"
+    access = rule.get("access") or "rwm"
+    if kind == "a":
+        return "a"
+    return f"{kind} {_num(rule.get('major'))}:{_num(rule.get('minor'))} {access}"
+
+
+def v1(res: dict[str, Any]) -> list[tuple[str, str]]:
+    rules = res.get("devices")
+    if rules is None:
+        return []
+    out: list[tuple[str, str]] = []
+    for rule in rules:
+        line = rule_line(rule)
+        if line == "a" and rule.get("access", "rwm") != "rwm":
+            line = f"a *:* {rule['access']}"
+        out.append(("devices.allow" if rule.get("allow") else "devices.deny", line))
+    for kind, major, minor in DEFAULT_ALLOWED:
+        out.append(("devices.allow", f"{kind} {major}:{_num(minor)} rwm"))
+    return out
+
+
+def v2(res: dict[str, Any]) -> list[tuple[str, str]]:
+    """cgroup v2 has no device files (it takes a BPF program); not supported yet."""
+    return []

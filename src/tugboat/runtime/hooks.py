@@ -1,0 +1,40 @@
+"""OCI hooks: run each with the container state on stdin, its own env and timeout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from typing import Any
+
+HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
+
+
+def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any]) -> None:
+    """Run the hooks of one kind in order; the first failure raises OSError naming the hook."""
+    payload = json.dumps(state).encode()
+    for i, hook in enumerate(hooks or []):
+        path = hook.get("path")
+        if not path:
+            raise OSError(22, f"{kind} hook #{i}: no path")
+        args = hook.get("args") or [path]
+        timeout = hook.get("timeout")
+        try:
+            proc = subprocess.run(
+                args,
+                executable=path,
+                input=payload,
+                env={e.split("=", 1)[0]: e.split("=", 1)[1] for e in hook.get("env") or [] if "=" in e},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout if timeout and timeout > 0 else None,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise OSError(62, f"{kind} hook #{i} {path}: timed out after {timeout}s") from None
+        except OSError as e:
+            raise OSError(e.errno, f"{kind} hook #{i} {path}: {e.strerror}") from None
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+            raise OSError(
+                0, f"{kind} hook #{i} {path}: exit status {proc.returncode}" + (f": {detail}" if detail else "")
+            )

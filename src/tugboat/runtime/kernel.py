@@ -1,0 +1,241 @@
+"""The kernel edge of the runtime: every raw syscall the runtime makes, through ctypes.
+
+Everything else in ``tugboat.runtime`` is plain logic over these functions. Failures raise
+``OSError`` with errno set and the step in the message, e.g. ``mount proc on /proc: ...``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# clone / unshare / setns flags
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+NAMESPACE_FLAGS = {
+    "pid": CLONE_NEWPID,
+    "network": CLONE_NEWNET,
+    "mount": CLONE_NEWNS,
+    "ipc": CLONE_NEWIPC,
+    "uts": CLONE_NEWUTS,
+    "user": CLONE_NEWUSER,
+    "cgroup": CLONE_NEWCGROUP,
+    "time": CLONE_NEWTIME,
+}
+# /proc/<pid>/ns/<name> for each OCI namespace type
+NAMESPACE_PROC_NAMES = {
+    "pid": "pid",
+    "network": "net",
+    "mount": "mnt",
+    "ipc": "ipc",
+    "uts": "uts",
+    "user": "user",
+    "cgroup": "cgroup",
+    "time": "time",
+}
+
+# mount flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+
+# prctl
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_SET_NAME = 15
+PR_SET_SECCOMP = 22
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+
+SYS_PIVOT_ROOT = 155
+SYS_SETNS = 308
+SYS_UNSHARE = 272
+SYS_SECCOMP = 317
+SYS_PIDFD_SEND_SIGNAL = 424
+SYS_PIDFD_OPEN = 434
+SYS_CAPGET = 125
+SYS_CAPSET = 126
+SYS_SETHOSTNAME = 170
+SYS_SETDOMAINNAME = 171
+SYS_MOUNT = 165
+SYS_UMOUNT2 = 166
+
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _check(res: int, what: str) -> int:
+    if res < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err).lower()}")
+    return res
+
+
+def _b(s: str | bytes | None) -> bytes | None:
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else s.encode()
+
+
+def unshare(flags: int) -> None:
+    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+
+
+def setns(fd: int, nstype: int = 0, what: str = "setns") -> None:
+    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), what)
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
+) -> None:
+    res = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    if res < 0:
+        err = ctypes.get_errno()
+        kind = fstype if fstype and not flags & (MS_BIND | MS_REMOUNT | MS_MOVE) else (source or "")
+        if flags & MS_REMOUNT:
+            kind = "remount"
+        elif flags & (MS_PRIVATE | MS_SLAVE | MS_SHARED | MS_UNBINDABLE) and not flags & MS_BIND:
+            kind = "propagation"
+        raise OSError(err, f"mount {kind} on {target}: {os.strerror(err).lower()}")
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    _check(_syscall(SYS_PIVOT_ROOT, _b(new_root), _b(put_old)), f"pivot_root {new_root}")
+
+
+def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
+    return _check(
+        _libc.prctl(
+            ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)
+        ),
+        f"prctl({option})",
+    )
+
+
+def sethostname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), f"sethostname {name}")
+
+
+def setdomainname(name: str) -> None:
+    b = name.encode()
+    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), f"setdomainname {name}")
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def capget() -> tuple[int, int, int]:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_syscall(SYS_CAPGET, ctypes.byref(hdr), ctypes.byref(data)), "capget")
+    eff = data[0].effective | (data[1].effective << 32)
+    perm = data[0].permitted | (data[1].permitted << 32)
+    inh = data[0].inheritable | (data[1].inheritable << 32)
+    return eff, perm, inh
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in (0, 1):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_syscall(SYS_CAPSET, ctypes.byref(hdr), ctypes.byref(data)), "capset")
+
+
+def bounding_set(last_cap: int) -> int:
+    """The calling process's capability bounding set as a bit mask."""
+    mask = 0
+    for cap in range(last_cap + 1):
+        if _libc.prctl(PR_CAPBSET_READ, ctypes.c_ulong(cap), 0, 0, 0) == 1:
+            mask |= 1 << cap
+    return mask
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Install a classic BPF program (8-byte sock_filter records) as a seccomp filter."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    _check(
+        _syscall(SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog)),
+        "seccomp: load filter",
+    )
+
+
+def pidfd_open(pid: int) -> int:
+    return _check(_syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0)), f"pidfd_open {pid}")
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    _check(
+        _syscall(SYS_PIDFD_SEND_SIGNAL, ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)),
+        f"signal {sig}",
+    )
+
+
+def setrlimit_raw(resource: int, soft: int, hard: int) -> None:
+    """setrlimit with unlimited (RLIM_INFINITY) passed as -1 or 2**64-1."""
+    import resource as _r
+
+    _r.setrlimit(resource, (soft, hard))
+
+
+def sock_filter(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("=HBBI", code, jt, jf, k & 0xFFFFFFFF)

@@ -1,0 +1,742 @@
+"""Starting processes: the container init (fork chain + setup) and ``exec`` into a container.
+
+The caller ("P", always a single-threaded process: the CLI or a helper spawned by the API)
+forks this chain::
+
+    P ──fork──> X (setsid, forks A, exits: A is nobody's zombie)
+                 A: child subreaper; forks B; waits for the init's pid; then execs tug-monitor
+                 B: joins the cgroup, setns()/unshare() the namespaces (user ns first; P
+                    writes the id maps); forks C when a pid or time namespace must apply
+                 C: the container init: mounts, /dev, pivot_root, masked/readonly paths,
+                    rlimits, user, capabilities, seccomp; reports "ready" to P; blocks on
+                    exec.fifo until ``start``; execs the user's process
+
+All child-side errors go back to P over a pipe as one JSON line ``{"error": "..."}``. Between
+fork and exec only this module's code runs, in a process with one thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+from dataclasses import dataclass, field
+from typing import Any
+
+from tugboat.runtime import kernel as k
+
+RLIMITS = {
+    "RLIMIT_CPU": resource.RLIMIT_CPU,
+    "RLIMIT_FSIZE": resource.RLIMIT_FSIZE,
+    "RLIMIT_DATA": resource.RLIMIT_DATA,
+    "RLIMIT_STACK": resource.RLIMIT_STACK,
+    "RLIMIT_CORE": resource.RLIMIT_CORE,
+    "RLIMIT_RSS": resource.RLIMIT_RSS,
+    "RLIMIT_NPROC": resource.RLIMIT_NPROC,
+    "RLIMIT_NOFILE": resource.RLIMIT_NOFILE,
+    "RLIMIT_MEMLOCK": resource.RLIMIT_MEMLOCK,
+    "RLIMIT_AS": resource.RLIMIT_AS,
+    "RLIMIT_LOCKS": 10,
+    "RLIMIT_SIGPENDING": resource.RLIMIT_SIGPENDING,
+    "RLIMIT_MSGQUEUE": resource.RLIMIT_MSGQUEUE,
+    "RLIMIT_NICE": resource.RLIMIT_NICE,
+    "RLIMIT_RTPRIO": resource.RLIMIT_RTPRIO,
+    "RLIMIT_RTTIME": resource.RLIMIT_RTTIME,
+}
+_INF = 2**64 - 1
+
+
+def _lim(v: int) -> int:
+    return resource.RLIM_INFINITY if v < 0 or v >= _INF else v
+
+
+def plan_rlimits(rlimits: list[dict[str, Any]] | None, can_raise: bool) -> tuple[list[tuple[int, int, int]], list[str]]:
+    """(resource, soft, hard) triples, clamped to the current hard limits when we cannot raise them."""
+    out: list[tuple[int, int, int]] = []
+    warnings: list[str] = []
+    for rl in rlimits or []:
+        name = str(rl.get("type", "")).upper()
+        res = RLIMITS.get(name)
+        if res is None:
+            raise ValueError(f"rlimit {name!r} is not a known resource")
+        soft, hard = _lim(int(rl.get("soft", 0))), _lim(int(rl.get("hard", 0)))
+        if not can_raise:
+            _, cur_hard = resource.getrlimit(res)
+            if cur_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > cur_hard):
+                warnings.append(
+                    f"{name} hard limit {rl.get('hard')} is above the current hard limit {cur_hard} "
+                    "(CAP_SYS_RESOURCE is not in the bounding set): clamped"
+                )
+                hard = cur_hard
+                if soft == resource.RLIM_INFINITY or soft > hard:
+                    soft = hard
+        out.append((res, soft, hard))
+    return out, warnings
+
+
+@dataclass
+class UserPlan:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    umask: int | None = None
+
+
+@dataclass
+class ProcessPlan:
+    """Everything the child needs, computed by P before forking (no parsing after fork)."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    user: UserPlan
+    caps: dict[str, int]
+    last_cap: int
+    rlimits: list[tuple[int, int, int]]
+    no_new_privileges: bool
+    seccomp: bytes | None
+    terminal: bool
+    oom_score_adj: int | None = None
+
+
+def plan_process(
+    proc: dict[str, Any], bounding_now: int, last_cap: int, seccomp_prog: bytes | None, can_raise: bool
+) -> tuple[ProcessPlan, list[str]]:
+    from tugboat.runtime import caps as capmod
+
+    cap_masks, warnings = capmod.plan(proc.get("capabilities"), bounding_now)
+    rlimits, rl_warn = plan_rlimits(proc.get("rlimits"), can_raise)
+    warnings += rl_warn
+    user = proc.get("user") or {}
+    args = list(proc.get("args") or [])
+    if not args:
+        raise ValueError("process.args must not be empty")
+    umask = user.get("umask")
+    return (
+        ProcessPlan(
+            args=args,
+            env=list(proc.get("env") or []),
+            cwd=proc.get("cwd") or "/",
+            user=UserPlan(
+                uid=int(user.get("uid") or 0),
+                gid=int(user.get("gid") or 0),
+                additional_gids=[int(g) for g in user.get("additionalGids") or []],
+                umask=int(umask) if umask is not None else None,
+            ),
+            caps=cap_masks,
+            last_cap=last_cap,
+            rlimits=rlimits,
+            no_new_privileges=bool(proc.get("noNewPrivileges")),
+            seccomp=seccomp_prog,
+            terminal=bool(proc.get("terminal")),
+            oom_score_adj=proc.get("oomScoreAdj"),
+        ),
+        warnings,
+    )
+
+
+@dataclass
+class InitSpec:
+    config: dict[str, Any]
+    rootfs: str
+    state_dir: str
+    fifo: str | None
+    plan: ProcessPlan
+    cgroup_procs: list[str]
+    cgroup_dirs: dict[str, str]
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+    console_socket: str | None = None
+    preserve_fds: int = 0
+    no_pivot: bool = False
+    monitor: str | None = None
+    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    hook_state: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- sync channel
+
+
+class Channel:
+    """JSON lines over a pipe (child to P) and a reply pipe (P to child)."""
+
+    def __init__(self) -> None:
+        self.r, self.w = os.pipe()
+        self.reply_r, self.reply_w = os.pipe()
+        self._buf = b""
+
+    def send(self, msg: dict[str, Any]) -> None:
+        data = (json.dumps(msg) + "\n").encode()
+        while data:
+            n = os.write(self.w, data)
+            data = data[n:]
+
+    def recv(self) -> dict[str, Any] | None:
+        while b"\n" not in self._buf:
+            chunk = os.read(self.r, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def wait_reply(self) -> None:
+        data = os.read(self.reply_r, 1)
+        if data != b"1":
+            raise OSError(errno.EPIPE, "the runtime went away during setup")
+
+    def reply(self) -> None:
+        os.write(self.reply_w, b"1")
+
+    def close_parent_ends(self) -> None:
+        os.close(self.w)
+        os.close(self.reply_r)
+
+    def close_all(self) -> None:
+        for fd in (self.r, self.w, self.reply_r, self.reply_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _error_text(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        text = e.strerror or str(e)
+        if e.filename:
+            text = f"{text}: {e.filename}"
+        return text
+    return str(e) or type(e).__name__
+
+
+def _namespaces(config: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    joined: dict[str, str] = {}
+    new: list[str] = []
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        t = ns.get("type")
+        if t not in k.NAMESPACE_FLAGS:
+            raise ValueError(f"unknown namespace type {t!r}")
+        if ns.get("path"):
+            joined[t] = ns["path"]
+        else:
+            new.append(t)
+    return joined, new
+
+
+def write_id_maps(pid: int, config: dict[str, Any]) -> None:
+    linux = config.get("linux") or {}
+    for kind, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        lines = "".join(
+            f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux.get(key) or []
+        )
+        if not lines:
+            continue
+        try:
+            with open(f"/proc/{pid}/{kind}", "w") as f:
+                f.write(lines)
+        except OSError as e:
+            raise OSError(e.errno, f"write {kind} for the user namespace: {os.strerror(e.errno or 0).lower()}") from None
+
+
+# ---------------------------------------------------------------- P side
+
+
+@dataclass
+class Started:
+    init_pid: int
+    monitor_pid: int
+    warnings: list[str]
+
+
+def start_init(spec: InitSpec, on_created_runtime: Any = None) -> Started:
+    """Fork the chain; return when init is ready (blocked on exec.fifo) or raise OSError."""
+    ch = Channel()
+    pid_r, pid_w = os.pipe()
+    x = os.fork()
+    if x == 0:
+        try:
+            os.close(ch.r)
+            os.close(ch.reply_w)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            _run_a(spec, ch, pid_r, pid_w)
+        except BaseException as e:
+            try:
+                ch.send({"error": _error_text(e)})
+            except BaseException:
+                pass
+        os._exit(1)
+    os.close(pid_r)
+    os.close(pid_w)
+    ch.close_parent_ends()
+    os.waitpid(x, 0)
+    init_pid = monitor_pid = 0
+    warnings: list[str] = []
+    try:
+        while True:
+            msg = ch.recv()
+            if msg is None:
+                raise OSError(errno.EIO, "container init exited during setup without saying why")
+            if "error" in msg:
+                raise OSError(errno.EIO, msg["error"])
+            if "warning" in msg:
+                warnings.append(msg["warning"])
+            if "monitor" in msg:
+                monitor_pid = msg["monitor"]
+            if "userns" in msg:
+                write_id_maps(msg["userns"], spec.config)
+                ch.reply()
+            if "pid" in msg:
+                init_pid = msg["pid"]
+            if "hooks" in msg:
+                if on_created_runtime is not None:
+                    on_created_runtime(init_pid)
+                ch.reply()
+            if msg.get("ready"):
+                return Started(init_pid, monitor_pid, warnings)
+    except BaseException:
+        # leave nothing half-made: kill whatever got started
+        for pid in (init_pid, monitor_pid):
+            if pid:
+                try:
+                    os.kill(pid, 9)
+                except OSError:
+                    pass
+        raise
+    finally:
+        ch.close_all()
+
+
+# ---------------------------------------------------------------- A: monitor-to-be
+
+
+def _run_a(spec: InitSpec, ch: Channel, pid_r: int, pid_w: int) -> None:
+    k.prctl(k.PR_SET_CHILD_SUBREAPER, 1)
+    ch.send({"monitor": os.getpid()})
+    b = os.fork()
+    if b == 0:
+        try:
+            os.close(pid_r)
+            _run_b(spec, ch, pid_w)
+        except BaseException as e:
+            try:
+                ch.send({"error": _error_text(e)})
+            except BaseException:
+                pass
+        os._exit(1)
+    os.close(pid_w)
+    data = b""
+    while True:
+        chunk = os.read(pid_r, 64)
+        if not chunk:
+            break
+        data += chunk
+    if not data:
+        os.waitpid(b, 0)
+        os._exit(1)
+    init_pid = int(data)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.closerange(3, 1 << 20)
+    if spec.monitor:
+        try:
+            os.execv(spec.monitor, [spec.monitor, spec.state_dir, str(init_pid)])
+        except OSError:
+            pass
+    from tugboat.runtime.monitor import python_monitor
+
+    python_monitor(spec.state_dir, init_pid)
+
+
+# ---------------------------------------------------------------- B: namespaces
+
+
+def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
+    me = str(os.getpid())
+    for path in spec.cgroup_procs:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, me.encode())
+        except OSError as e:
+            raise OSError(e.errno, f"join cgroup {path}: {os.strerror(e.errno or 0).lower()}") from None
+        finally:
+            os.close(fd)
+    joined, new = _namespaces(spec.config)
+    if "user" in joined:
+        _setns_path(joined.pop("user"), "user")
+    if "user" in new:
+        k.unshare(k.CLONE_NEWUSER)
+        ch.send({"userns": os.getpid()})
+        ch.wait_reply()
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    for t, path in joined.items():
+        _setns_path(path, t)
+    flags = 0
+    for t in new:
+        if t != "user":
+            flags |= k.NAMESPACE_FLAGS[t]
+    if flags:
+        try:
+            k.unshare(flags)
+        except OSError as e:
+            raise OSError(e.errno, f"unshare namespaces ({', '.join(t for t in new if t != 'user')}): "
+                          f"{os.strerror(e.errno or 0).lower()}") from None
+    offsets = (spec.config.get("linux") or {}).get("timeOffsets")
+    if offsets and "time" in new:
+        with open("/proc/self/timens_offsets", "w") as f:
+            for clock, off in offsets.items():
+                f.write(f"{clock} {int(off.get('secs', 0))} {int(off.get('nanosecs', 0))}\n")
+    needs_fork = any(t in ("pid", "time") for t in new) or any(t in ("pid", "time") for t in joined)
+    if needs_fork:
+        c = os.fork()
+        if c != 0:
+            os.write(pid_w, str(c).encode())
+            ch.send({"pid": c})
+            os._exit(0)
+        _run_init(spec, ch, pid_w, in_userns="user" in new or "user" in joined, new=new)
+    else:
+        os.write(pid_w, me.encode())
+        ch.send({"pid": os.getpid()})
+        _run_init(spec, ch, pid_w, in_userns="user" in new or "user" in joined, new=new)
+
+
+def _setns_path(path: str, t: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise OSError(e.errno, f"open {t} namespace {path}: {os.strerror(e.errno or 0).lower()}") from None
+    try:
+        k.setns(fd, k.NAMESPACE_FLAGS[t], f"join {t} namespace {path}")
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- C: init
+
+
+def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: list[str]) -> None:
+    from tugboat.runtime import rootfs as rf
+
+    os.close(pid_w)
+    config = spec.config
+    linux = config.get("linux") or {}
+    plan = spec.plan
+    ctx = rf.RootfsContext(
+        rootfs=spec.rootfs, config=config, cgroup_dirs=spec.cgroup_dirs, in_userns=in_userns,
+        has_netns="network" in new,
+    )
+    console = None
+    if plan.terminal:
+        if not spec.console_socket:
+            raise OSError(errno.EINVAL, "process.terminal is set but no console socket was given")
+        from tugboat.runtime import console as cons
+
+        console = cons.connect(spec.console_socket)
+    fifo_fd = None
+    if spec.fifo:
+        fifo_fd = os.open(spec.fifo, os.O_PATH | os.O_CLOEXEC)
+    if "mount" not in new:
+        raise OSError(errno.EINVAL, "linux.namespaces must include a new mount namespace")
+    rf.prepare_root(ctx)
+    for m in config.get("mounts") or []:
+        rf.mount_entry(ctx, m)
+    rf.setup_dev(ctx)
+    if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
+        ch.send({"hooks": "createRuntime"})
+        ch.wait_reply()
+    if spec.hooks.get("createContainer"):
+        from tugboat.runtime.hooks import run_hooks
+
+        run_hooks("createContainer", spec.hooks["createContainer"], spec.hook_state)
+    rf.pivot_root(spec.rootfs, spec.no_pivot)
+    for key, value in (linux.get("sysctl") or {}).items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            raise OSError(e.errno, f"sysctl {key}={value}: {os.strerror(e.errno or 0).lower()}") from None
+    rf.mask_paths(linux.get("maskedPaths") or [])
+    rf.readonly_paths(linux.get("readonlyPaths") or [])
+    rf.finish_root(config)
+    if "uts" in new:
+        if config.get("hostname"):
+            k.sethostname(config["hostname"])
+        if config.get("domainname"):
+            k.setdomainname(config["domainname"])
+    if plan.oom_score_adj is not None:
+        try:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(plan.oom_score_adj))
+        except OSError as e:
+            ch.send({"warning": f"oomScoreAdj {plan.oom_score_adj} not applied: {os.strerror(e.errno or 0).lower()}"})
+    for res, soft, hard in plan.rlimits:
+        resource.setrlimit(res, (soft, hard))
+    env = _with_home(plan.env, plan.user.uid)
+    path = _lookpath(plan.args[0], env, plan.cwd)
+    if console is not None:
+        from tugboat.runtime import console as cons
+
+        cons.setup_pty(console)
+    else:
+        _dup_stdio(spec.stdio)
+    try:
+        os.chdir(plan.cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"chdir to cwd {plan.cwd!r} set in config.json: {os.strerror(e.errno or 0).lower()}") from None
+    apply_credentials(plan, in_userns=in_userns)
+    ch.send({"ready": True})
+    os.close(ch.w)
+    os.close(ch.reply_r)
+    if fifo_fd is not None:
+        k.prctl(k.PR_SET_DUMPABLE, 1)
+        try:
+            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as e:
+            os.write(2, f"tug-runtime: open exec fifo: {os.strerror(e.errno or 0)}\n".encode())
+            os._exit(127)
+        os.write(fd, b"0")
+        os.close(fd)
+        os.close(fifo_fd)
+    if spec.hooks.get("startContainer"):
+        from tugboat.runtime.hooks import run_hooks
+
+        try:
+            run_hooks("startContainer", spec.hooks["startContainer"], spec.hook_state)
+        except OSError as e:
+            os.write(2, f"tug-runtime: {e.strerror}\n".encode())
+            os._exit(127)
+    finish_exec(plan, path, env)
+
+
+def apply_credentials(plan: ProcessPlan, *, in_userns: bool) -> None:
+    """Bounding set, no_new_privs, user and groups, capability sets (seccomp comes at exec)."""
+    caps = plan.caps
+    for cap in range(plan.last_cap + 1):
+        if not caps["bounding"] & (1 << cap):
+            try:
+                k.prctl(k.PR_CAPBSET_DROP, cap)
+            except OSError as e:
+                if e.errno != errno.EINVAL:
+                    raise OSError(e.errno, f"drop capability {cap} from the bounding set: {e.strerror}") from None
+    if plan.no_new_privileges:
+        k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
+    elif plan.seccomp is not None:
+        # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
+        k.seccomp_set_filter(plan.seccomp)
+    u = plan.user
+    k.prctl(k.PR_SET_KEEPCAPS, 1)
+    if not in_userns or _setgroups_allowed():
+        try:
+            os.setgroups(u.additional_gids)
+        except OSError as e:
+            raise OSError(e.errno, f"setgroups {u.additional_gids}: {os.strerror(e.errno or 0).lower()}") from None
+    try:
+        os.setresgid(u.gid, u.gid, u.gid)
+        os.setresuid(u.uid, u.uid, u.uid)
+    except OSError as e:
+        raise OSError(e.errno, f"set user {u.uid}:{u.gid}: {os.strerror(e.errno or 0).lower()}") from None
+    k.prctl(k.PR_SET_KEEPCAPS, 0)
+    if u.umask is not None:
+        os.umask(u.umask)
+    k.capset(caps["effective"] | 0, caps["permitted"], caps["inheritable"])
+    k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(plan.last_cap + 1):
+        if caps["ambient"] & (1 << cap):
+            k.prctl(k.PR_CAP_AMBIENT, k.PR_CAP_AMBIENT_RAISE, cap)
+
+
+def finish_exec(plan: ProcessPlan, path: str, env: list[str]) -> None:
+    if plan.no_new_privileges and plan.seccomp is not None:
+        k.seccomp_set_filter(plan.seccomp)
+    try:
+        os.execve(path, plan.args, dict(e.split("=", 1) if "=" in e else (e, "") for e in env))
+    except OSError as e:
+        os.write(2, f"tug-runtime: exec {plan.args[0]}: {os.strerror(e.errno or 0).lower()}\n".encode())
+        os._exit(127)
+
+
+def _setgroups_allowed() -> bool:
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() == "allow"
+    except OSError:
+        return True
+
+
+def _dup_stdio(stdio: tuple[int | None, int | None, int | None]) -> None:
+    for target, fd in enumerate(stdio):
+        if fd is not None and fd != target:
+            os.dup2(fd, target)
+
+
+def _with_home(env: list[str], uid: int) -> list[str]:
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    home = "/"
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.strip().split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    home = parts[5] or "/"
+                    break
+    except OSError:
+        pass
+    return [*env, f"HOME={home}"]
+
+
+def _lookpath(name: str, env: list[str], cwd: str) -> str:
+    if "/" in name:
+        path = name if name.startswith("/") else os.path.join(cwd, name)
+        if not os.path.exists(path):
+            raise OSError(errno.ENOENT, f'exec: "{name}": no such file or directory')
+        return path
+    search = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    for e in env:
+        if e.startswith("PATH="):
+            search = e[5:]
+    for d in search.split(":"):
+        p = os.path.join(d or ".", name)
+        if os.path.isfile(p) and os.access(p, os.X_OK):
+            return p
+    raise OSError(errno.ENOENT, f'exec: "{name}": executable file not found in $PATH')
+
+
+# ---------------------------------------------------------------- exec into a running container
+
+
+@dataclass
+class ExecSpec:
+    init_pid: int
+    init_pidfd: int
+    namespaces: list[str]  # OCI types to join (those the container has)
+    cgroup_procs: list[str]
+    plan: ProcessPlan
+    stdio: tuple[int | None, int | None, int | None] = (None, None, None)
+    console_socket: str | None = None
+    in_userns: bool = False
+
+
+def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
+    """Fork E1 (joins cgroup and namespaces) which forks E2 (the process). Returns (E1 pid, E2 pid).
+
+    E1 exits with E2's exit status (128+signal when killed) unless ``detach``.
+    """
+    ch = Channel()
+    e1 = os.fork()
+    if e1 == 0:
+        try:
+            os.close(ch.r)
+            os.close(ch.reply_w)
+            _run_exec_e1(spec, ch, detach)
+        except BaseException as e:
+            try:
+                ch.send({"error": _error_text(e)})
+            except BaseException:
+                pass
+        os._exit(255)
+    ch.close_parent_ends()
+    e2 = 0
+    try:
+        while True:
+            msg = ch.recv()
+            if msg is None:
+                raise OSError(errno.EIO, "exec failed during setup without saying why")
+            if "error" in msg:
+                raise OSError(errno.EIO, msg["error"])
+            if "pid" in msg:
+                e2 = msg["pid"]
+            if msg.get("ready"):
+                return e1, e2
+    except BaseException:
+        if e2:
+            try:
+                os.kill(e2, 9)
+            except OSError:
+                pass
+        try:
+            os.waitpid(e1, 0)
+        except ChildProcessError:
+            pass
+        raise
+    finally:
+        ch.close_all()
+
+
+def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
+    me = str(os.getpid()).encode()
+    for path in spec.cgroup_procs:
+        try:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                os.write(fd, me)
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    console = None
+    if spec.plan.terminal:
+        if not spec.console_socket:
+            raise OSError(errno.EINVAL, "process.terminal is set but no console socket was given")
+        from tugboat.runtime import console as cons
+
+        console = cons.connect(spec.console_socket)
+    flags = 0
+    for t in spec.namespaces:
+        flags |= k.NAMESPACE_FLAGS[t]
+    if flags:
+        k.setns(spec.init_pidfd, flags, "join the container's namespaces")
+    if detach:
+        os.setsid()
+    e2 = os.fork()
+    if e2 == 0:
+        try:
+            _run_exec_e2(spec, ch, console)
+        except BaseException as e:
+            try:
+                ch.send({"error": _error_text(e)})
+            except BaseException:
+                pass
+        os._exit(255)
+    ch.send({"pid": e2})
+    # wait for E2 to report ready (it closes its copy of the channel at exec)
+    os.close(ch.w)
+    if detach:
+        os._exit(0)
+    devnull = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    while True:
+        try:
+            _, status = os.waitpid(e2, 0)
+            break
+        except InterruptedError:
+            continue
+    if os.WIFSIGNALED(status):
+        os._exit(128 + os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+
+
+def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
+    plan = spec.plan
+    env = _with_home(plan.env, plan.user.uid)
+    path = _lookpath(plan.args[0], env, plan.cwd)
+    for res, soft, hard in plan.rlimits:
+        resource.setrlimit(res, (soft, hard))
+    if console is not None:
+        from tugboat.runtime import console as cons
+
+        cons.setup_pty(console)
+    else:
+        _dup_stdio(spec.stdio)
+    try:
+        os.chdir(plan.cwd)
+    except OSError as e:
+        raise OSError(e.errno, f"chdir to cwd {plan.cwd!r}: {os.strerror(e.errno or 0).lower()}") from None
+    apply_credentials(plan, in_userns=spec.in_userns)
+    ch.send({"ready": True})
+    finish_exec(plan, path, env)

@@ -1,0 +1,211 @@
+"""Shared helpers for the registry tests: a registry server on a free loopback port, test images."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from aiohttp import web
+
+from tugboat.content.store import ContentStore
+from tugboat.distribution.server import make_app
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """``make_app(root, **kw)`` served on 127.0.0.1:<free port> from a background thread."""
+
+    def __init__(self, root: str, port: int = 0, **kw: Any) -> None:
+        self.root = root
+        self.kw = kw
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True)
+
+    def _main(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        app = make_app(self.root, **self.kw)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._stop = asyncio.Event()
+        self._ready.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    def start(self) -> ThreadServer:
+        self.thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("registry server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self.thread.join(10)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def thread_server(root: str, **kw: Any) -> Iterator[ThreadServer]:
+    s = ThreadServer(root, **kw).start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class ProcessServer:
+    """``tug registry serve`` as a child process (for restarts)."""
+
+    def __init__(self, root: str, port: int | None = None, args: list[str] | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProcessServer:
+        cmd = [sys.executable, "-m", "tugboat.cli.main", "registry", "serve", "--addr", f"127.0.0.1:{self.port}",
+               "--root", self.root, *self.args]
+        env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "src"))
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"registry exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("registry did not start listening")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc is not None and self.proc.stderr:
+            self.proc.stderr.close()
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def make_layer(seed: str, size: int) -> tuple[bytes, str]:
+    """A gzip layer tar holding one file of ``size`` pseudo-random bytes; (blob, diff_id)."""
+    data = bytearray()
+    h = hashlib.sha256(seed.encode()).digest()
+    while len(data) < size:
+        h = hashlib.sha256(h).digest()
+        data += h
+    data = bytes(data[:size])
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        ti = tarfile.TarInfo(f"file-{seed}")
+        ti.size = len(data)
+        ti.mtime = 0
+        t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    return gzip.compress(raw, compresslevel=1, mtime=0), "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def make_image(store: ContentStore, name: str = "img", layers: int = 2, size: int = 50_000) -> str:
+    """Write a small OCI image into ``store``; returns its manifest digest."""
+    descs, diffs = [], []
+    for i in range(layers):
+        blob, diff = make_layer(f"{name}-{i}", size)
+        d = store.put(blob)
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": d, "size": len(blob)})
+        diffs.append(diff)
+    cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+                      "rootfs": {"type": "layers", "diff_ids": diffs}}).encode()
+    cd = store.put(cfg)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd,
+                                      "size": len(cfg)}, "layers": descs}).encode()
+    return store.put(manifest)
+
+
+def write_oci_layout(store: ContentStore, manifest_digest: str, path: str, tag: str = "latest") -> None:
+    """An OCI image layout directory (for skopeo ``oci:PATH:TAG``) holding the image."""
+    doc = json.loads(store.read(manifest_digest))
+    os.makedirs(os.path.join(path, "blobs", "sha256"), exist_ok=True)
+    for d in [manifest_digest, doc["config"]["digest"], *(layer["digest"] for layer in doc["layers"])]:
+        with open(os.path.join(path, "blobs", "sha256", d.split(":")[1]), "wb") as f:
+            f.write(store.read(d))
+    with open(os.path.join(path, "oci-layout"), "w") as f:
+        json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    with open(os.path.join(path, "index.json"), "w") as f:
+        json.dump({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"mediaType": doc["mediaType"], "digest": manifest_digest, "size": store.size(manifest_digest),
+             "annotations": {"org.opencontainers.image.ref.name": tag}}]}, f)
+
+
+class LocalImages:
+    """The two things the registry client asks of an image service: its content store and
+    ``resolve(ref).manifest_digest`` (names recorded by ``register``). Used where the images area's
+    ImageService is not what is under test."""
+
+    def __init__(self, root: str) -> None:
+        self.content = ContentStore(os.path.join(root, "content"))
+        self.names: dict[str, str] = {}
+
+    def tag(self, ref: str, digest: str) -> None:
+        from tugboat.oci.reference import parse_reference
+
+        self.names[str(parse_reference(ref))] = digest
+
+    def register(self, ref: str, digest: str) -> str:
+        self.names[ref] = digest
+        return digest
+
+    def resolve(self, ref: str) -> Any:
+        from tugboat.oci.reference import parse_reference
+
+        digest = self.names[str(parse_reference(ref))]
+
+        class _Image:
+            manifest_digest = digest
+
+        return _Image()
