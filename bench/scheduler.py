@@ -21,12 +21,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from cluster_common import ApiServerProcess  # noqa: E402
-
-from tugboat.cluster.client import ApiClient, load_kubeconfig  # noqa: E402
-from tugboat.cluster.client import resources as R  # noqa: E402
-from tugboat.cluster.scheduler.scheduler import Scheduler  # noqa: E402
-from tugboat.cluster.sim.nodes import SimNodes  # noqa: E402
+from cluster_common import ApiServerProcess
+from tugboat.cluster.client import ApiClient, load_kubeconfig
+from tugboat.cluster.client import resources as R
+from tugboat.cluster.scheduler.scheduler import Scheduler
+from tugboat.cluster.sim.nodes import SimNodes
 
 
 def pod(name: str, anti: bool, ns: str = "bench") -> dict:

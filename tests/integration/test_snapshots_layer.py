@@ -133,6 +133,17 @@ def test_absolute_symlink_parent_stays_inside_root(tmp_path) -> None:
     assert (out / str(host).lstrip("/") / "planted").read_bytes() == b"x"
 
 
+def test_dir_replaced_by_symlink_cannot_redirect_later_entries(tmp_path) -> None:
+    host = tmp_path / "host"
+    host.mkdir()
+    raw = make_tar([entry("a", "dir"), entry("a/b", "dir"), entry("a", "symlink", target=str(host)),
+                    entry("a/b/x", data=b"x")])
+    out = tmp_path / "o"
+    apply_layer(io.BytesIO(raw), str(out))
+    assert list(host.iterdir()) == []
+    assert (out / str(host).lstrip("/") / "b/x").read_bytes() == b"x"
+
+
 @pytest.mark.parametrize("how", ["truncated-gzip", "corrupt-gzip", "truncated-tar", "garbage", "truncated-zstd"])
 def test_truncated_or_corrupt(tmp_path, how: str) -> None:
     raw = make_tar([entry("f", data=os.urandom(200_000)), entry("g", data=b"x" * 5000)])
@@ -168,9 +179,10 @@ def test_diff_roundtrip(tmp_path) -> None:
     w = HashingGzipWriter(buf)
     diff_dirs(str(upper), w)  # type: ignore[arg-type]
     w.close()
-    names = tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getnames()
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tf:
+        members = {m.name: m for m in tf.getmembers()}
+    names = list(members)
     assert "etc/.wh.gone" in names and "opq/.wh..wh..opq" in names and "etc/gone" not in names
-    members = {m.name: m for m in tarfile.open(fileobj=io.BytesIO(buf.getvalue())).getmembers()}
     assert members["etc/new2"].islnk() and members["etc/new2"].linkname == "etc/new"
     res = apply_layer(io.BytesIO(buf.getvalue()), str(tmp_path / "again"))
     assert res.diff_id == w.diff_id

@@ -36,7 +36,8 @@ def free_port() -> int:
 class ThreadServer:
     """``make_app(root, **kw)`` served on 127.0.0.1:<free port> from a background thread."""
 
-    def __init__(self, root: str, port: int = 0, **kw: Any) -> None:
+    def __init__(self, root: str, port: int = 0, ssl_ctx: Any = None, **kw: Any) -> None:
+        self.ssl_ctx = ssl_ctx
         self.root = root
         self.kw = kw
         self.port = port
@@ -53,7 +54,7 @@ class ThreadServer:
         app = make_app(self.root, **self.kw)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", self.port)
+        site = web.TCPSite(runner, "127.0.0.1", self.port, ssl_context=self.ssl_ctx)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._stop = asyncio.Event()
@@ -82,8 +83,8 @@ class ThreadServer:
 
 
 @contextmanager
-def thread_server(root: str, **kw: Any) -> Iterator[ThreadServer]:
-    s = ThreadServer(root, **kw).start()
+def thread_server(root: str, ssl_ctx: Any = None, **kw: Any) -> Iterator[ThreadServer]:
+    s = ThreadServer(root, ssl_ctx=ssl_ctx, **kw).start()
     try:
         yield s
     finally:
@@ -201,11 +202,51 @@ class LocalImages:
         return digest
 
     def resolve(self, ref: str) -> Any:
+        from tugboat.errors import NotFound
         from tugboat.oci.reference import parse_reference
 
-        digest = self.names[str(parse_reference(ref))]
+        digest = self.names.get(str(parse_reference(ref)))
+        if digest is None:
+            raise NotFound(f"No such image: {ref}")
 
         class _Image:
             manifest_digest = digest
 
         return _Image()
+
+
+def self_signed(tmp: str) -> tuple[str, str, str]:
+    """A CA and a server certificate for 127.0.0.1 signed by it: (ca.crt, server.crt, server.key)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tug test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    paths = (os.path.join(tmp, "ca.crt"), os.path.join(tmp, "server.crt"), os.path.join(tmp, "server.key"))
+    os.makedirs(tmp, exist_ok=True)
+    with open(paths[0], "wb") as f:
+        f.write(ca.public_bytes(serialization.Encoding.PEM))
+    with open(paths[1], "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(paths[2], "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return paths

@@ -27,7 +27,8 @@ def test_put_read_list_delete(tmp_path) -> None:
     d = cs.put(b"hello")
     assert d == "sha256:" + hashlib.sha256(b"hello").hexdigest()
     assert cs.exists(d) and cs.size(d) == 5 and cs.read(d) == b"hello"
-    assert open(cs.path(d), "rb").read() == b"hello"
+    with open(cs.path(d), "rb") as f:
+        assert f.read() == b"hello"
     assert list(cs.list()) == [d]
     assert cs.put(b"hello", d) == d  # idempotent
     assert cs.verify(d)
@@ -114,7 +115,8 @@ def test_cleanup_ingest_removes_dead_writers(tmp_path) -> None:
     cs = ContentStore(str(tmp_path))
     os.makedirs(cs.ingest_dir)
     dead = os.path.join(cs.ingest_dir, "999999-abc")  # pid above pid_max: never alive
-    open(dead, "wb").write(b"half")
+    with open(dead, "wb") as f:
+        f.write(b"half")
     mine = cs.writer()
     mine.write(b"in flight")
     assert cs.cleanup_ingest() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from collections.abc import Callable
 
@@ -232,3 +233,45 @@ def test_docker_config_roundtrip(tmp_path, monkeypatch):
     assert again.get("index.docker.io") == ("me", "pw")
     assert again.get("localhost:5000") == ("u", "p:with:colons")
     assert again.remove("localhost:5000") and again.get("localhost:5000") is None
+
+
+def test_docker_hub_names_use_the_mirror_first(tmp_path):
+    with thread_server(str(tmp_path / "mirror")) as s:
+        src = LocalImages(str(tmp_path / "src"))
+        md = make_image(src.content, "mirrored", layers=1)
+        src.tag(f"{s.addr}/library/mirrored:1", md)
+        RegistryClient().push(src, f"{s.addr}/library/mirrored:1")
+        dst = LocalImages(str(tmp_path / "dst"))
+        # Docker Hub itself is pointed at a closed loopback port: only the mirror can answer
+        client = RegistryClient(mirrors=[s.url], endpoints={"docker.io": f"http://127.0.0.1:{free_port()}"})
+        assert client.pull(dst, "mirrored:1") == md
+        assert dst.names["docker.io/library/mirrored:1"] == md
+        # a name the mirror lacks falls through to the (unreachable) upstream, which is named
+        with pytest.raises(Exception, match=r"docker\.io"):
+            client.pull(dst, "absent:1")
+
+
+def test_tls_registry_with_certs_d_ca(tmp_path):
+    import shutil
+
+    from registry_fixtures import self_signed
+
+    from tugboat.distribution.server import ssl_context
+
+    ca, cert, key = self_signed(str(tmp_path / "pki"))
+    with thread_server(str(tmp_path / "reg"), ssl_ctx=ssl_context(cert, key)) as s:
+        src = LocalImages(str(tmp_path / "src"))
+        md = make_image(src.content, "tls", layers=1)
+        ref = f"{s.addr}/tls/img:1"
+        src.tag(ref, md)
+        # without the CA: certificate verification fails, with a message naming the registry
+        with pytest.raises(Exception, match="TLS error"):
+            RegistryClient(certs_dirs=[str(tmp_path / "certs.d")],
+                           endpoints={s.addr: f"https://{s.addr}"}).push(src, ref)
+        os.makedirs(tmp_path / "certs.d" / s.addr)
+        shutil.copy(ca, tmp_path / "certs.d" / s.addr / "ca.crt")
+        client = RegistryClient(certs_dirs=[str(tmp_path / "certs.d")])
+        assert client.endpoints_for(s.addr)[0].base.startswith("https://")
+        assert client.push(src, ref) == md
+        dst = LocalImages(str(tmp_path / "dst"))
+        assert client.pull(dst, ref) == md

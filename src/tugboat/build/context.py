@@ -94,9 +94,9 @@ class BuildContext:
                 if isinstance(source, str):
                     if not os.path.exists(source):
                         raise NotFound(f"unable to prepare context: path {source!r} not found")
-                    tf = tarfile.open(source, mode="r:*")
+                    tf = tarfile.open(source, mode="r:*")  # noqa: SIM115
                 else:
-                    tf = tarfile.open(fileobj=source, mode="r|*")
+                    tf = tarfile.open(fileobj=source, mode="r|*")  # noqa: SIM115
                 with tf:
                     safe_extract(tf, d)
             except tarfile.TarError as exc:

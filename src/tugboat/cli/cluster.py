@@ -14,6 +14,9 @@ from typing import Any
 
 SUBCOMMANDS: dict[str, str] = {
     "apiserver": "tugboat.cli.cluster:apiserver",
+    "controller-manager": "tugboat.cluster.controllers.cli:controller_manager",  # control-plane area
+    "scheduler": "tugboat.cluster.scheduler.cli:scheduler",  # control-plane area
+    "simulate-nodes": "tugboat.cluster.sim.cli:simulate_nodes",  # control-plane area
 }
 
 USAGE = "Usage:  tug cluster COMMAND [OPTIONS]\n\nCommands:\n"

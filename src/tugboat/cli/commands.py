@@ -27,7 +27,9 @@ COMMANDS: dict[str, str] = {
     "push": "tugboat.cli.registry:push",
     "login": "tugboat.cli.registry:login",
     "logout": "tugboat.cli.registry:logout",
-    "cluster": "tugboat.cli.cluster:main",  # cluster components (apiserver helper; subcommands in cli/cluster.py)
+    "cluster": "tugboat.cli.cluster:main",
+    "build": "tugboat.cli.build:build_cmd",  # builder
+    "builder": "tugboat.cli.build:builder_cmd",  # builder: prune, du  # cluster components (apiserver helper; subcommands in cli/cluster.py)
 }
 
 # docker's aliases, e.g. `tug rmi` = `tug image rm`

@@ -60,7 +60,6 @@ IMAGE_HEADERS = {
 
 def _image_rows(images: list[Image], no_trunc: bool, users: dict[str, str]) -> list[dict[str, Any]]:
     from tugboat.cli.image_format import human_size, since
-    from tugboat.oci.reference import parse_normalized
 
     rows = []
     for img in images:
@@ -87,7 +86,6 @@ def _image_rows(images: list[Image], no_trunc: bool, users: dict[str, str]) -> l
                 "Size": human_size(img.size), "VirtualSize": human_size(img.size),
                 "SharedSize": "N/A", "UniqueSize": "N/A",
                 "Containers": "N/A" if not users else str(sum(1 for v in users if v == img.id)),
-                "_image": img, "_full": parse_normalized(repo).name if repo != "<none>" else "",
             })
     return rows
 
@@ -162,8 +160,10 @@ def images_cmd(args: list[str], ctx: Context) -> int:
         sys.stdout.write("".join(s + "\n" for s in seen))
         return 0
     rows = _image_rows(images, o.no_trunc, {})
-    if o.repository:
-        rows = [r for r in rows if r["Repository"] != "<none>"]
+    patterns = [f.partition("=")[2] for f in filters if f.startswith("reference=")]
+    for pat in patterns:
+        rows = [r for r in rows if r["Repository"] != "<none>" and (
+            fnmatch.fnmatchcase(r["Repository"], pat) or fnmatch.fnmatchcase(f"{r['Repository']}:{r['Tag']}", pat))]
     from tugboat.cli.image_format import format_rows
 
     fmt = o.format

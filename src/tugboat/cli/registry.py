@@ -31,6 +31,9 @@ def registry(args: list[str], ctx: Context) -> int:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--read-only", action="store_true")
+    s.add_argument("--allow-sparse-manifests", action="store_true",
+                   help="accept manifests that name blobs or manifests not in the repository")
+    s.add_argument("--max-manifest-size", type=int, default=4 * 1024 * 1024)
     s.add_argument("--port-file", help="write the bound port to this file once listening")
     g = sub.add_parser("gc", help="delete blobs no manifest refers to (run while nothing pushes)")
     g.add_argument("--root", help="registry data directory (default <data root>/registry)")
@@ -54,7 +57,8 @@ def registry(args: list[str], ctx: Context) -> int:
     host, _, port_s = o.addr.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
     app = make_app(root, htpasswd=o.htpasswd, token_realm=o.token_realm, token_issuer=o.token_issuer,
-                   token_service=o.token_service, anonymous_pull=o.anonymous_pull, read_only=o.read_only)
+                   token_service=o.token_service, anonymous_pull=o.anonymous_pull, read_only=o.read_only,
+                   allow_sparse=o.allow_sparse_manifests, max_manifest=o.max_manifest_size)
 
     def ready(port: int) -> None:
         if o.port_file:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -102,7 +103,10 @@ class BlobWriter:
             final = self.store.path_for(got)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             os.chmod(self.tmp_path, 0o444)
+            existed = os.path.exists(final)
             os.rename(self.tmp_path, final)
+            if not existed:
+                self.store._note_new(got)
             _fsync_dir(os.path.dirname(final))
             self.digest = got
             return got
@@ -133,6 +137,25 @@ class ContentStore:
         self.root = os.path.abspath(root_dir)
         self.blobs_dir = os.path.join(self.root, "blobs")
         self.ingest_dir = os.path.join(self.root, "ingest")
+        self._local = threading.local()
+
+    def _note_new(self, digest: str) -> None:
+        journal = getattr(self._local, "journal", None)
+        if journal is not None:
+            journal.append(digest)
+
+    @contextlib.contextmanager
+    def journal(self) -> Iterator[list[str]]:
+        """Collect the digests of blobs this thread adds (for rolling back a failed operation)."""
+        prev = getattr(self._local, "journal", None)
+        mine: list[str] = []
+        self._local.journal = mine
+        try:
+            yield mine
+        finally:
+            self._local.journal = prev
+            if prev is not None:
+                prev.extend(mine)
 
     def path_for(self, digest: str) -> str:
         validate_digest(digest)

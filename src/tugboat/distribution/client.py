@@ -136,7 +136,10 @@ class RegistryClient:
         concurrency: int = 3,
         retries: int = 5,
         credentials: Callable[[str], tuple[str, str] | None] | None = None,
+        certs_dirs: list[str] | tuple[str, ...] | None = None,
     ) -> None:
+        self.certs_dirs = list(certs_dirs if certs_dirs is not None else _default_certs_dirs())
+        self._ssl: dict[str, Any] = {}
         self.mirrors = [m.rstrip("/") for m in mirrors]
         self.insecure = list(insecure)
         self.endpoints = dict(endpoints or {})
@@ -169,9 +172,41 @@ class RegistryClient:
         elif registry == DOCKER_HUB:
             out.append(Endpoint(registry, DOCKER_HUB_ENDPOINT))
         else:
-            scheme = "http" if is_insecure_host(registry, self.insecure) else "https"
-            out.append(Endpoint(registry, f"{scheme}://{registry}"))
+            insecure = is_insecure_host(registry, self.insecure) and self._certs_dir(registry) is None
+            out.append(Endpoint(registry, f"{'http' if insecure else 'https'}://{registry}"))
         return out
+
+    def _certs_dir(self, host: str) -> str | None:
+        """docker's ``certs.d/<host[:port]>/`` (``ca.crt``, ``client.cert``/``client.key``), if any."""
+        for base in self.certs_dirs:
+            d = os.path.join(base, host)
+            if os.path.isdir(d):
+                return d
+        return None
+
+    def ssl_for(self, base: str) -> Any:
+        """The TLS setting for an endpoint: a context trusting its certs.d CA, or the default."""
+        if not base.startswith("https://"):
+            return None
+        host = base[len("https://"):].split("/", 1)[0]
+        if host in self._ssl:
+            return self._ssl[host]
+        import ssl
+
+        ctx: Any = None
+        d = self._certs_dir(host)
+        if d is not None:
+            ctx = ssl.create_default_context()
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".crt"):
+                    ctx.load_verify_locations(os.path.join(d, name))
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".cert"):
+                    key = os.path.join(d, name[:-5] + ".key")
+                    if os.path.exists(key):
+                        ctx.load_cert_chain(os.path.join(d, name), key)
+        self._ssl[host] = ctx
+        return ctx
 
     def _session(self) -> aiohttp.ClientSession:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout, connect=self.connect_timeout,
@@ -198,7 +233,7 @@ class RegistryClient:
         if creds:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         try:
-            async with session.get(realm, params=params, headers=headers) as r:
+            async with session.get(realm, params=params, headers=headers, ssl=self.ssl_for(realm) or True) as r:
                 body = await r.read()
                 if r.status == 401:
                     raise Unauthorized(f"{realm}: invalid username or password")
@@ -242,12 +277,14 @@ class RegistryClient:
             try:
                 body = data() if callable(data) else data
                 resp = await session.request(method, url, headers=hdrs, data=body, params=params,
-                                             allow_redirects=True)
+                                             allow_redirects=True, ssl=self.ssl_for(ep.base) or True)
+            except aiohttp.ClientSSLError as e:
+                raise Unavailable(f"registry {ep.registry}: TLS error: {e}") from None
             except (TimeoutError, aiohttp.ClientConnectorError, aiohttp.ServerTimeoutError) as e:
                 raise Unavailable(
                     f"registry {ep.registry} ({ep.base}) is unreachable: {e or type(e).__name__}") from None
-            except aiohttp.ClientSSLError as e:
-                raise Unavailable(f"registry {ep.registry}: TLS error: {e}") from None
+            except aiohttp.ClientError as e:
+                raise Unavailable(f"registry {ep.registry} ({ep.base}): {e or type(e).__name__}") from None
             if resp.status == 401 and attempt < 2:
                 ch_new = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
                 resp.release()
@@ -283,7 +320,7 @@ class RegistryClient:
         ep = self.endpoints_for(reg)[-1]
         async with self._session() as session:
             try:
-                r = await session.get(ep.base + "/v2/")
+                r = await session.get(ep.base + "/v2/", ssl=self.ssl_for(ep.base) or True)
             except (TimeoutError, aiohttp.ClientConnectorError) as e:
                 raise Unavailable(f"registry {reg} ({ep.base}) is unreachable: {e}") from None
             ch = parse_challenge(r.headers.get("WWW-Authenticate", ""))
@@ -296,7 +333,8 @@ class RegistryClient:
                 await self._token(session, ch, "", creds)
                 return "Login Succeeded"
             hdr = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
-            async with session.get(ep.base + "/v2/", headers={"Authorization": hdr}) as r2:
+            async with session.get(ep.base + "/v2/", headers={"Authorization": hdr},
+                                   ssl=self.ssl_for(ep.base) or True) as r2:
                 if r2.status == 401:
                     raise Unauthorized(f"login to {reg} failed: invalid username or password")
                 if r2.status >= 400:
@@ -611,6 +649,15 @@ class RegistryClient:
 
 
 # ---------------- helpers ----------------
+def _default_certs_dirs() -> list[str]:
+    dirs = ["/etc/docker/certs.d", "/etc/tugboat/certs.d"]
+    from tugboat.distribution.credentials import config_dir
+
+    dirs.append(os.path.join(config_dir(), "certs.d"))
+    return dirs
+
+
+
 def _emit(progress: ProgressFn | None, ev: dict) -> None:
     if progress is not None:
         progress(ev)

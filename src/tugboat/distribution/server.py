@@ -123,7 +123,8 @@ class Registry:
     """Request handlers; one per application."""
 
     def __init__(self, storage: RegistryStorage, authorizer: Authorizer, *, max_manifest: int = MAX_MANIFEST,
-                 read_only: bool = False) -> None:
+                 read_only: bool = False, allow_sparse: bool = False) -> None:
+        self.allow_sparse = allow_sparse
         self.s = storage
         self.auth = authorizer
         self.max_manifest = max_manifest
@@ -319,14 +320,21 @@ class Registry:
 
             buf: list[bytes] = []
             n = 0
-            async for chunk in request.content.iter_any():
-                buf.append(chunk)
-                n += len(chunk)
-                if n >= CHUNK_FLUSH:
-                    data = b"".join(buf)
-                    buf, n = [], 0
-                    await run(write, data)
-                    up.offset += len(data)
+            pending: asyncio.Future[Any] | None = None  # hash+write of the previous batch, overlapping reads
+            try:
+                async for chunk in request.content.iter_any():
+                    buf.append(chunk)
+                    n += len(chunk)
+                    if n >= CHUNK_FLUSH:
+                        data = b"".join(buf)
+                        buf, n = [], 0
+                        if pending is not None:
+                            await pending
+                        pending = run(write, data)
+                        up.offset += len(data)
+            finally:
+                if pending is not None:
+                    await asyncio.shield(pending)
             if buf:
                 data = b"".join(buf)
                 await run(write, data)
@@ -423,7 +431,7 @@ class Registry:
             out += [d for d in manifests if self.s.manifest_media_type(name, d) is None]
             return out
 
-        absent = await run(missing)
+        absent = [] if self.allow_sparse else await run(missing)
         if absent:
             raise RegistryError(400, "MANIFEST_BLOB_UNKNOWN", f"manifest references unknown blobs: {', '.join(absent)}",
                                 {"digest": absent[0]})
@@ -596,8 +604,11 @@ def make_app(
     anonymous_pull: bool = False,
     max_manifest: int = MAX_MANIFEST,
     read_only: bool = False,
+    allow_sparse: bool = False,
 ) -> web.Application:
-    """The registry application. ``token_realm`` turns on bearer tokens (served at ``/token``)."""
+    """The registry application. ``token_realm`` turns on bearer tokens (served at ``/token``);
+    ``allow_sparse`` accepts manifests naming blobs or child manifests the registry does not have
+    (mirrors of partial multi-platform images); by default they get MANIFEST_BLOB_UNKNOWN."""
     storage = RegistryStorage(root)
     hp = Htpasswd(htpasswd) if htpasswd else None
     authorizer: Authorizer
@@ -613,7 +624,7 @@ def make_app(
         authorizer = BasicAuthorizer(hp, token_service)
     else:
         authorizer = Authorizer()
-    reg = Registry(storage, authorizer, max_manifest=max_manifest, read_only=read_only)
+    reg = Registry(storage, authorizer, max_manifest=max_manifest, read_only=read_only, allow_sparse=allow_sparse)
     app[STORAGE] = storage
     app[AUTH] = authorizer
     app.router.add_route("*", "/v2/{tail:.*}", reg.dispatch)

@@ -168,7 +168,7 @@ def load(images: Any, src: IO[bytes] | str, progress: Callable[[str], None] | No
     """Load every image of an archive or layout; returns ``Loaded image: x`` lines' subjects
     (familiar names, or image IDs for untagged images)."""
     progress = progress or (lambda s: None)
-    with images.lease(), _open_source(images, src) as source:
+    with images.lease(), images.rollback_on_error(), _open_source(images, src) as source:
         if source.has("manifest.json"):
             return _load_docker(images, source, progress)
         if source.has("index.json"):
@@ -237,13 +237,18 @@ def _load_docker(images: Any, source: _Source, progress: Callable[[str], None]) 
 
 
 def _ref_from_annotations(ann: dict[str, str] | None) -> Reference | None:
+    """The image name of an index entry: containerd's full name when its tag agrees with
+    ``org.opencontainers.image.ref.name``; else the ref name (skopeo/umoci ``oci:dir:NAME``: a full
+    reference or a bare name used as the repository)."""
     ann = ann or {}
     full = ann.get(oci.ANNOTATION_CONTAINERD_NAME)
+    name = ann.get(oci.ANNOTATION_REF_NAME)
     if full:
         with contextlib.suppress(InvalidArgument):
-            return parse_reference(full)
-    name = ann.get(oci.ANNOTATION_REF_NAME)
-    if name:  # skopeo/umoci "oci:dir:NAME": a full reference, or a bare name used as the repository
+            r = parse_reference(full)
+            if not name or name == r.tag:
+                return r
+    if name:
         with contextlib.suppress(InvalidArgument):
             return parse_reference(name)
     return None

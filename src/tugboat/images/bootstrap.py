@@ -260,13 +260,25 @@ def _debian_rootfs_tar(images: Any, suite: str, slim: bool, progress: Callable[[
 
 
 def _debian_epoch(rootfs: str) -> int:
-    """A fixed timestamp for the image: the newest mtime of the installed package lists."""
+    """A fixed timestamp for the image: the ``Date:`` of the suite's Release file (the same
+    mirror state gives the same timestamp), else the newest Release file's mtime."""
+    from email.utils import parsedate_to_datetime
+
     d = os.path.join(rootfs, "var/lib/apt/lists")
     best = 0
     with contextlib.suppress(FileNotFoundError):
-        for n in os.listdir(d):
-            if n.endswith("_Release") or n.endswith("_InRelease"):
-                best = max(best, int(os.stat(os.path.join(d, n)).st_mtime))
+        for n in sorted(os.listdir(d)):
+            if not (n.endswith("_Release") or n.endswith("_InRelease")):
+                continue
+            p = os.path.join(d, n)
+            with open(p, errors="replace") as f:
+                for line in f:
+                    if line.startswith("Date:"):
+                        with contextlib.suppress(TypeError, ValueError):
+                            best = max(best, int(parsedate_to_datetime(line[5:].strip()).timestamp()))
+                        break
+            if not best:
+                best = max(best, int(os.stat(p).st_mtime))
     return best or int(time.time())
 
 
@@ -334,8 +346,6 @@ def bootstrap_debian(images: Any, name: str, progress: Callable[[str], None] | N
         raise InvalidArgument(f"tug image bootstrap: unsupported Debian suite {suite!r} (bookworm only)")
     progress = progress or (lambda s: None)
     tar_path = _debian_rootfs_tar(images, suite, slim, progress)
-    with open(tar_path, "rb") as f:
-        f.seek(0)
     epoch = int(os.stat(tar_path).st_mtime)
     with images.lease():
         lb = _gzip_layer(images, lambda out: _copy_file(tar_path, out))
@@ -359,12 +369,11 @@ def _copy_file(path: str, out: IO[bytes]) -> None:
 
 
 def _tar_newest_mtime(path: str) -> int:
+    """The mtime of the first entry (all entries carry the same clamped mtime)."""
     with tarfile.open(path) as tf:
-        m = 0
         for ti in tf:
-            m = max(m, int(ti.mtime))
-            break
-        return m
+            return int(ti.mtime)
+    return 0
 
 
 def bootstrap(images: Any, name: str, progress: Callable[[str], None] | None = None) -> Any:

@@ -240,6 +240,8 @@ class ImageService:
         ``[{"Untagged": …}, {"Deleted": …}]`` list."""
         events: list[dict[str, str]] = []
         deleted: str | None = None
+        deleted_blobs: set[str] = set()
+        deleted_chains: list[str] = []
         with self.db.update() as data:
             image_id = self._resolve_id(ref_or_id, data)
             if image_id is None:
@@ -285,9 +287,12 @@ class ImageService:
                 return events
             del data["images"][image_id]
             deleted = image_id
+            deleted_blobs = self._blobs_of(rec, image_id)
+            with contextlib.suppress(NotFound, DataCorruption):
+                deleted_chains = self._image(image_id, {"images": {image_id: rec}, "tags": {}}).chain_ids
             events.append({"Deleted": image_id})
         if deleted and prune:
-            self.gc()
+            self._delete_image_content(deleted_blobs, deleted_chains)
         return events
 
     # ---- writing ---------------------------------------------------------------------------
@@ -476,7 +481,7 @@ class ImageService:
         """``docker import``: a root filesystem tarball becomes a one-layer image."""
         from tugboat.images.changes import apply_changes
 
-        with self.lease():
+        with self.lease(), self.rollback_on_error():
             lb = self.write_layer(tar_path_or_fileobj)
             cfg_inner: dict[str, Any] = apply_changes({}, changes or [])
             created = now_rfc3339()
@@ -491,10 +496,17 @@ class ImageService:
             if platform:
                 os_, _, arch = platform.partition("/")
                 config["os"], config["architecture"] = os_ or "linux", arch or config["architecture"]
+            return self.create_image(config, [lb], [ref] if ref else [])
+
+    @contextlib.contextmanager
+    def rollback_on_error(self) -> Iterator[None]:
+        """On an exception, delete the blobs this thread added that no image references: a failed
+        load, import or commit leaves the store as it was."""
+        with self.content.journal() as added:
             try:
-                return self.create_image(config, [lb], [ref] if ref else [])
+                yield
             except BaseException:
-                self._delete_unreferenced([lb.digest])
+                self._delete_unreferenced(added)
                 raise
 
     def _delete_unreferenced(self, digests: list[str]) -> None:
@@ -518,25 +530,41 @@ class ImageService:
 
     # ---- garbage collection ----------------------------------------------------------------
 
+    def _blobs_of(self, rec: dict[str, Any], image_id: str) -> set[str]:
+        used = {image_id}
+        for key in ("manifest", "index"):
+            d = rec.get(key)
+            if not d:
+                continue
+            used.add(d)
+            with contextlib.suppress(NotFound, DataCorruption, ValueError):
+                doc = msgspec.json.decode(self.content.read(d))
+                for sub in doc.get("manifests", []) or []:
+                    used.add(sub["digest"])
+                if doc.get("config"):
+                    used.add(doc["config"]["digest"])
+                for layer in doc.get("layers", []) or []:
+                    used.add(layer["digest"])
+        return used
+
     def _referenced_blobs(self) -> set[str]:
         data = self.db.read()
         used: set[str] = set()
         for image_id, rec in data["images"].items():
-            used.add(image_id)
-            for key in ("manifest", "index"):
-                d = rec.get(key)
-                if not d:
-                    continue
-                used.add(d)
-                with contextlib.suppress(NotFound, DataCorruption):
-                    doc = msgspec.json.decode(self.content.read(d))
-                    for sub in doc.get("manifests", []) or []:
-                        used.add(sub["digest"])
-                    if doc.get("config"):
-                        used.add(doc["config"]["digest"])
-                    for layer in doc.get("layers", []) or []:
-                        used.add(layer["digest"])
+            used |= self._blobs_of(rec, image_id)
         return used
+
+    def _delete_image_content(self, blobs: set[str], chains: list[str]) -> None:
+        """After an image record is gone: delete its blobs and unpacked layers that nothing else
+        references (only these, so in-flight work of others is never touched)."""
+        used = self._referenced_blobs()
+        for d in blobs - used:
+            with contextlib.suppress(NotFound):
+                self.content.delete(d)
+        used_chains = self._referenced_chains()
+        for cid in chains:
+            if cid not in used_chains:
+                self.snapshots.remove_layer(cid)
 
     def _referenced_chains(self) -> set[str]:
         used: set[str] = set()
@@ -545,9 +573,11 @@ class ImageService:
         used.update(self.snapshots.layers_in_use())
         return used
 
-    def gc(self, grace: float = 0.0) -> dict[str, int]:
-        """Delete blobs and unpacked layers that no image references (nothing while a lease is
-        held, except blobs older than every lease). Returns counts and bytes reclaimed."""
+    def gc(self, grace: float = 60.0) -> dict[str, int]:
+        """Delete blobs and unpacked layers that no image references. Blobs younger than
+        ``grace`` seconds are spared (a builder or puller between writing a blob and recording
+        its image), and while a lease is held only blobs older than every lease go.
+        Returns counts and bytes reclaimed."""
         leases = self._active_leases()
         oldest_lease = min(leases) if leases else None
         used = self._referenced_blobs()
@@ -585,7 +615,11 @@ class ImageService:
         filters: dict[str, list[str]] | None = None,
     ) -> dict[str, Any]:
         """``docker image prune``: remove dangling images (``all``: every image no container uses)."""
+        def usage() -> int:
+            return self.content.total_size() + int(self.snapshots.usage()["unpacked_size"])
+
         deleted: list[dict[str, str]] = []
+        before = usage()
         for img in self.list():
             if not all and img.repo_tags:
                 continue
@@ -594,9 +628,9 @@ class ImageService:
             if filters and not _match_label_filters(img, filters.get("label", [])):
                 continue
             with contextlib.suppress(NotFound, Conflict):
-                deleted.extend(self.remove(img.id, force=True, in_use=in_use, prune=False))
-        res = self.gc()
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": res["reclaimed"]}
+                deleted.extend(self.remove(img.id, force=True, in_use=in_use))
+        self.gc()
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": max(0, before - usage())}
 
     # ---- consistency -------------------------------------------------------------------------
 

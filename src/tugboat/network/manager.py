@@ -199,6 +199,11 @@ class NetworkManager:
             for cid in gone:
                 log.info("network: container %s has no netns any more; dropping its endpoints", cid[:12])
                 self._forget_container(cid)
+            # netns mounts nobody records (a crash between mount and record): remove them
+            for name in os.listdir(self.netns_dir):
+                if name not in self._containers and not name.startswith("."):
+                    with contextlib.suppress(OSError):
+                        kernel.remove_netns(os.path.join(self.netns_dir, name))
             self._apply_rules()
             self._started = True
 
@@ -297,9 +302,9 @@ class NetworkManager:
 
     def _apply_rules(self) -> None:
         rs = nft.Ruleset()
-        for rec in self._networks.values():
+        for rec in sorted(self._networks.values(), key=lambda r: r.bridge):  # deterministic text
             rs.bridges.append(nft.BridgeRules(rec.bridge, rec.subnet, rec.internal))
-        for crec in self._containers.values():
+        for crec in sorted(self._containers.values(), key=lambda c: c.container_id):
             target = self._port_target(crec)
             if target is None:
                 continue
@@ -654,8 +659,17 @@ class NetworkManager:
             fd = os.open(crec.netns_path or "", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 # host side: enslaved and up in the same request
-                self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up",
-                              peer={"ifname": ifname, "net_ns_fd": fd, "address": mac})
+                peer = {"ifname": ifname, "net_ns_fd": fd, "address": mac}
+                try:
+                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
+                except Exception:
+                    if kernel.link_index(self.ipr, net.bridge) == br:
+                        raise
+                    # the bridge went away underneath us (deleted by hand): re-create, retry once
+                    self._bridge_index.pop(net.bridge, None)
+                    self._ensure_bridge(net)
+                    br = self._bridge_index[net.bridge]
+                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
             finally:
                 os.close(fd)
             cidx = kernel.link_index(ns_ipr, ifname)

@@ -11,23 +11,29 @@ its init and the tiny C ``tug-monitor`` that records its exit status in the stat
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
-import signal as _signal
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
 from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError, Unavailable
+from tugboat.runtime import fastjson as json
 from tugboat.runtime import kernel as k
 from tugboat.runtime.state import StateDir, alive, oci_state, proc_start_time, status_of, write_atomic
 
-ContainerState = dict[str, Any]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
-SIGNALS = {name[3:]: int(getattr(_signal, name)) for name in dir(_signal)
-           if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
+ContainerState = dict
+
+
+def _signals() -> dict[str, int]:
+    import _signal
+
+    return {name[3:]: int(getattr(_signal, name)) for name in dir(_signal)
+            if name.startswith("SIG") and not name.startswith("SIG_") and isinstance(getattr(_signal, name), int)}
 
 
 def parse_signal(sig: int | str) -> int:
@@ -39,8 +45,9 @@ def parse_signal(sig: int | str) -> int:
         return int(s)
     if s.startswith("SIG"):
         s = s[3:]
-    if s in SIGNALS:
-        return SIGNALS[s]
+    table = _signals()
+    if s in table:
+        return table[s]
     raise InvalidArgument(f"unknown signal {sig!r}")
 
 
@@ -84,6 +91,8 @@ class Runtime:
         self.cgroup_parent = cgroup_parent
         self._warn = warn
         self.force_helper = force_helper
+        # the CLI exits right after create/run, so it need not hand the monitor to init
+        self.double_fork = True
 
     # ------------------------------------------------------------------ helpers
 
@@ -159,6 +168,9 @@ class Runtime:
         from tugboat.runtime import process
         from tugboat.runtime.cgroups import new_manager
 
+        from tugboat.runtime.trace import mark
+
+        mark("create: imports done")
         sd = self._sd(container_id)
         bundle = os.path.abspath(bundle)
         try:
@@ -186,8 +198,13 @@ class Runtime:
         warnings: list[str] = []
         try:
             mgr = new_manager(linux.get("cgroupsPath"), container_id, parent=self.cgroup_parent)
-            mgr.create()
-            warnings += mgr.apply(linux.get("resources") or {})
+            cg_warnings: list[str] = []
+
+            mgr.create()  # directories now (the init bind-mounts them); limits in parallel below
+
+            def prepare_cgroup() -> None:
+                cg_warnings.extend(mgr.apply(linux.get("resources") or {}))
+                mark("create: cgroup ready")
             os.mkfifo(sd.fifo, 0o622)
             os.chmod(sd.fifo, 0o622)
             seccomp_prog = None
@@ -196,6 +213,7 @@ class Runtime:
                 from tugboat.runtime.seccomp import compile_cached
 
                 seccomp_prog = compile_cached(linux["seccomp"], os.path.join(cache_dir(), "seccomp"))
+            mark("create: seccomp")
             bounding = capmod.read_bounding_mask()
             can_raise = bool(bounding & (1 << capmod.CAP_NUMBERS["CAP_SYS_RESOURCE"]))
             plan, pw = process.plan_process(config["process"], bounding, capmod.last_cap(), seccomp_prog, can_raise)
@@ -214,6 +232,7 @@ class Runtime:
                 run_hooks("prestart", hooks.get("prestart"), st)
                 run_hooks("createRuntime", hooks.get("createRuntime"), st)
 
+            mark("create: planned")
             from tugboat.runtime.monitor import ensure_monitor
 
             spec = process.InitSpec(
@@ -224,8 +243,11 @@ class Runtime:
                 preserve_fds=preserve_fds, no_pivot=no_pivot, monitor=ensure_monitor(),
                 hooks=hooks, hook_state=dict(hook_state, status="created"),
             )
-            started = process.start_init(spec, on_created_runtime=created_runtime)
-            for w in started.warnings:
+            mark("create: plan ready")
+            started = process.start_init(spec, on_created_runtime=created_runtime, prepare=prepare_cgroup,
+                                         double_fork=self.double_fork)
+            mark("create: init ready")
+            for w in cg_warnings + started.warnings:
                 self.warn(w)
             record = {
                 "ociVersion": config.get("ociVersion", "1.0.2"),
@@ -233,7 +255,7 @@ class Runtime:
                 "pid": started.init_pid,
                 "pidStart": proc_start_time(started.init_pid),
                 "monitorPid": started.monitor_pid,
-                "monitorStart": proc_start_time(started.monitor_pid),
+                "monitorPidStart": proc_start_time(started.monitor_pid),
                 "bundle": bundle,
                 "rootfs": rootfs,
                 "created": _rfc3339(created_ns),
@@ -474,21 +496,37 @@ class Runtime:
         """Block until the container's init has exited; its exit status (128+signal if killed)."""
         sd, record = self._load(container_id)
         deadline = None if timeout is None else time.monotonic() + timeout
-        for key in ("monitorPid", "pid"):
+        # the init's pidfd turns readable as soon as it exits; the monitor writes the record
+        # right after reaping it (waiting for the monitor's own exit can lag by a scheduler tick)
+        for key in ("pid", "monitorPid"):
             fd = self._pidfd(record, key)
             if fd is not None:
                 ok = _wait_fd(fd, None if deadline is None else max(0.0, deadline - time.monotonic()))
                 os.close(fd)
                 if not ok:
                     raise Unavailable(f"container {container_id} still running after {timeout}s")
+                break
         info = sd.exit_info()
+        from tugboat.runtime.trace import ENABLED, mark
+
+        if ENABLED and info is not None:
+            from tugboat.runtime.trace import _T0
+
+            mark(f"wait: done; monitor recorded exit at {(info[2] / 1e9 - _T0) * 1000:.2f}")
         if info is None:
-            # init gone but no record (monitor killed): poll briefly for a late write
-            for _ in range(50):
-                time.sleep(0.01)
-                info = sd.exit_info()
-                if info is not None:
-                    break
+            # init gone, record not written yet: poll until the monitor writes it or is gone
+            mfd = self._pidfd(record, "monitorPid")
+            try:
+                for _ in range(2000):
+                    info = sd.exit_info()
+                    if info is not None:
+                        break
+                    if mfd is None or _wait_fd(mfd, 0.001):
+                        info = sd.exit_info()
+                        break
+            finally:
+                if mfd is not None:
+                    os.close(mfd)
         return info[0] if info is not None else -1
 
     def stats(self, container_id: str) -> dict[str, int]:
@@ -515,7 +553,7 @@ class Runtime:
             import tempfile
 
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-                json.dump(process, f)
+                f.write(json.dumps(process))
                 pfile = f.name
             try:
                 args = ["exec", "--process", pfile, *(["-d"] if detach else []),
@@ -649,9 +687,26 @@ def _wait_fd(fd: int, timeout: float | None) -> bool:
 
 
 def _rmtree(path: str) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
+    """rm -rf without importing shutil (start-up cost); state dirs are shallow."""
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        os.unlink(path)
+        return
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                _rmtree(e.path)
+            else:
+                os.unlink(e.path)
+        except FileNotFoundError:
+            pass
+    try:
+        os.rmdir(path)
+    except FileNotFoundError:
+        pass
 
 
 def _rfc3339(ns: int) -> str:

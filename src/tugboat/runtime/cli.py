@@ -6,10 +6,14 @@ hot path). Global flags come before the command, as with runc.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from typing import Any
+
+from tugboat.runtime import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 USAGE = """usage: tug-runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND [ARGS]
 
@@ -139,7 +143,18 @@ class _Log:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    if argv is None:
+        # the console script: skip interpreter teardown (~5 ms) once output is flushed
+        code = _main(sys.argv[1:])
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    return _main(argv)
+
+
+def _main(argv: list[str]) -> int:
     try:
         glob, cmd, opts, pos = parse(argv)
     except UsageError as e:
@@ -204,6 +219,7 @@ def _dispatch(
                                  os.path.join(os.environ.get("XDG_RUNTIME_DIR") or "/tmp", "tug-runtime"))
     parent = glob.get("cgroup-parent") or None
     rt = Runtime(root, cgroup_parent=parent, warn=warn)
+    rt.double_fork = False
     stdio: tuple[int | None, int | None, int | None] = (None, None, None)
     if glob.get("stdio-fds"):
         a, b, c = (int(x) for x in glob["stdio-fds"].split(","))
@@ -289,7 +305,7 @@ def _spec(opts: dict[str, Any]) -> int:
         raise UsageError("File config.json exists. Remove it first")
     spec = default_spec(["sh"], terminal=True, rootless=_flag(opts, "rootless"))
     with open(path, "w") as f:
-        json.dump(spec, f, indent=2)
+        f.write(json.dumps(spec, indent=2))
     return 0
 
 
@@ -320,7 +336,7 @@ def _run(
     rt: Any, cid: str, bundle: str, detach: bool, stdio: tuple[int | None, int | None, int | None],
     kw: dict[str, Any], result_fd: int | None,
 ) -> int:
-    import signal
+    import _signal as signal
 
     from tugboat.runtime import kernel as k
 
@@ -362,11 +378,16 @@ def _run(
     try:
         if console is not None:
             console.pump(pidfd)
+        from tugboat.runtime.trace import mark
+
+        mark("run: started")
         code = rt.wait(cid)
+        mark("run: exited")
     finally:
         if pidfd is not None:
             os.close(pidfd)
         rt.delete(cid, force=True)
+        mark("run: deleted")
         if console is not None:
             console.close()
     return code
@@ -455,7 +476,7 @@ def _exec(
     pfile = _one(opts, "process", "p")
     if pfile:
         with open(pfile) as f:
-            proc = json.load(f)
+            proc = json.loads(f.read())
     else:
         if len(pos) < 2:
             raise UsageError("exec: a command is required (or -p process.json)")

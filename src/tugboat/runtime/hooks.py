@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
@@ -24,8 +27,7 @@ def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, An
                 executable=path,
                 input=payload,
                 env={e.split("=", 1)[0]: e.split("=", 1)[1] for e in hook.get("env") or [] if "=" in e},
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 timeout=timeout if timeout and timeout > 0 else None,
                 check=False,
             )

@@ -6,13 +6,72 @@ Everything else in ``tugboat.runtime`` is plain logic over these functions. Fail
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes
 import os
 import struct
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+# A few ctypes types built straight on ``_ctypes``: ``import ctypes`` costs ~10 ms, as much as
+# a third of a container start.
+
+
+class c_int(_ctypes._SimpleCData):
+    _type_ = "i"
+
+
+class c_uint(_ctypes._SimpleCData):
+    _type_ = "I"
+
+
+class c_long(_ctypes._SimpleCData):
+    _type_ = "l"
+
+
+class c_ulong(_ctypes._SimpleCData):
+    _type_ = "L"
+
+
+class c_char(_ctypes._SimpleCData):
+    _type_ = "c"
+
+
+class _IntFn(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_int
+
+
+class _LongFn(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = c_long
+
+
+class _Libc:
+    def __init__(self) -> None:
+        self._handle = _ctypes.dlopen(None, os.RTLD_NOW)
+
+
+_lib = _Libc()
+_fns: dict[str, _ctypes.CFuncPtr] = {}
+
+
+def _fn(name: str, cls: type = _IntFn) -> _ctypes.CFuncPtr:
+    f = _fns.get(name)
+    if f is None:
+        f = _fns[name] = cls((name, _lib))
+    return f
+
+
+def _buffer(data: bytes) -> _ctypes.Array:
+    class _Buf(_ctypes.Array):
+        _type_ = c_char
+        _length_ = max(len(data), 1)
+
+    return _Buf.from_buffer_copy(data.ljust(max(len(data), 1), b"\0"))
+
+
+def _syscall(nr: int, *args: object) -> int:
+    conv = [c_long(a) if isinstance(a, int) else a for a in args]
+    return _fn("syscall", _LongFn)(c_long(nr), *conv)
+
 
 # clone / unshare / setns flags
 CLONE_NEWTIME = 0x00000080
@@ -107,7 +166,7 @@ _LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 def _check(res: int, what: str) -> int:
     if res < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err).lower()}")
     return res
 
@@ -119,19 +178,19 @@ def _b(s: str | bytes | None) -> bytes | None:
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(ctypes.c_int(flags)), "unshare")
+    _check(_fn("unshare")(c_int(flags)), "unshare")
 
 
 def setns(fd: int, nstype: int = 0, what: str = "setns") -> None:
-    _check(_libc.setns(ctypes.c_int(fd), ctypes.c_int(nstype)), what)
+    _check(_fn("setns")(c_int(fd), c_int(nstype)), what)
 
 
 def mount(
     source: str | None, target: str, fstype: str | None, flags: int = 0, data: str | None = None
 ) -> None:
-    res = _libc.mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    res = _fn("mount")(_b(source), _b(target), _b(fstype), c_ulong(flags), _b(data))
     if res < 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         kind = fstype if fstype and not flags & (MS_BIND | MS_REMOUNT | MS_MOVE) else (source or "")
         if flags & MS_REMOUNT:
             kind = "remount"
@@ -141,7 +200,7 @@ def mount(
 
 
 def umount2(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+    _check(_fn("umount2")(_b(target), c_int(flags)), f"umount {target}")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
@@ -150,91 +209,62 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> int:
     return _check(
-        _libc.prctl(
-            ctypes.c_int(option), ctypes.c_ulong(arg2), ctypes.c_ulong(arg3), ctypes.c_ulong(arg4), ctypes.c_ulong(arg5)
-        ),
+        _fn("prctl")(c_int(option), c_ulong(arg2), c_ulong(arg3), c_ulong(arg4), c_ulong(arg5)),
         f"prctl({option})",
     )
 
 
 def sethostname(name: str) -> None:
     b = name.encode()
-    _check(_libc.sethostname(b, ctypes.c_size_t(len(b))), f"sethostname {name}")
+    _check(_fn("sethostname")(b, c_ulong(len(b))), f"sethostname {name}")
 
 
 def setdomainname(name: str) -> None:
     b = name.encode()
-    _check(_libc.setdomainname(b, ctypes.c_size_t(len(b))), f"setdomainname {name}")
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+    _check(_fn("setdomainname")(b, c_ulong(len(b))), f"setdomainname {name}")
 
 
 def capget() -> tuple[int, int, int]:
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    _check(_syscall(SYS_CAPGET, ctypes.byref(hdr), ctypes.byref(data)), "capget")
-    eff = data[0].effective | (data[1].effective << 32)
-    perm = data[0].permitted | (data[1].permitted << 32)
-    inh = data[0].inheritable | (data[1].inheritable << 32)
-    return eff, perm, inh
+    hdr = _buffer(struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0))
+    data = _buffer(bytes(24))
+    _check(_syscall(SYS_CAPGET, hdr, data), "capget")
+    e0, p0, i0, e1, p1, i1 = struct.unpack("=6I", data.raw)
+    return e0 | (e1 << 32), p0 | (p1 << 32), i0 | (i1 << 32)
 
 
 def capset(effective: int, permitted: int, inheritable: int) -> None:
-    hdr = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
-    data = (_CapData * 2)()
-    for i in (0, 1):
-        shift = 32 * i
-        data[i].effective = (effective >> shift) & 0xFFFFFFFF
-        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
-        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
-    _check(_syscall(SYS_CAPSET, ctypes.byref(hdr), ctypes.byref(data)), "capset")
+    hdr = _buffer(struct.pack("=Ii", _LINUX_CAPABILITY_VERSION_3, 0))
+    m = 0xFFFFFFFF
+    data = _buffer(struct.pack("=6I", effective & m, permitted & m, inheritable & m,
+                               (effective >> 32) & m, (permitted >> 32) & m, (inheritable >> 32) & m))
+    _check(_syscall(SYS_CAPSET, hdr, data), "capset")
 
 
 def bounding_set(last_cap: int) -> int:
     """The calling process's capability bounding set as a bit mask."""
     mask = 0
     for cap in range(last_cap + 1):
-        if _libc.prctl(PR_CAPBSET_READ, ctypes.c_ulong(cap), 0, 0, 0) == 1:
+        if _fn("prctl")(c_int(PR_CAPBSET_READ), c_ulong(cap), c_ulong(0), c_ulong(0), c_ulong(0)) == 1:
             mask |= 1 << cap
     return mask
 
 
-class _SockFprog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-
 def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
     """Install a classic BPF program (8-byte sock_filter records) as a seccomp filter."""
-    buf = ctypes.create_string_buffer(program, len(program))
-    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
-    _check(
-        _syscall(SYS_SECCOMP, ctypes.c_uint(SECCOMP_SET_MODE_FILTER), ctypes.c_uint(flags), ctypes.byref(prog)),
-        "seccomp: load filter",
-    )
+    buf = _buffer(program)
+    prog = _buffer(struct.pack("=HxxxxxxQ", len(program) // 8, _ctypes.addressof(buf)))
+    _check(_syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, prog), "seccomp: load filter")
 
 
 def pidfd_open(pid: int) -> int:
-    return _check(_syscall(SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0)), f"pidfd_open {pid}")
+    return _check(_syscall(SYS_PIDFD_OPEN, pid, 0), f"pidfd_open {pid}")
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
     _check(
-        _syscall(SYS_PIDFD_SEND_SIGNAL, ctypes.c_int(pidfd), ctypes.c_int(sig), None, ctypes.c_uint(0)),
+        _syscall(SYS_PIDFD_SEND_SIGNAL, pidfd, sig, 0, 0),
         f"signal {sig}",
     )
-
-
-def setrlimit_raw(resource: int, soft: int, hard: int) -> None:
-    """setrlimit with unlimited (RLIM_INFINITY) passed as -1 or 2**64-1."""
-    import resource as _r
-
-    _r.setrlimit(resource, (soft, hard))
 
 
 def sock_filter(code: int, jt: int, jf: int, k: int) -> bytes:

@@ -7,9 +7,7 @@ the same loop in Python (correct, but ~8 MiB resident instead of a few hundred K
 
 from __future__ import annotations
 
-import hashlib
 import os
-import subprocess
 import time
 
 MONITOR_C = r"""
@@ -77,7 +75,6 @@ int main(int argc, char **argv) {
         int fd = openat(dirfd, "exit.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd >= 0) {
             if (write(fd, buf, (size_t)n) == n) {
-                fsync(fd);
                 close(fd);
                 renameat(dirfd, "exit.tmp", dirfd, "exit");
             } else {
@@ -102,7 +99,9 @@ def cache_dir() -> str:
 
 
 def monitor_path() -> str:
-    digest = hashlib.sha256(MONITOR_C.encode()).hexdigest()[:16]
+    from _sha256 import sha256
+
+    digest = sha256(MONITOR_C.encode()).hexdigest()[:16]
     return os.path.join(cache_dir(), f"tug-monitor-{digest}")
 
 
@@ -117,6 +116,8 @@ def ensure_monitor() -> str | None:
     if os.access(path, os.X_OK):
         _FOUND.append(path)
         return path
+    import subprocess
+
     result: str | None = None
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -169,8 +170,6 @@ def python_monitor(state_dir: str, init_pid: int) -> None:
         try:
             with open(tmp, "w") as f:
                 f.write(f"{code} {sig} {time.time_ns()}\n")
-                f.flush()
-                os.fsync(f.fileno())
             os.rename(tmp, os.path.join(state_dir, "exit"))
         except OSError:
             pass

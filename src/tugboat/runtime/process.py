@@ -18,13 +18,16 @@ fork and exec only this module's code runs, in a process with one thread.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import resource
-from dataclasses import dataclass, field
-from typing import Any
 
+from tugboat.runtime import fastjson as json
 from tugboat.runtime import kernel as k
+from tugboat.runtime.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 RLIMITS = {
     "RLIMIT_CPU": resource.RLIMIT_CPU,
@@ -75,16 +78,14 @@ def plan_rlimits(rlimits: list[dict[str, Any]] | None, can_raise: bool) -> tuple
     return out, warnings
 
 
-@dataclass
-class UserPlan:
+class UserPlan(Record):
     uid: int = 0
     gid: int = 0
-    additional_gids: list[int] = field(default_factory=list)
+    additional_gids: list[int]
     umask: int | None = None
 
 
-@dataclass
-class ProcessPlan:
+class ProcessPlan(Record):
     """Everything the child needs, computed by P before forking (no parsing after fork)."""
 
     args: list[str]
@@ -136,8 +137,7 @@ def plan_process(
     )
 
 
-@dataclass
-class InitSpec:
+class InitSpec(Record):
     config: dict[str, Any]
     rootfs: str
     state_dir: str
@@ -150,8 +150,8 @@ class InitSpec:
     preserve_fds: int = 0
     no_pivot: bool = False
     monitor: str | None = None
-    hooks: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    hook_state: dict[str, Any] = field(default_factory=dict)
+    hooks: dict[str, list[dict[str, Any]]]
+    hook_state: dict[str, Any]
 
 
 # ---------------------------------------------------------------- sync channel
@@ -241,15 +241,35 @@ def write_id_maps(pid: int, config: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- P side
 
 
-@dataclass
-class Started:
+class Started(Record):
     init_pid: int
     monitor_pid: int
     warnings: list[str]
 
 
-def start_init(spec: InitSpec, on_created_runtime: Any = None) -> Started:
-    """Fork the chain; return when init is ready (blocked on exec.fifo) or raise OSError."""
+def join_cgroup(procs_files: list[str], pid: int) -> None:
+    data = str(pid).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, data)
+        except OSError as e:
+            raise OSError(e.errno, f"join cgroup {path}: {os.strerror(e.errno or 0).lower()}") from None
+        finally:
+            os.close(fd)
+
+
+def start_init(
+    spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True
+) -> Started:
+    """Fork the chain; return when init is ready (blocked on exec.fifo) or raise OSError.
+
+    ``prepare()`` runs in P while the children set up namespaces and mounts (cgroup creation);
+    P then moves the init into ``spec.cgroup_procs`` as soon as its pid is known, also in
+    parallel with the init's setup: the first cgroup.procs write waits for an RCU grace period
+    (~5-20 ms on cgroup v1), the largest single cost of a start. The init cannot exec the
+    user's process before P has returned from here, so limits always apply to it.
+    """
     ch = Channel()
     pid_r, pid_w = os.pipe()
     x = os.fork()
@@ -258,7 +278,7 @@ def start_init(spec: InitSpec, on_created_runtime: Any = None) -> Started:
             os.close(ch.r)
             os.close(ch.reply_w)
             os.setsid()
-            if os.fork() != 0:
+            if double_fork and os.fork() != 0:
                 os._exit(0)
             _run_a(spec, ch, pid_r, pid_w)
         except BaseException as e:
@@ -270,10 +290,13 @@ def start_init(spec: InitSpec, on_created_runtime: Any = None) -> Started:
     os.close(pid_r)
     os.close(pid_w)
     ch.close_parent_ends()
-    os.waitpid(x, 0)
+    if double_fork:
+        os.waitpid(x, 0)
     init_pid = monitor_pid = 0
     warnings: list[str] = []
     try:
+        if prepare is not None:
+            prepare()
         while True:
             msg = ch.recv()
             if msg is None:
@@ -289,12 +312,13 @@ def start_init(spec: InitSpec, on_created_runtime: Any = None) -> Started:
                 ch.reply()
             if "pid" in msg:
                 init_pid = msg["pid"]
+                join_cgroup(spec.cgroup_procs, init_pid)
             if "hooks" in msg:
                 if on_created_runtime is not None:
                     on_created_runtime(init_pid)
                 ch.reply()
             if msg.get("ready"):
-                return Started(init_pid, monitor_pid, warnings)
+                return Started(init_pid=init_pid, monitor_pid=monitor_pid, warnings=warnings)
     except BaseException:
         # leave nothing half-made: kill whatever got started
         for pid in (init_pid, monitor_pid):
@@ -355,14 +379,6 @@ def _run_a(spec: InitSpec, ch: Channel, pid_r: int, pid_w: int) -> None:
 
 def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
     me = str(os.getpid())
-    for path in spec.cgroup_procs:
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.write(fd, me.encode())
-        except OSError as e:
-            raise OSError(e.errno, f"join cgroup {path}: {os.strerror(e.errno or 0).lower()}") from None
-        finally:
-            os.close(fd)
     joined, new = _namespaces(spec.config)
     if "user" in joined:
         _setns_path(joined.pop("user"), "user")
@@ -378,6 +394,9 @@ def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
     for t in new:
         if t != "user":
             flags |= k.NAMESPACE_FLAGS[t]
+    from tugboat.runtime.trace import mark
+
+    mark("B: unshare")
     if flags:
         try:
             k.unshare(flags)
@@ -389,6 +408,7 @@ def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
         with open("/proc/self/timens_offsets", "w") as f:
             for clock, off in offsets.items():
                 f.write(f"{clock} {int(off.get('secs', 0))} {int(off.get('nanosecs', 0))}\n")
+    mark("B: unshared")
     needs_fork = any(t in ("pid", "time") for t in new) or any(t in ("pid", "time") for t in joined)
     if needs_fork:
         c = os.fork()
@@ -419,6 +439,9 @@ def _setns_path(path: str, t: str) -> None:
 
 def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: list[str]) -> None:
     from tugboat.runtime import rootfs as rf
+    from tugboat.runtime.trace import mark
+
+    mark("init: started")
 
     os.close(pid_w)
     config = spec.config
@@ -444,6 +467,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
     for m in config.get("mounts") or []:
         rf.mount_entry(ctx, m)
     rf.setup_dev(ctx)
+    mark("init: mounts done")
     if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
         ch.send({"hooks": "createRuntime"})
         ch.wait_reply()
@@ -452,6 +476,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
 
         run_hooks("createContainer", spec.hooks["createContainer"], spec.hook_state)
     rf.pivot_root(spec.rootfs, spec.no_pivot)
+    mark("init: pivoted")
     for key, value in (linux.get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
@@ -488,6 +513,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
     except OSError as e:
         raise OSError(e.errno, f"chdir to cwd {plan.cwd!r} set in config.json: {os.strerror(e.errno or 0).lower()}") from None
     apply_credentials(plan, in_userns=in_userns)
+    mark("init: ready")
     ch.send({"ready": True})
     os.close(ch.w)
     os.close(ch.reply_r)
@@ -509,6 +535,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
         except OSError as e:
             os.write(2, f"tug-runtime: {e.strerror}\n".encode())
             os._exit(127)
+    mark("init: exec")
     finish_exec(plan, path, env)
 
 
@@ -609,8 +636,7 @@ def _lookpath(name: str, env: list[str], cwd: str) -> str:
 # ---------------------------------------------------------------- exec into a running container
 
 
-@dataclass
-class ExecSpec:
+class ExecSpec(Record):
     init_pid: int
     init_pidfd: int
     namespaces: list[str]  # OCI types to join (those the container has)

@@ -9,10 +9,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
-from typing import Any
 
 from tugboat.runtime import kernel as k
+from tugboat.runtime.record import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 _FLAGS: dict[str, tuple[bool, int]] = {
     "ro": (False, k.MS_RDONLY),
@@ -57,11 +60,11 @@ _PROPAGATION = {
 _IGNORED = {"defaults", "tmpcopyup", "idmap", "ridmap", "recursive"}
 
 
-@dataclass
 class MountOptions:
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    data: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.flags = 0
+        self.propagation: list[int] = []
+        self.data: list[str] = []
 
     @property
     def is_bind(self) -> bool:
@@ -80,11 +83,12 @@ def parse_mount_options(options: list[str] | None) -> MountOptions:
                 out.flags |= bit
         elif opt in _PROPAGATION:
             out.propagation.append(_PROPAGATION[opt])
-        elif opt in _IGNORED or opt.startswith("r") and opt[1:] in _FLAGS and opt not in ("rw",):
+        elif opt in _IGNORED:
+            continue
+        elif opt.startswith("r") and opt[1:] in _FLAGS:
             # recursive mount attributes (rro, rnosuid, ...): applied like their plain form
-            if opt.startswith("r") and opt[1:] in _FLAGS:
-                clear, bit = _FLAGS[opt[1:]]
-                out.flags = out.flags & ~bit if clear else out.flags | bit
+            clear, bit = _FLAGS[opt[1:]]
+            out.flags = out.flags & ~bit if clear else out.flags | bit
         else:
             out.data.append(opt)
     return out
@@ -136,11 +140,10 @@ def _make_mountpoint(dest: str, source_is_dir: bool) -> None:
             pass
 
 
-@dataclass
-class RootfsContext:
+class RootfsContext(Record):
     rootfs: str
     config: dict[str, Any]
-    cgroup_dirs: dict[str, str] = field(default_factory=dict)  # hierarchy name -> host dir of the container
+    cgroup_dirs: dict[str, str]  # hierarchy name -> host dir of the container
     in_userns: bool = False
     has_netns: bool = True
 

@@ -11,13 +11,15 @@ Arguments are compared as 64-bit values (two 32-bit halves), as libseccomp does.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import struct
-from typing import Any
 
 from tugboat.errors import InvalidArgument
+from tugboat.runtime import fastjson as json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 X32_SYSCALL_BIT = 0x40000000
@@ -47,7 +49,7 @@ def syscall_table() -> dict[str, int]:
     """x86_64 syscall names to numbers (our data file made from the kernel's unistd_64.h)."""
     if not _SYSCALLS:
         with open(os.path.join(os.path.dirname(__file__), "syscalls_x86_64.json"), encoding="utf-8") as f:
-            _SYSCALLS.update(json.load(f))
+            _SYSCALLS.update(json.loads(f.read()))
     return _SYSCALLS
 
 
@@ -216,7 +218,9 @@ def compile_filter(seccomp: dict[str, Any]) -> bytes:
 
 
 def filter_cache_key(seccomp: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(seccomp, sort_keys=True).encode()).hexdigest()
+    from _sha256 import sha256
+
+    return sha256(json.dumps(seccomp).encode()).hexdigest()
 
 
 def compile_cached(seccomp: dict[str, Any], cache_dir: str | None) -> bytes:

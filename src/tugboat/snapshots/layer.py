@@ -423,6 +423,10 @@ class _Applier:
                 raise LayerError(f"refusing layer: {rel!r}: {nxt!r} is not a directory")
         return cur
 
+    def forget(self, rel: str) -> None:
+        prefix = rel + "/"
+        self.dirs = {d for d in self.dirs if d != rel and not d.startswith(prefix)}
+
     def remove_existing(self, path: str) -> None:
         try:
             st = os.lstat(path)
@@ -479,6 +483,8 @@ class _Applier:
             return
         rel = parent + "/" + base if parent else base
         path = self.full(rel)
+        if typ != b"5" and rel in self.dirs:
+            self.forget(rel)  # a directory replaced by something else: its cached children are gone
         if typ in (b"0", b"\0", b"7"):
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             mode = h["mode"] & 0o7777
@@ -508,9 +514,11 @@ class _Applier:
                 os.close(fd)
             self.created.add(rel)
         elif typ == b"5":
+            existed = False
             try:
                 os.mkdir(path, 0o755)
             except FileExistsError:
+                existed = True
                 if not (os.path.isdir(path) and not os.path.islink(path)):
                     self.remove_existing(path)
                     os.mkdir(path, 0o755)
@@ -520,7 +528,7 @@ class _Applier:
             if _IS_ROOT and (uid or gid):
                 os.lchown(path, uid, gid)
             mode = h["mode"] & 0o7777
-            if mode != 0o755 or uid or gid:
+            if mode != 0o755 or uid or gid or existed:
                 os.chmod(path, mode)
             for k, v in h["xattrs"].items():
                 self.setxattr(path, k, v)
@@ -597,6 +605,9 @@ class _Applier:
         if not name or name in (".", ".."):
             raise LayerError(f"refusing layer: invalid whiteout {base!r}")
         target = pdir + "/" + name
+        wrel = parent + "/" + name if parent else name
+        if wrel in self.dirs:
+            self.forget(wrel)
         if self.whiteouts == "overlay":
             self.remove_existing(target)
             os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))

@@ -30,7 +30,6 @@ import msgspec
 from tugboat.content.store import ContentStore
 from tugboat.errors import Conflict, InvalidArgument, NotFound
 from tugboat.oci.image import OCI_LAYER_GZIP, LayerBlob, layer_compression
-from tugboat.snapshots.layer import HashingGzipWriter, apply_layer, diff_dirs
 
 OVERLAY_OPTIONS_MAX = 4000  # the kernel copies mount data into one page
 
@@ -72,19 +71,27 @@ class RootfsSpec:
     readonly: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def options(self) -> str:
+    def options(self, check: bool = True) -> str:
+        """The overlay mount data. Beyond one page (~40 layers with long paths) ``mount()``
+        still works (it passes lower dirs one by one through the new mount API), but a caller
+        that needs this string gets ``InvalidArgument``."""
         opts = "lowerdir=" + ":".join(self.lowerdirs)
         if self.upperdir and self.workdir and not self.readonly:
             opts += f",upperdir={self.upperdir},workdir={self.workdir}"
-        if len(opts) > OVERLAY_OPTIONS_MAX:
+        if check and len(opts) > OVERLAY_OPTIONS_MAX:
             raise InvalidArgument(f"too many layers for one overlay mount ({len(self.lowerdirs)} lower dirs)")
         return opts
 
     def mount(self, target: str) -> None:
-        from tugboat.snapshots.mount import mount
+        from tugboat.snapshots.mount import mount, mount_overlay_fsconfig
 
         os.makedirs(target, exist_ok=True)
-        mount("overlay", target, "overlay", 0, self.options())
+        opts = self.options(check=False)
+        if len(opts) <= OVERLAY_OPTIONS_MAX:
+            mount("overlay", target, "overlay", 0, opts)
+        else:
+            mount_overlay_fsconfig(target, self.lowerdirs, None if self.readonly else self.upperdir,
+                                   None if self.readonly else self.workdir)
 
     def mounts(self) -> list[dict[str, Any]]:
         """OCI runtime-spec mount entries for this rootfs."""
@@ -142,6 +149,8 @@ class Snapshotter:
             os.makedirs(self.tmp_dir, exist_ok=True)
             os.makedirs(self.layers_dir, exist_ok=True)
             tmp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
+            from tugboat.snapshots.layer import apply_layer
+
             try:
                 res = apply_layer(
                     self.content.path(blob_digest), os.path.join(tmp, "fs"),
@@ -211,6 +220,11 @@ class Snapshotter:
     def prepare(self, key: str, image: Any | None = None, readonly: bool = False) -> RootfsSpec:
         d = self._active(key)
         if os.path.exists(d):
+            # the same key over the same image again (a restart re-mounting its rootfs): reuse it
+            with contextlib.suppress(NotFound):
+                info = self.info(key)
+                if info.get("image") == getattr(image, "id", None) and bool(info.get("readonly")) == readonly:
+                    return self._spec(key)
             raise Conflict(f"snapshot {key} already exists")
         lowers = self.ensure_layers(image) if image is not None else []
         chain_ids = list(image.chain_ids) if image is not None else []
@@ -263,6 +277,8 @@ class Snapshotter:
 
     def diff(self, key: str, media_type: str = OCI_LAYER_GZIP) -> LayerBlob:
         """The upper dir's changes as a gzip layer in the content store."""
+        from tugboat.snapshots.layer import HashingGzipWriter, diff_dirs
+
         upper = self.upperdir(key)
         with self.content.writer() as w:
             gz = HashingGzipWriter(w)

@@ -326,9 +326,7 @@ class ObjectService:
             obj["status"] = {"phase": "Active"}
         elif rt.plural == "services":
             obj["status"] = {"loadBalancer": {}}
-        elif rt.plural == "persistentvolumeclaims":
-            obj["status"] = {"phase": "Pending"}
-        elif rt.plural == "persistentvolumes":
+        elif rt.plural == "persistentvolumeclaims" or rt.plural == "persistentvolumes":
             obj["status"] = {"phase": "Pending"}
         elif rt.plural == "nodes":
             pass

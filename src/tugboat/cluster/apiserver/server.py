@@ -279,7 +279,7 @@ class APIServer:
                 return json_response(out, 201, headers=self._warn_headers(request))
             if m == "DELETE":
                 return await self.delete_collection(request, rt, ns)
-            raise ApiError(405, f"the server does not allow this method on the requested resource", "MethodNotAllowed")
+            raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
         if sub is None:
             if m == "GET":
                 obj = await self.objects.get(self.objects.storage_type(rt), ns, name)
@@ -610,7 +610,7 @@ class APIServer:
             def fn(cur: Any, p: Any) -> Any:
                 return strategic_merge_patch(cur, p, self.objects.storage_type(rt).kind)
         else:
-            raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
                            "application/json-patch+json, application/merge-patch+json, "
                            "application/apply-patch+yaml, application/strategic-merge-patch+json",
                            "UnsupportedMediaType")

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tugboat.cluster.client.resources import Resource
-from tugboat.cluster.client.rest import ApiClient, GoneError
+from tugboat.cluster.client.rest import ApiClient, GoneError, NotFoundError
 from tugboat.cluster.client.util import key as obj_key
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,13 @@ class Informer:
             except GoneError:
                 log.info("informer %s: resourceVersion too old, relisting", self.resource.plural)
                 need_list = True
+            except NotFoundError:
+                # the server does not serve this resource (yet): behave as an empty, synced cache
+                if not self.synced.is_set():
+                    log.warning("informer %s: resource not served by the API server", self.resource.plural)
+                self.synced.set()
+                need_list = True
+                await asyncio.sleep(30)
             except Exception as exc:
                 log.debug("informer %s: %s; retrying in %.1fs", self.resource.plural, exc, backoff)
                 await asyncio.sleep(backoff)

@@ -44,6 +44,17 @@ class Context:
         self.informers = InformerFactory(client)
         self.recorder = EventRecorder(client, "controller-manager")
         self._owner_indexed: set[int] = set()
+        self._recorders: dict[str, EventRecorder] = {}
+
+    def recorder_for(self, component: str) -> EventRecorder:
+        rec = self._recorders.get(component)
+        if rec is None:
+            rec = self._recorders[component] = EventRecorder(self.client, component, self.recorder.host)
+        return rec
+
+    async def flush_events(self) -> None:
+        for r in [self.recorder, *self._recorders.values()]:
+            await r.flush()
 
     def informer(self, res: R.Resource) -> Informer:
         inf = self.informers.get(res)
@@ -93,12 +104,13 @@ class Controller:
     """Subclasses set ``name``, wire informers in ``setup`` and implement ``sync(key)``."""
 
     name = "controller"
+    component = ""  # events' source.component (kube's names, e.g. "deployment-controller")
     workers = 4
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.client = ctx.client
-        self.recorder = ctx.recorder
+        self.recorder = ctx.recorder_for(self.component or f"{self.name}-controller")
         self.queue = WorkQueue(name=self.name)
         self._tasks: list[asyncio.Task] = []
         self.setup()

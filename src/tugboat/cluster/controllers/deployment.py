@@ -41,7 +41,7 @@ def resolve(v: int | str | None, total: int, round_up: bool, default: str) -> in
     v = default if v is None else v
     if isinstance(v, str) and v.endswith("%"):
         x = float(v[:-1]) * total / 100
-        return int(math.ceil(x)) if round_up else int(math.floor(x))
+        return math.ceil(x) if round_up else math.floor(x)
     return int(v)
 
 
@@ -93,6 +93,7 @@ class DeploymentController(Controller):
         self.deps.add_handler(*self.handlers(self.enqueue))
         self.rs.add_handler(*self.handlers(self._rs_changed))
         self.pods.add_handler(on_delete=self._pod_deleted)
+        self._progress: dict[str, tuple[str, str]] = {}
 
     def _rs_changed(self, rs: dict) -> None:
         ref = controller_of(rs)
@@ -198,7 +199,8 @@ class DeploymentController(Controller):
             self.recorder.event(d, "Normal", "ScalingReplicaSet",
                                 f"Scaled up replica set {new['metadata']['name']} from 0 to {n}")
         await self._set_deployment_revision(d, new_rev)
-        self._progress_reason = ("NewReplicaSetCreated", f'Created new replica set "{new["metadata"]["name"]}"')
+        self._progress[f"{d['metadata']['namespace']}/{d['metadata']['name']}"] = (
+            "NewReplicaSetCreated", f'Created new replica set "{new["metadata"]["name"]}"')
         return new, olds
 
     async def _set_deployment_revision(self, d: dict, rev: int) -> None:
@@ -216,7 +218,7 @@ class DeploymentController(Controller):
         if d is None:
             return
         d = copy.deepcopy(d)
-        self._progress_reason = None
+        self._progress.pop(key, None)
         ns, _ = split_key(key)
         if d["metadata"].get("deletionTimestamp"):
             return
@@ -411,30 +413,24 @@ class DeploymentController(Controller):
             set_condition(status, "Progressing", "True", "NewReplicaSetAvailable",
                           f'ReplicaSet "{rs_name}" has successfully progressed.', probe_time=True)
         elif new is not None:
+            dkey = f"{d['metadata']['namespace']}/{d['metadata']['name']}"
+            reason_msg = self._progress.pop(dkey, None)
             progressed = (
-                self._progress_reason is not None
-                or status.get("updatedReplicas", 0) > old.get("updatedReplicas", 0)
+                status.get("updatedReplicas", 0) > old.get("updatedReplicas", 0)
                 or status.get("availableReplicas", 0) > old.get("availableReplicas", 0)
                 or status.get("readyReplicas", 0) > old.get("readyReplicas", 0)
                 or status.get("replicas", 0) < old.get("replicas", 0)
                 or prog is None
                 or (prog.get("message") or "").find(f'"{rs_name}"') < 0
             )
-            if self._progress_reason is not None:
-                reason, msg = self._progress_reason
-                set_condition(status, "Progressing", "True", reason, msg, probe_time=True)
+            if reason_msg is not None:
+                set_condition(status, "Progressing", "True", reason_msg[0], reason_msg[1], probe_time=True)
             elif progressed:
+                set_condition(status, "Progressing", "True", "ReplicaSetUpdated",
+                              f'ReplicaSet "{rs_name}" is progressing.', probe_time=True)
                 c = condition(holder, "Progressing")
-                if c is not None and c.get("reason") == "ProgressDeadlineExceeded" and status.get(
-                        "updatedReplicas", 0) <= old.get("updatedReplicas", 0) and (prog.get("message") or "").find(
-                        f'"{rs_name}"') >= 0:
-                    pass
-                else:
-                    set_condition(status, "Progressing", "True", "ReplicaSetUpdated",
-                                  f'ReplicaSet "{rs_name}" is progressing.', probe_time=True)
-                    c = condition(holder, "Progressing")
-                    if c is not None:
-                        c["lastUpdateTime"] = now()
+                if c is not None:
+                    c["lastUpdateTime"] = now()
             c = condition(holder, "Progressing")
             if deadline is not None and c is not None and c.get("reason") not in ("ProgressDeadlineExceeded",):
                 left = parse_time(c.get("lastUpdateTime")) + int(deadline) - time.time()

@@ -60,13 +60,16 @@ def pod_from_template(template: dict, owner: dict, *, name: str | None = None, g
     return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_md, "spec": tmpl.get("spec") or {}}
 
 
-async def create_pods(client, pods: list[dict], ns: str, on_fail) -> int:  # type: ignore[no-untyped-def]
+async def create_pods(client, pods: list[dict], ns: str, on_fail, on_created=None) -> int:  # type: ignore[no-untyped-def]
     """Create in slow-start batches (1, 2, 4, ...); stops at the first batch with errors."""
     done, batch, i = 0, 1, 0
     while i < len(pods):
         chunk = pods[i : i + batch]
         res = await asyncio.gather(*(client.create(R.PODS, p, ns) for p in chunk), return_exceptions=True)
         errs = [r for r in res if isinstance(r, BaseException)]
+        for r in res:
+            if isinstance(r, dict) and on_created is not None:
+                on_created(r)
         done += len(chunk) - len(errs)
         for e in errs:
             on_fail(e)
@@ -166,7 +169,10 @@ class ReplicaSetController(Controller):
                 failures.append(e)
                 self.exp.observed_add(key)
 
-            created = await create_pods(self.client, pods, ns, failed)
+            def ok(p: dict) -> None:
+                self.recorder.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {p['metadata']['name']}")
+
+            created = await create_pods(self.client, pods, ns, failed, ok)
             skipped = n - created - len(failures)
             for _ in range(skipped):
                 self.exp.observed_add(key)
@@ -174,10 +180,6 @@ class ReplicaSetController(Controller):
                 msg = str(failures[0])
                 self.recorder.event(rs, "Warning", "FailedCreate", f"Error creating: {msg}")
                 raise failures[0]
-            if created:
-                self.recorder.event(rs, "Normal", "SuccessfulCreate",
-                                    f"Created pod: {pods[0]['metadata'].get('name', rs['metadata']['name'] + '-…')}"
-                                    if created == 1 else f"Created {created} pods")
         elif diff > 0:
             victims = sorted(active, key=deletion_rank)[: min(diff, BURST)]
             self.exp.expect(key, dels=len(victims))

@@ -197,9 +197,8 @@ class Cache:
         key = f"{pod['metadata'].get('namespace')}/{pod['metadata']['name']}"
         old = self.pods.get(key)
         if old is not None:
-            if old.node == node:
+            if old.node == node and old.labels == (pod["metadata"].get("labels") or {}):
                 old.pod = pod
-                old.labels = pod["metadata"].get("labels") or {}
                 self.assumed.discard(key)
                 return old
             self.remove_pod(key)

@@ -9,16 +9,20 @@ gets a directory in the cgroup2 so nothing is left running at its root.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+else:
+    Protocol = object
 
 
-@dataclass
 class Mounts:
     """Where the hierarchies are: v1 controller name -> mount point, and the cgroup2 mount point."""
 
-    v1: dict[str, str] = field(default_factory=dict)
-    unified: str | None = None
+    def __init__(self, v1: dict[str, str] | None = None, unified: str | None = None) -> None:
+        self.v1: dict[str, str] = v1 if v1 is not None else {}
+        self.unified = unified
 
     @property
     def mode(self) -> str:
@@ -42,7 +46,7 @@ def parse_mountinfo(text: str) -> Mounts:
                 m.unified = mountpoint
         elif fstype == "cgroup":
             for opt in right[2].split(","):
-                if opt in ("rw", "ro") or opt.startswith("name=") and opt != "name=systemd":
+                if opt in ("rw", "ro") or (opt.startswith("name=") and opt != "name=systemd"):
                     continue
                 if opt == "name=systemd":
                     m.v1.setdefault("name=systemd", mountpoint)

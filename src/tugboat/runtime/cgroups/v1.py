@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from tugboat.runtime.cgroups import Mounts, cpu, cpuset, devices, freezer, memory, pids
 from tugboat.runtime.cgroups.common import read, read_int, read_pids, rmdir_retry, write
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CONTROLLER_MODULES = {"memory": memory, "cpu": cpu, "cpuset": cpuset, "pids": pids, "devices": devices}
 

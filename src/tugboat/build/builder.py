@@ -1,0 +1,994 @@
+"""The executor: Dockerfile + context -> image, step by step, with the layer cache.
+
+For every step of every needed stage (independent stages run in parallel threads):
+
+- metadata instructions (ENV, LABEL, CMD …) change only the config: no layer;
+- RUN prepares a writable snapshot over the parent's layers, mounts it, runs the command in a
+  container (our runtime, or runc when ``tugboat.runtime.api`` is missing) with the host network,
+  streams its output, and turns the upper dir into a layer;
+- COPY/ADD mount the same kind of snapshot and write into it directly (no container).
+
+A new layer's upper dir is adopted as the unpacked layer of its chain ID (it already is one:
+overlay whiteouts and all), so the next RUN does not unpack the blob just written. Each step's
+result is a cache record (``cache.py``); the final state becomes an image through
+``ImageService.create_image``, and only then are tags applied: a failed or killed build tags
+nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from tugboat.build import plan as planmod
+from tugboat.build.cache import BuildCache, State, step_key
+from tugboat.build.context import BuildContext, resolve_in, scoped_join
+from tugboat.build.copy import CopyOptions, copy_sources, parse_chmod, resolve_chown, write_file
+from tugboat.build.dockerfile import Dockerfile, Instruction, Stage, is_heredoc_word, parse
+from tugboat.build.shell import Lex
+from tugboat.errors import InvalidArgument, NotFound, TugError, Unavailable
+from tugboat.oci.digest import chain_ids as compute_chain_ids
+from tugboat.oci.image import LayerBlob
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+class BuildError(TugError):
+    """A build step failed; ``code`` is what ``docker build`` exits with (a RUN's exit status)."""
+
+    http_status = 400
+
+    def __init__(self, message: str, code: int = 1, output: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.output = output
+
+
+class BuildCancelled(TugError):
+    http_status = 499
+
+    def __init__(self) -> None:
+        super().__init__("build cancelled")
+
+
+def now_rfc3339() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
+
+
+class _ImageView:
+    """What Snapshotter.prepare needs of an image, for a build state that is not an image."""
+
+    def __init__(self, key: str, layers: list[LayerBlob]) -> None:
+        self.id = key
+        self.manifest = {"layers": [{"digest": lb.digest, "mediaType": lb.media_type, "size": lb.size}
+                                    for lb in layers]}
+        self.layers = [lb.diff_id for lb in layers]
+        self.chain_ids = compute_chain_ids(self.layers)
+
+
+@dataclass
+class _Run:
+    """Per-build mutable state shared by the stage threads."""
+
+    df: Dockerfile
+    ctx: BuildContext
+    tracker: planmod.ArgTracker
+    opts: dict[str, Any]
+    progress: Progress
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    cancel: threading.Event = field(default_factory=threading.Event)
+    futures: dict[int, Future[State]] = field(default_factory=dict)
+    step_base: dict[int, int] = field(default_factory=dict)
+    total: int = 0
+    image_cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder:
+    """``build(context, ...) -> Image`` over an ImageService, its snapshotter and a runtime."""
+
+    def __init__(self, images: Any, snapshotter: Any = None, runtime: Any = None, network: Any = None,
+                 root: str | None = None) -> None:
+        self.images = images
+        self.snapshotter = snapshotter if snapshotter is not None else images.snapshots
+        self.runtime = runtime
+        self.network = network
+        self.root = os.path.abspath(root or images.root)
+        self.build_dir = os.path.join(self.root, "build")
+        self.cache = BuildCache(os.path.join(self.build_dir, "cache"), images.content)
+        self.tmp_dir = os.path.join(self.build_dir, "tmp")
+        self.run_dir = os.path.join(self.build_dir, "run")
+        self._runtime_checked = False
+
+    # ---- public -------------------------------------------------------------------------------
+
+    def build(
+        self,
+        context: str | IO[bytes],
+        *,
+        dockerfile: str = "Dockerfile",
+        tags: list[str] | tuple[str, ...] = (),
+        build_args: dict[str, str] | None = None,
+        target: str | None = None,
+        no_cache: bool = False,
+        pull: bool = False,
+        labels: dict[str, str] | None = None,
+        progress: Progress | None = None,
+        dockerfile_text: str | bytes | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Any:
+        progress = progress or (lambda _e: None)
+        self.cleanup()
+        for t in tags:
+            from tugboat.oci.reference import parse_reference
+
+            parse_reference(t)
+        ctx = BuildContext.open(context, self.tmp_dir, dockerfile)
+        try:
+            text = dockerfile_text if dockerfile_text is not None else ctx.read_dockerfile(dockerfile)
+            df = parse(text, filename=os.path.basename(dockerfile) if dockerfile else "Dockerfile")
+            for w in df.warnings:
+                progress({"type": "warning", "text": w})
+            opts = planmod.BuildOptions(build_args=dict(build_args or {}), target=target, labels=dict(labels or {}))
+            tracker = planmod.ArgTracker(df, opts)
+            needed = planmod.stages_to_build(df, tracker, target)
+            run = _Run(df=df, ctx=ctx, tracker=tracker, progress=progress,
+                       opts={"no_cache": no_cache, "pull": pull}, cancel=cancel or threading.Event())
+            n = 0
+            for i in needed:
+                run.step_base[i] = n
+                n += 1 + len(df.stages[i].instructions)
+            run.total = n
+            with self.images.lease():
+                final = self._build_stages(run, needed)
+                unused = tracker.unconsumed()
+                if unused:
+                    progress({"type": "warning",
+                              "text": f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed"})
+                config = copy.deepcopy(final.config)
+                if opts.labels:
+                    cfg = config.setdefault("config", {}) or {}
+                    config["config"] = cfg
+                    merged = dict(cfg.get("Labels") or {})
+                    merged.update(opts.labels)
+                    cfg["Labels"] = merged
+                image = self.images.create_image(config, final.layers, tags=list(tags))
+            progress({"type": "done", "id": image.id, "tags": list(tags)})
+            return image
+        finally:
+            ctx.close()
+
+    # ---- stages -------------------------------------------------------------------------------
+
+    def _build_stages(self, run: _Run, needed: list[int]) -> State:
+        if len(needed) == 1:
+            f: Future[State] = Future()
+            run.futures[needed[0]] = f
+            try:
+                f.set_result(self._build_stage(run, run.df.stages[needed[0]]))
+            except BaseException as exc:
+                f.set_exception(exc)
+                raise
+            return f.result()
+        with ThreadPoolExecutor(max_workers=len(needed), thread_name_prefix="build-stage") as pool:
+            for i in needed:
+                run.futures[i] = Future()
+
+            def work(i: int) -> None:
+                fut = run.futures[i]
+                try:
+                    fut.set_result(self._build_stage(run, run.df.stages[i]))
+                except BaseException as exc:
+                    run.cancel.set()
+                    fut.set_exception(exc)
+
+            for i in needed:
+                pool.submit(work, i)
+            try:
+                while not all(run.futures[i].done() for i in needed):
+                    time.sleep(0.005)
+            except BaseException:
+                run.cancel.set()
+                raise
+        errors = [run.futures[i].exception() for i in needed if run.futures[i].exception() is not None]
+        real = [e for e in errors if not isinstance(e, BuildCancelled)]
+        if real:
+            raise real[0]  # type: ignore[misc]
+        if errors:
+            raise errors[0]  # type: ignore[misc]
+        return run.futures[needed[-1]].result()
+
+    def _stage_result(self, run: _Run, index: int) -> State:
+        fut = run.futures.get(index)
+        if fut is None:
+            raise InvalidArgument(f"stage {index} is not part of this build")
+        while not fut.done():
+            if run.cancel.is_set():
+                raise BuildCancelled()
+            time.sleep(0.002)
+        return fut.result()
+
+    def _stage_label(self, stage: Stage) -> str:
+        return stage.name or f"stage-{stage.index}"
+
+    def _event(self, run: _Run, stage: Stage, ev: dict[str, Any]) -> None:
+        ev.setdefault("stage", self._stage_label(stage))
+        with run.lock:
+            run.progress(ev)
+
+    def _base_state(self, run: _Run, stage: Stage) -> State:
+        base = run.tracker.base_of(stage)
+        low = base.lower()
+        names = {st.name: st.index for st in run.df.stages if st.name}
+        if low in names and names[low] < stage.index:
+            prev = self._stage_result(run, names[low])
+            return State(prev.key, copy.deepcopy(prev.config), list(prev.layers))
+        if low == "scratch":
+            cfg = planmod.empty_image_config(run.tracker.opts.platform)
+            return State("scratch", cfg, [])
+        img = self._image(run, base, stage)
+        return self._image_state(img)
+
+    def _image_state(self, img: Any) -> State:
+        descs = img.manifest.get("layers", [])
+        layers = [LayerBlob(d["digest"], d["mediaType"], diff, d["size"])
+                  for d, diff in zip(descs, img.layers, strict=True)]
+        return State(img.id, copy.deepcopy(img.config), layers)
+
+    def _image(self, run: _Run, ref: str, stage: Stage | None) -> Any:
+        with run.lock:
+            cached = run.image_cache.get(ref)
+        if cached is not None:
+            return cached
+        img = None
+        if not run.opts.get("pull"):
+            with contextlib.suppress(NotFound):
+                img = self.images.resolve(ref)
+        if img is None:
+            img = self._pull(run, ref, stage)
+        with run.lock:
+            run.image_cache[ref] = img
+        return img
+
+    def _pull(self, run: _Run, ref: str, stage: Stage | None) -> Any:
+        try:
+            from tugboat.distribution.client import RegistryClient  # type: ignore[import-not-found]
+        except ImportError:
+            RegistryClient = None
+        if RegistryClient is not None:
+            try:
+                client = RegistryClient()
+                if stage is not None:
+                    self._event(run, stage, {"type": "pull", "ref": ref})
+                return client.pull(self.images, ref, progress=lambda e: None)
+            except TugError as exc:
+                if run.opts.get("pull"):
+                    with contextlib.suppress(NotFound):
+                        return self.images.resolve(ref)
+                raise NotFound(f"pull access denied for {ref}, repository does not exist or may require "
+                               f"'docker login': {exc.message}") from None
+            except Exception as exc:  # the registry client may fail in many ways (network)
+                if run.opts.get("pull"):
+                    with contextlib.suppress(NotFound):
+                        return self.images.resolve(ref)
+                raise Unavailable(f"failed to pull {ref}: {exc}") from None
+        return self.images.resolve(ref)
+
+    def _build_stage(self, run: _Run, stage: Stage) -> State:
+        if run.cancel.is_set():
+            raise BuildCancelled()
+        n = run.step_base[stage.index] + 1
+        t0 = time.monotonic()
+        self._event(run, stage, {"type": "step", "n": n, "total": run.total, "text": stage.original,
+                                 "line": stage.line})
+        state = self._base_state(run, stage)
+        ss = planmod.StageState(state.config, run.tracker)
+        state.config = ss.image
+        self._event(run, stage, {"type": "step-done", "n": n, "id": state.key, "cached": False,
+                                 "duration": time.monotonic() - t0})
+        triggers = planmod.onbuild_triggers(state.config, run.df.filename, run.df.escape)
+        if triggers:
+            (state.config.get("config") or {}).pop("OnBuild", None)
+            for trig in triggers:
+                self._event(run, stage, {"type": "trigger", "text": trig.original})
+                state = self._step(run, stage, ss, state, trig, n)
+        for ins in stage.instructions:
+            n += 1
+            if run.cancel.is_set():
+                raise BuildCancelled()
+            t0 = time.monotonic()
+            self._event(run, stage, {"type": "step", "n": n, "total": run.total, "text": ins.original,
+                                     "line": ins.line})
+            before = state.key
+            state = self._step(run, stage, ss, state, ins, n)
+            self._event(run, stage, {"type": "step-done", "n": n, "id": state.key,
+                                     "cached": getattr(state, "_hit", False) and before != state.key,
+                                     "duration": time.monotonic() - t0})
+        return state
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    def _finish(self, run: _Run, ss: planmod.StageState, parent: State, key: str, text: str,
+                layer: LayerBlob | None) -> State:
+        cfg = copy.deepcopy(ss.image)
+        created = now_rfc3339()
+        hist = list(cfg.get("history") or [])
+        entry: dict[str, Any] = {"created": created, "created_by": text}
+        if layer is None:
+            entry["empty_layer"] = True
+        hist.append(entry)
+        cfg["history"] = hist
+        cfg["created"] = created
+        layers = list(parent.layers) + ([layer] if layer is not None else [])
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [lb.diff_id for lb in layers]}
+        state = State(key, cfg, layers)
+        self.cache.put(state)
+        return state
+
+    def _lookup(self, run: _Run, key: str) -> State | None:
+        if run.opts.get("no_cache"):
+            return None
+        st = self.cache.get(key)
+        if st is not None:
+            st._hit = True  # type: ignore[attr-defined]
+        return st
+
+    def _step(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, ins: Instruction,
+              n: int) -> State:
+        try:
+            return self._step_inner(run, stage, ss, state, ins, n)
+        except (BuildError, BuildCancelled):
+            raise
+        except TugError as exc:
+            prefix = f"{run.df.filename}:{ins.line}: "
+            if exc.message.startswith(run.df.filename + ":"):
+                raise
+            raise type(exc)(prefix + exc.message) from None
+
+    def _step_inner(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, ins: Instruction,
+                    n: int) -> State:
+        if ins.cmd in planmod.METADATA_INSTRUCTIONS:
+            ss.image = state.config
+            text = ss.apply(ins)
+            key = step_key(state.key, text)
+            hit = self._lookup(run, key)
+            if hit is not None:
+                self._event(run, stage, {"type": "cached", "n": n})
+                ss.image = hit.config
+                return hit
+            new = self._finish(run, ss, state, key, text, None)
+            ss.image = new.config
+            return new
+        ss.image = state.config
+        if ins.cmd == "RUN":
+            return self._run_step(run, stage, ss, state, ins, n)
+        if ins.cmd in ("COPY", "ADD"):
+            return self._copy_step(run, stage, ss, state, ins, n)
+        raise InvalidArgument(f"unsupported instruction {ins.cmd}")  # pragma: no cover
+
+    # ---- RUN -----------------------------------------------------------------------------------
+
+    def _run_argv(self, ss: planmod.StageState, ins: Instruction) -> list[str]:
+        if ins.json:
+            return list(ins.args)
+        cmdline = ins.args[0]
+        if ins.heredocs:
+            doc = is_heredoc_word(cmdline.strip())
+            if doc is not None and len(ins.heredocs) == 1:
+                data = ins.heredocs[0].data
+                if data.startswith("#!"):
+                    return [*ss.shell(), data]  # the shell runs it through its shebang below
+                return [*ss.shell(), data]
+            full = cmdline
+            for d in ins.heredocs:
+                full += "\n" + d.content + d.name
+            return [*ss.shell(), full]
+        return [*ss.shell(), cmdline]
+
+    def _run_step(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, ins: Instruction,
+                  n: int) -> State:
+        argv = self._run_argv(ss, ins)
+        shebang_script = None
+        if (not ins.json and ins.heredocs and len(ins.heredocs) == 1
+                and is_heredoc_word(ins.args[0].strip()) is not None
+                and ins.heredocs[0].data.startswith("#!")):
+            shebang_script = ins.heredocs[0].data
+        network = ins.flags.get("network", "default")
+        if network not in ("default", "host", "none"):
+            raise InvalidArgument(f"unsupported network mode {network!r} for RUN (default, host, none)")
+        text = ss.run_created_by(argv)
+        key = step_key(state.key, text, json.dumps(ins.flags, sort_keys=True), json.dumps(ss.run_env()))
+        hit = self._lookup(run, key)
+        if hit is not None:
+            self._event(run, stage, {"type": "cached", "n": n})
+            return hit
+        layer = self._execute_run(run, stage, ss, state, argv, network, shebang_script)
+        return self._finish(run, ss, state, key, text, layer)
+
+    def _check_runtime(self) -> None:
+        if self._runtime_checked:
+            return
+        if os.geteuid() != 0:
+            raise Unavailable("RUN needs root (mounts and namespaces); run the build as root")
+        self._runtime_checked = True
+
+    def _execute_run(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, argv: list[str],
+                     network: str, shebang_script: str | None) -> LayerBlob:
+        self._check_runtime()
+        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        view = _ImageView(state.key, state.layers) if state.layers else None
+        self.snapshotter.prepare(key, view)
+        bundle = os.path.join(self.run_dir, key)
+        rootfs = os.path.join(bundle, "rootfs")
+        os.makedirs(rootfs, exist_ok=True)
+        mounted = False
+        placeholders: list[str] = []
+        ok = False
+        try:
+            self.snapshotter.spec(key).mount(rootfs)
+            mounted = True
+            cfg = ss.cfg
+            wd = ss.workdir()
+            host_wd = scoped_join(rootfs, wd)
+            if not os.path.isdir(host_wd):
+                os.makedirs(host_wd, 0o755, exist_ok=True)
+            user = _resolve_user(rootfs, cfg.get("User") or "")
+            spec = _default_spec(argv)
+            spec["root"] = {"path": rootfs, "readonly": False}
+            proc = spec["process"]
+            proc["env"] = ss.run_env()
+            proc["cwd"] = wd
+            proc["user"] = user
+            proc["terminal"] = False
+            spec["hostname"] = key[-12:]
+            nss = spec["linux"]["namespaces"]
+            if network in ("default", "host"):
+                spec["linux"]["namespaces"] = [ns for ns in nss if ns["type"] != "network"]
+                for src, dst in (("/etc/resolv.conf", "etc/resolv.conf"), ("/etc/hosts", "etc/hosts")):
+                    if not os.path.exists(src):
+                        continue
+                    host_dst = scoped_join(rootfs, dst)
+                    if not os.path.lexists(host_dst):
+                        if not os.path.isdir(os.path.dirname(host_dst)):
+                            continue
+                        with open(host_dst, "w"):
+                            pass
+                        placeholders.append(dst)
+                    elif not os.path.isfile(host_dst):
+                        continue
+                    spec["mounts"].append({"destination": "/" + dst, "type": "bind", "source": src,
+                                           "options": ["rbind", "ro"]})
+            if shebang_script is not None:
+                script_dir = os.path.join(bundle, "pipes")
+                os.makedirs(script_dir, exist_ok=True)
+                script = os.path.join(script_dir, "script")
+                with open(script, "w") as f:
+                    f.write(shebang_script)
+                os.chmod(script, 0o755)
+                spec["mounts"].append({"destination": "/dev/pipes", "type": "bind", "source": script_dir,
+                                       "options": ["rbind", "ro"]})
+                proc["args"] = ["/dev/pipes/script"]
+            with open(os.path.join(bundle, "config.json"), "w") as f:
+                json.dump(spec, f)
+            code, output = self._run_container(run, stage, key, bundle)
+            if code != 0:
+                raise BuildError(
+                    f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code=code, output=output
+                )
+            ok = True
+        finally:
+            if mounted:
+                _umount(rootfs)
+            shutil.rmtree(bundle, ignore_errors=True)
+            if not ok:
+                with contextlib.suppress(TugError, OSError):
+                    self.snapshotter.remove(key)
+        upper = self.snapshotter.upperdir(key)
+        for p in placeholders:
+            with contextlib.suppress(OSError):
+                f = os.path.join(upper, p)
+                if os.path.isfile(f) and os.path.getsize(f) == 0:
+                    os.unlink(f)
+        return self._commit_snapshot(key, state)
+
+    def _commit_snapshot(self, key: str, state: State) -> LayerBlob:
+        """The snapshot's upper dir -> a layer blob, and adopted as that layer's unpacked dir."""
+        try:
+            blob = self.snapshotter.diff(key)
+            diff_ids = [lb.diff_id for lb in state.layers] + [blob.diff_id]
+            chain_id = compute_chain_ids(diff_ids)[-1]
+            with contextlib.suppress(OSError, TugError):
+                self._adopt(key, chain_id, blob)
+            return blob
+        finally:
+            with contextlib.suppress(TugError, OSError):
+                self.snapshotter.remove(key)
+
+    def _adopt(self, key: str, chain_id: str, blob: LayerBlob) -> None:
+        sn = self.snapshotter
+        if sn.has_layer(chain_id):
+            return
+        upper = sn.upperdir(key)
+        os.makedirs(sn.tmp_dir, exist_ok=True)
+        os.makedirs(sn.layers_dir, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=sn.tmp_dir)
+        try:
+            os.rename(upper, os.path.join(tmp, "fs"))
+            os.mkdir(upper, 0o755)
+            size = entries = 0
+            for dirpath, dirnames, filenames in os.walk(os.path.join(tmp, "fs")):
+                entries += len(dirnames) + len(filenames)
+                for fn in filenames:
+                    with contextlib.suppress(OSError):
+                        st = os.lstat(os.path.join(dirpath, fn))
+                        if st.st_nlink >= 1 and (st.st_mode & 0o170000) == 0o100000:
+                            size += st.st_size
+            meta = {"chain_id": chain_id, "diff_id": blob.diff_id, "blob": blob.digest, "size": blob.size,
+                    "unpacked_size": size, "entries": entries}
+            with open(os.path.join(tmp, "meta.json"), "w") as f:
+                json.dump(meta, f)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.rename(tmp, sn.layer_dir(chain_id))
+            except OSError:
+                shutil.rmtree(tmp, ignore_errors=True)  # someone else adopted/unpacked it first
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _run_container(self, run: _Run, stage: Stage, cid: str, bundle: str) -> tuple[int, str]:
+        r, w = os.pipe()
+        tail: list[str] = []
+
+        def reader() -> None:
+            with os.fdopen(r, "rb", buffering=0) as f:
+                while True:
+                    chunk = f.read(65536)
+                    if not chunk:
+                        break
+                    text = chunk.decode("utf-8", "replace")
+                    tail.append(text)
+                    if len(tail) > 200:
+                        del tail[:100]
+                    self._event(run, stage, {"type": "output", "text": text})
+
+        t = threading.Thread(target=reader, daemon=True)
+        t.start()
+        try:
+            code = self._runtime_run(run, cid, bundle, w)
+        finally:
+            os.close(w)
+            t.join(timeout=10)
+        return code, "".join(tail)
+
+    def _runtime_run(self, run: _Run, cid: str, bundle: str, out_fd: int) -> int:
+        rt = self.runtime
+        if rt is None:
+            with contextlib.suppress(ImportError):
+                from tugboat.runtime.api import Runtime  # type: ignore[import-not-found]
+
+                rt = self.runtime = Runtime(os.path.join(self.build_dir, "runtime"))
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        try:
+            if rt is not None and not os.environ.get("TUG_BUILD_RUNC"):
+                return self._run_with_api(rt, run, cid, bundle, devnull, out_fd)
+            return self._run_with_runc(run, cid, bundle, devnull, out_fd)
+        finally:
+            os.close(devnull)
+
+    def _run_with_api(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, out_fd: int) -> int:
+        rt.create(cid, bundle, stdin=stdin, stdout=out_fd, stderr=out_fd)
+        try:
+            rt.start(cid)
+            done = threading.Event()
+            result: list[int] = []
+
+            def waiter() -> None:
+                try:
+                    result.append(int(rt.wait(cid)))
+                finally:
+                    done.set()
+
+            threading.Thread(target=waiter, daemon=True).start()
+            while not done.wait(0.05):
+                if run.cancel.is_set():
+                    with contextlib.suppress(Exception):
+                        rt.kill(cid, 9, all=True)
+            if run.cancel.is_set():
+                raise BuildCancelled()
+            return result[0] if result else 255
+        finally:
+            with contextlib.suppress(Exception):
+                rt.delete(cid, force=True)
+
+    def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, out_fd: int) -> int:
+        runc = shutil.which("runc")
+        if runc is None:
+            raise Unavailable("no container runtime: tugboat.runtime.api is missing and runc is not installed")
+        state_root = os.path.join(self.build_dir, "runc")
+        os.makedirs(state_root, exist_ok=True)
+        proc = subprocess.Popen([runc, "--root", state_root, "run", "--bundle", bundle, cid],
+                                stdin=stdin, stdout=out_fd, stderr=out_fd, start_new_session=True)
+        try:
+            while True:
+                try:
+                    return proc.wait(timeout=0.05)
+                except subprocess.TimeoutExpired:
+                    if run.cancel.is_set():
+                        subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                        proc.wait()
+                        raise BuildCancelled() from None
+        except BaseException:
+            if proc.poll() is None:
+                subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                proc.wait()
+            raise
+        finally:
+            subprocess.run([runc, "--root", state_root, "delete", "--force", cid],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
+    # ---- COPY / ADD ----------------------------------------------------------------------------
+
+    def _copy_step(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, ins: Instruction,
+                   n: int) -> State:
+        cmd = ins.cmd
+        env = ss.expansion_env()
+        lex = Lex(run.df.escape)
+        flags = dict(ins.flags)
+        for k in ("from", "chown", "chmod"):
+            if k in flags:
+                flags[k] = lex.process_word(flags[k], env)
+        if cmd == "ADD" and "from" in ins.flags:
+            raise InvalidArgument("ADD does not support --from; use COPY --from")
+        words = list(ins.args)
+        dest = lex.process_word(words[-1], env)
+        heredoc_map = {h.name: h for h in ins.heredocs}
+        srcs: list[tuple[str, Any]] = []  # ("path", str) | ("heredoc", (name, data)) | ("url", str)
+        for w in words[:-1]:
+            doc = is_heredoc_word(w) if ins.heredocs else None
+            if doc is not None and doc.name in heredoc_map:
+                h = heredoc_map[doc.name]
+                data = h.data
+                if h.expand:
+                    data = Lex(run.df.escape, raw_quotes=True, raw_escapes=True).process_word(data, env)
+                srcs.append(("heredoc", (h.name, data)))
+                continue
+            value = lex.process_word(w, env)
+            if cmd == "ADD" and (value.startswith("http://") or value.startswith("https://")):
+                srcs.append(("url", value))
+            elif cmd == "ADD" and (value.startswith("git@") or (value.endswith(".git") and "://" in value)):
+                raise InvalidArgument(f"ADD from a git repository is not supported: {value}")
+            else:
+                srcs.append(("path", value))
+        chmod = parse_chmod(flags["chmod"]) if flags.get("chmod") else None
+        from_ref = flags.get("from")
+        parts: list[str] = [cmd, json.dumps(flags, sort_keys=True), dest, ss.workdir()]
+        src_root = run.ctx.root
+        excluded = run.ctx.excluded
+        matcher = run.ctx.matcher
+        from_state: State | None = None
+        if from_ref:
+            from_state = self._from_state(run, stage, from_ref)
+            parts.append("from:" + from_state.key)
+        downloads: dict[str, tuple[str, float | None]] = {}
+        resolved: list[list[tuple[str, str]]] = []
+        with contextlib.ExitStack() as stack:
+            if from_state is not None:
+                src_root = stack.enter_context(self._mounted_readonly(from_state))
+                excluded = lambda _p: False  # noqa: E731
+                matcher = None
+            for kind, val in srcs:
+                if kind == "heredoc":
+                    name, data = val
+                    parts.append(f"heredoc:{name}:{step_key('', data)}")
+                    resolved.append([])
+                elif kind == "url":
+                    path, mtime, digest = self._download(val, flags.get("checksum"))
+                    stack.callback(_unlink_quiet, path)
+                    downloads[val] = (path, mtime)
+                    parts.append(f"url:{val}:{digest}")
+                    resolved.append([])
+                else:
+                    if from_state is not None:
+                        pairs = resolve_in(src_root, val, excluded, what="source image")
+                        digest = self._tree_digest(src_root, [real for _n, real in pairs])
+                    else:
+                        pairs = run.ctx.resolve(val)
+                        digest = run.ctx.checksum([real for _n, real in pairs])
+                    parts.append(f"src:{val}:{digest}")
+                    resolved.append(pairs)
+            text = f"{cmd} " + " ".join(
+                (f"--{k}={v}" if not isinstance(v, bool) else f"--{k}") for k, v in flags.items() if k != "exclude"
+            )
+            text = (text + " " + " ".join(words)).replace("  ", " ")
+            key = step_key(state.key, *parts)
+            hit = self._lookup(run, key)
+            if hit is not None:
+                self._event(run, stage, {"type": "cached", "n": n})
+                return hit
+            self._check_runtime()
+            layer = self._execute_copy(state, ss, srcs, resolved, downloads, dest, flags, chmod, src_root,
+                                       excluded, matcher, cmd, len(words) - 1)
+        return self._finish(run, ss, state, key, text, layer)
+
+    def _tree_digest(self, root: str, rels: list[str]) -> str:
+        import hashlib
+
+        from tugboat.build.context import tree_entry_digest, walk_tree
+
+        h = hashlib.sha256()
+        for rel in rels:
+            for path, st in walk_tree(root, rel, lambda _p: False):
+                h.update(tree_entry_digest(root, path, st).encode())
+        return "sha256:" + h.hexdigest()
+
+    def _download(self, url: str, checksum: str | None) -> tuple[str, float | None, str]:
+        import email.utils
+        import hashlib
+        import urllib.request
+
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"{os.getpid()}-dl-", dir=self.tmp_dir)
+        h = hashlib.sha256()
+        mtime: float | None = None
+        try:
+            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as resp:
+                lm = resp.headers.get("Last-Modified")
+                if lm:
+                    with contextlib.suppress(TypeError, ValueError):
+                        mtime = email.utils.parsedate_to_datetime(lm).timestamp()
+                while chunk := resp.read(1 << 20):
+                    h.update(chunk)
+                    f.write(chunk)
+        except OSError as exc:
+            _unlink_quiet(path)
+            raise Unavailable(f"failed to download {url}: {exc}") from None
+        digest = "sha256:" + h.hexdigest()
+        if checksum and checksum != digest:
+            _unlink_quiet(path)
+            raise InvalidArgument(f"digest mismatch for {url}: expected {checksum}, got {digest}")
+        return path, mtime, digest
+
+    @contextlib.contextmanager
+    def _mounted_readonly(self, state: State) -> Any:
+        self._check_runtime()
+        if not state.layers:
+            d = tempfile.mkdtemp(prefix=f"{os.getpid()}-empty-", dir=self._tmp())
+            try:
+                yield d
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            return
+        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        view = _ImageView(state.key, state.layers)
+        self.snapshotter.prepare(key, view, readonly=True)
+        target = os.path.join(self.run_dir, key)
+        os.makedirs(target, exist_ok=True)
+        mounted = False
+        try:
+            self.snapshotter.spec(key).mount(target)
+            mounted = True
+            yield target
+        finally:
+            if mounted:
+                _umount(target)
+            with contextlib.suppress(OSError):
+                os.rmdir(target)
+            with contextlib.suppress(TugError, OSError):
+                self.snapshotter.remove(key)
+
+    def _tmp(self) -> str:
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        return self.tmp_dir
+
+    def _from_state(self, run: _Run, stage: Stage, ref: str) -> State:
+        low = ref.lower()
+        for st in run.df.stages:
+            if st.name == low and st.index < stage.index:
+                return self._stage_result(run, st.index)
+        if ref.isdigit() and int(ref) < stage.index:
+            return self._stage_result(run, int(ref))
+        if ref.isdigit():
+            raise InvalidArgument(f"invalid from flag value {ref}: refers to current or future build stage")
+        return self._image_state(self._image(run, ref, stage))
+
+    def _execute_copy(self, state: State, ss: planmod.StageState, srcs: list[tuple[str, Any]],
+                      resolved: list[list[tuple[str, str]]], downloads: dict[str, tuple[str, float | None]],
+                      dest: str, flags: dict[str, Any], chmod: int | None, src_root: str, excluded: Any,
+                      matcher: Any, cmd: str, n_args: int) -> LayerBlob:
+        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        view = _ImageView(state.key, state.layers) if state.layers else None
+        self.snapshotter.prepare(key, view)
+        rootfs = os.path.join(self.run_dir, key)
+        os.makedirs(rootfs, exist_ok=True)
+        mounted = False
+        ok = False
+        try:
+            self.snapshotter.spec(key).mount(rootfs)
+            mounted = True
+            chown = resolve_chown(rootfs, flags["chown"]) if flags.get("chown") else None
+            opts = CopyOptions(chown=chown, chmod=chmod, add=cmd == "ADD")
+            wd = ss.workdir()
+            if n_args > 1 and not (dest.endswith("/") or dest in (".", "./")):
+                raise InvalidArgument(
+                    f"When using {cmd} with more than one source file, the destination must be a directory "
+                    "and end with a /"
+                )
+            for (kind, val), pairs in zip(srcs, resolved, strict=True):
+                if kind == "heredoc":
+                    name, data = val
+                    write_file(rootfs, dest, wd, data.encode(), name, opts, mode=0o644)
+                elif kind == "url":
+                    path, mtime = downloads[val]
+                    from urllib.parse import urlparse
+
+                    name = os.path.basename(urlparse(val).path.rstrip("/"))
+                    if not name and (dest.endswith("/") or dest in (".", "./")):
+                        raise InvalidArgument(f"cannot determine filename from url: {val}")
+                    with open(path, "rb") as f:
+                        data_b = f.read()
+                    write_file(rootfs, dest, wd, data_b, name or "download", opts, mode=0o600, mtime=mtime)
+                else:
+                    copy_sources(rootfs, src_root, pairs, dest, wd, opts, source_args=n_args, excluded=excluded,
+                                 matcher=matcher, cmd=cmd)
+            ok = True
+        finally:
+            if mounted:
+                _umount(rootfs)
+            with contextlib.suppress(OSError):
+                os.rmdir(rootfs)
+            if not ok:
+                with contextlib.suppress(TugError, OSError):
+                    self.snapshotter.remove(key)
+        return self._commit_snapshot(key, state)
+
+    # ---- housekeeping -------------------------------------------------------------------------
+
+    def cleanup(self) -> int:
+        """Remove what killed builds left: mounts and bundles under build/run, build-* snapshots."""
+        n = 0
+        for d in (self.run_dir,):
+            with contextlib.suppress(FileNotFoundError):
+                for name in os.listdir(d):
+                    if not _dead_owner(name):
+                        continue
+                    path = os.path.join(d, name)
+                    for mp in (os.path.join(path, "rootfs"), path):
+                        _umount(mp, quiet=True)
+                    shutil.rmtree(path, ignore_errors=True)
+                    n += 1
+        with contextlib.suppress(Exception):
+            for key in self.snapshotter.list():
+                if key.startswith("build-") and _dead_owner(key):
+                    with contextlib.suppress(TugError, OSError):
+                        self.snapshotter.remove(key)
+                        n += 1
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.tmp_dir):
+                pid = name.split("-", 1)[0]
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    p = os.path.join(self.tmp_dir, name)
+                    if os.path.isdir(p):
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        _unlink_quiet(p)
+                    n += 1
+        return n
+
+    def prune(self) -> int:
+        """Forget every cache record (``tug builder prune``)."""
+        return self.cache.clear()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _dead_owner(name: str) -> bool:
+    parts = name.split("-")
+    if len(parts) >= 2 and parts[0] == "build" and parts[1].isdigit():
+        return not _pid_alive(int(parts[1]))
+    return False
+
+
+def _unlink_quiet(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _umount(path: str, quiet: bool = False) -> None:
+    from tugboat.snapshots.mount import MNT_DETACH, umount
+
+    try:
+        umount(path)
+    except OSError:
+        try:
+            umount(path, MNT_DETACH)
+        except OSError:
+            if not quiet:
+                pass
+
+
+_SPEC_TEMPLATE: dict[str, Any] | None = None
+
+
+def _default_spec(argv: list[str]) -> dict[str, Any]:
+    """The runtime's default spec (computed once: the seccomp profile resolution is not free)."""
+    global _SPEC_TEMPLATE
+    if _SPEC_TEMPLATE is None:
+        from tugboat.runtime.spec import default_spec
+
+        _SPEC_TEMPLATE = default_spec(["sh"])
+    spec = copy.deepcopy(_SPEC_TEMPLATE)
+    spec["process"]["args"] = list(argv)
+    return spec
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, errors="replace") as f:
+            return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
+    except OSError:
+        return []
+
+
+def _resolve_user(rootfs: str, user: str) -> dict[str, Any]:
+    """OCI ``process.user`` for the image's USER (name, uid, name:group, uid:gid)."""
+    if not user:
+        return {"uid": 0, "gid": 0}
+    name, _, group = user.partition(":")
+    passwd = _read_db(scoped_join(rootfs, "etc/passwd"))
+    groups = _read_db(scoped_join(rootfs, "etc/group"))
+    uid: int | None = None
+    gid: int | None = None
+    uname = None
+    if name.isdigit():
+        uid = int(name)
+        for p in passwd:
+            if len(p) >= 4 and p[2] == name:
+                gid, uname = (int(p[3]) if p[3].isdigit() else 0), p[0]
+                break
+    else:
+        for p in passwd:
+            if len(p) >= 4 and p[0] == name:
+                uid, gid, uname = int(p[2]), int(p[3]), p[0]
+                break
+        if uid is None:
+            raise InvalidArgument(f"unable to find user {name}: no matching entries in passwd file")
+    if group:
+        if group.isdigit():
+            gid = int(group)
+        else:
+            for g in groups:
+                if len(g) >= 3 and g[0] == group:
+                    gid = int(g[2])
+                    break
+            else:
+                raise InvalidArgument(f"unable to find group {group}: no matching entries in group file")
+    out: dict[str, Any] = {"uid": uid, "gid": gid or 0}
+    if uname:
+        extra = sorted({int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit() and uname in g[3].split(",")})
+        if extra:
+            out["additionalGids"] = extra
+    return out

@@ -1,0 +1,144 @@
+"""Job: run pods to ``completions`` with at most ``parallelism`` at a time; fail after
+``backoffLimit`` failed pods or ``activeDeadlineSeconds``; Complete/Failed conditions."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import time
+
+from tugboat.cluster.client import resources as R
+from tugboat.cluster.client.rest import ConflictError, NotFoundError
+from tugboat.cluster.client.util import condition, now, parse_time, pod_ready, set_condition
+from tugboat.cluster.controllers.base import Controller, Expectations, owned_by
+from tugboat.cluster.controllers.replicaset import create_pods, deletion_rank, pod_from_template
+
+log = logging.getLogger(__name__)
+
+
+class JobController(Controller):
+    name = "job"
+
+    def setup(self) -> None:
+        self.jobs = self.ctx.informer(R.JOBS)
+        self.pods = self.ctx.informer(R.PODS)
+        self.exp = Expectations()
+        self.jobs.add_handler(*self.handlers(self.enqueue))
+        self.pods.add_handler(self._pod_add, lambda o, n: self.enqueue_owner("Job", n), self._pod_del)
+
+    def _pod_add(self, pod: dict) -> None:
+        ref = next((r for r in pod["metadata"].get("ownerReferences") or [] if r.get("kind") == "Job"), None)
+        if ref:
+            k = f"{pod['metadata']['namespace']}/{ref['name']}"
+            self.exp.observed_add(k)
+            self.queue.add(k)
+
+    def _pod_del(self, pod: dict) -> None:
+        self.enqueue_owner("Job", pod)
+
+    async def sync(self, key: str) -> None:
+        job = self.jobs.get(key)
+        if job is None:
+            self.exp.forget(key)
+            return
+        job = copy.deepcopy(job)
+        spec, st = job.get("spec") or {}, copy.deepcopy(job.get("status") or {})
+        ns, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        pods = owned_by(self.pods, job)
+        active = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+                  and not p["metadata"].get("deletionTimestamp")]
+        succeeded = max(int(st.get("succeeded") or 0), sum(1 for p in pods if p["status"].get("phase") == "Succeeded"))
+        failed = max(int(st.get("failed") or 0), sum(1 for p in pods if p["status"].get("phase") == "Failed"))
+        finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in st.get("conditions") or [])
+        completions = spec.get("completions")
+        parallelism = int(spec.get("parallelism", 1))
+        backoff = int(spec.get("backoffLimit", 6))
+        if spec.get("suspend"):
+            parallelism = 0
+        if not st.get("startTime") and not spec.get("suspend"):
+            st["startTime"] = now()
+        fail_reason = None
+        if not finished:
+            if failed > backoff:
+                fail_reason = ("BackoffLimitExceeded", "Job has reached the specified backoff limit")
+            elif spec.get("activeDeadlineSeconds") and st.get("startTime") and \
+                    time.time() - parse_time(st["startTime"]) >= int(spec["activeDeadlineSeconds"]):
+                fail_reason = ("DeadlineExceeded", "Job was active longer than specified deadline")
+        complete = (succeeded >= int(completions) if completions is not None
+                    else succeeded > 0 and not active)
+        if finished or fail_reason or complete:
+            for p in active:
+                try:
+                    await self.client.delete(R.PODS, p["metadata"]["name"], ns)
+                except NotFoundError:
+                    pass
+            active = []
+            if not finished:
+                if fail_reason:
+                    set_condition(st, "FailureTarget", "True", fail_reason[0], fail_reason[1], probe_time=True)
+                    set_condition(st, "Failed", "True", fail_reason[0], fail_reason[1], probe_time=True)
+                    self.recorder.event(job, "Warning", fail_reason[0], fail_reason[1])
+                else:
+                    set_condition(st, "SuccessCriteriaMet", "True", "CompletionsReached",
+                                  "Reached expected number of succeeded pods", probe_time=True)
+                    set_condition(st, "Complete", "True", "CompletionsReached",
+                                  "Reached expected number of succeeded pods", probe_time=True)
+                    st["completionTime"] = now()
+                    self.recorder.event(job, "Normal", "Completed", "Job completed")
+        elif self.exp.satisfied(key):
+            if completions is not None:
+                want = min(parallelism, int(completions) - succeeded)
+            else:
+                want = parallelism if succeeded == 0 else 0
+            want = max(0, want)
+            if len(active) < want:
+                n = want - len(active)
+                self.exp.expect(key, adds=n)
+                tmpl = copy.deepcopy(spec.get("template") or {})
+                labels = tmpl.setdefault("metadata", {}).setdefault("labels", {})
+                uid = job["metadata"]["uid"]
+                labels.setdefault("batch.kubernetes.io/controller-uid", uid)
+                labels.setdefault("batch.kubernetes.io/job-name", name)
+                labels.setdefault("controller-uid", uid)
+                labels.setdefault("job-name", name)
+                pods_new = [pod_from_template(tmpl, job) for _ in range(n)]
+
+                def failed_create(e: BaseException) -> None:
+                    self.exp.observed_add(key)
+                    self.recorder.event(job, "Warning", "FailedCreate", f"Error creating: {e}")
+
+                def created(p: dict) -> None:
+                    self.recorder.event(job, "Normal", "SuccessfulCreate", f"Created pod: {p['metadata']['name']}")
+
+                made = await create_pods(self.client, pods_new, ns, failed_create, created)
+                for _ in range(n - made):
+                    self.exp.observed_add(key)
+            elif len(active) > want:
+                for p in sorted(active, key=deletion_rank)[: len(active) - want]:
+                    try:
+                        await self.client.delete(R.PODS, p["metadata"]["name"], ns)
+                    except (NotFoundError, ConflictError):
+                        pass
+            if spec.get("activeDeadlineSeconds") and st.get("startTime"):
+                left = parse_time(st["startTime"]) + int(spec["activeDeadlineSeconds"]) - time.time()
+                self.enqueue_after(key, max(0.1, left))
+        st["active"] = len(active)
+        st["ready"] = sum(1 for p in active if pod_ready(p))
+        st["succeeded"] = succeeded
+        st["failed"] = failed
+        st.setdefault("uncountedTerminatedPods", {})
+        st["terminating"] = sum(1 for p in pods if p["metadata"].get("deletionTimestamp"))
+        for k in ("active", "succeeded", "failed", "terminating"):
+            if not st[k]:
+                st.pop(k)
+        if st != (job.get("status") or {}):
+            job["status"] = st
+            try:
+                await self.client.update_status(R.JOBS, job)
+            except NotFoundError:
+                pass
+        _ = condition
+
+
+_ = asyncio

@@ -1,0 +1,73 @@
+"""The real kubectl against the control plane on simulated nodes: get, describe with events,
+rollout status/history/undo, scale, autoscale, top."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit"))
+
+from conftest import require_binary  # noqa: E402
+from controlplane_fixtures import Cluster, apiserver, cluster  # noqa: E402, F401
+
+
+async def kubectl(c: Cluster, *args: str, home: str, check: bool = True) -> str:
+    env = {**os.environ, "KUBECONFIG": c.kubeconfig, "HOME": home}
+    p = await asyncio.create_subprocess_exec("kubectl", *args, env=env, stdout=asyncio.subprocess.PIPE,
+                                             stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(p.communicate(), 90)
+    text = out.decode()
+    if check and p.returncode != 0:
+        pytest.fail(f"kubectl {' '.join(args)} -> {p.returncode}\n{text}")
+    return text
+
+
+async def test_kubectl_rollout_scale_describe(cluster: Cluster, tmp_path) -> None:
+    require_binary("kubectl")
+    c = await cluster.start(nodes=3)
+    home = str(tmp_path)
+    k = lambda *a, **kw: kubectl(c, *a, home=home, **kw)  # noqa: E731
+    assert "deployment.apps/web created" in await k("create", "deployment", "web", "--image=nginx:1.26", "--replicas=3")
+    assert 'deployment "web" successfully rolled out' in await k("rollout", "status", "deployment/web", "--timeout=60s")
+    out = await k("get", "deployment", "web")
+    assert out.split("\n")[1].split()[:4] == ["web", "3/3", "3", "3"]
+    out = await k("get", "pods", "-o", "wide")
+    rows = [r.split() for r in out.strip().split("\n")[1:]]
+    assert len(rows) == 3 and all(r[1] == "1/1" and r[2] == "Running" and r[6].startswith("sim-node-") for r in rows)
+    nodes = await k("get", "nodes")
+    assert nodes.count(" Ready ") == 3
+    # describe shows the scheduler's and the controllers' events
+    pod = rows[0][0]
+    desc = await k("describe", "pod", pod)
+    assert f"Successfully assigned default/{pod} to sim-node-" in desc and "default-scheduler" in desc
+    desc = await k("describe", "deployment", "web")
+    assert "ScalingReplicaSet" in desc and "deployment-controller" in desc
+    assert "NewReplicaSetAvailable" in desc
+    # update, history, undo
+    await k("set", "image", "deployment/web", "nginx=nginx:1.27")
+    assert "successfully rolled out" in await k("rollout", "status", "deployment/web", "--timeout=60s")
+    hist = await k("rollout", "history", "deployment/web")
+    assert [line.split()[0] for line in hist.strip().split("\n")[2:]] == ["1", "2"]
+    assert "rolled back" in await k("rollout", "undo", "deployment/web")
+    assert "successfully rolled out" in await k("rollout", "status", "deployment/web", "--timeout=60s")
+    image = await k("get", "deployment", "web", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+    assert image.strip() == "nginx:1.26"
+    # scale
+    assert "scaled" in await k("scale", "deployment", "web", "--replicas=5")
+    assert "successfully rolled out" in await k("rollout", "status", "deployment/web", "--timeout=60s")
+    out = await k("get", "rs", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.spec.replicas} {end}")
+    assert sorted(int(x) for x in out.split()) == [0, 5]
+    # autoscale creates an HPA the controller reports on; top reads the simulated metrics
+    assert "autoscaled" in await k("autoscale", "deployment", "web", "--min=2", "--max=6", "--cpu-percent=50")
+    out = await k("get", "hpa", "web")
+    assert out.split("\n")[1].split()[:2] == ["web", "Deployment/web"]
+    for _ in range(50):
+        top = await k("top", "pods", check=False)
+        if "web-" in top:
+            break
+        await asyncio.sleep(0.2)
+    assert "CPU(cores)" in top and "web-" in top
