@@ -11,8 +11,9 @@ import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "unit"))
 
-from conftest import require_binary  # noqa: E402
-from controlplane_fixtures import Cluster, apiserver, cluster  # noqa: E402, F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture  # noqa: F401
+
+from conftest import require_binary
 
 
 async def kubectl(c: Cluster, *args: str, home: str, check: bool = True) -> str:

@@ -24,7 +24,8 @@ from tugboat.distribution.client import RegistryClient
 def daemon(tmp_path):
     sock = str(tmp_path / "tug.sock")
     root = str(tmp_path / "root")
-    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "src"))
+    # no container networking needed for pull/push: no bridge or nft tables are made
+    env = dict(os.environ, PYTHONPATH=os.path.join(REPO_ROOT, "src"), TUG_ENGINE_NO_NETWORK="1")
     log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "tugboat.cli.main", "daemon", "--root", root, "--host",
                              f"unix://{sock}"], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -84,6 +85,12 @@ def test_docker_cli_pull_push_through_daemon(tmp_path, daemon):
         assert "Downloaded newer image" in r.stdout
         r = run([docker, "pull", ref], sock, tmp_path)
         assert r.returncode == 0 and "Image is up to date" in r.stdout
+        # the same registry as localhost:PORT (plain HTTP, as docker allows for localhost)
+        r = run([docker, "pull", f"localhost:{s.port}/cli/img:1"], sock, tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert f"Digest: {md}" in r.stdout
+        r = run([docker, "push", f"localhost:{s.port}/cli/img:1"], sock, tmp_path)
+        assert r.returncode == 0, r.stderr
         r = run([docker, "pull", f"{s.addr}/cli/missing:1"], sock, tmp_path)
         assert r.returncode != 0 and "not found" in r.stderr
         # push under a new name: the blobs are mounted or uploaded, the manifest is the same

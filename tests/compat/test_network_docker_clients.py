@@ -135,3 +135,31 @@ def test_docker_sdk_networks(daemon: Daemon) -> None:
         client.close()
 
 
+
+
+def test_tug_network_cli(daemon: Daemon) -> None:
+    import sys
+
+    def tug(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "tugboat.cli.main", "--host", f"unix://{daemon.sock}",
+                               "network", *args], capture_output=True, text=True, timeout=60)
+
+    r = tug("create", "--subnet", "10.216.0.0/24", "--gateway", "10.216.0.254", "--internal",
+            "--label", "a=b", "clinet")
+    assert r.returncode == 0, r.stderr
+    nid = r.stdout.strip()
+    ls = tug("ls").stdout.splitlines()
+    assert ls[0].split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+    assert any(line.split()[:3] == [nid[:12], "clinet", "bridge"] for line in ls[1:])
+    info = json.loads(tug("inspect", "clinet").stdout)[0]
+    assert info["Internal"] is True and info["IPAM"]["Config"][0]["Gateway"] == "10.216.0.254"
+    assert tug("ls", "-q", "--filter", "label=a=b").stdout.split() == [nid[:12]]
+    r = tug("create", "--subnet", "10.216.0.0/25", "again")
+    assert r.returncode == 1 and "overlaps" in r.stderr
+    r = tug("rm", "bridge")
+    assert r.returncode == 1 and "pre-defined" in r.stderr
+    assert tug("rm", "clinet").stdout.strip() == "clinet"
+    r = tug("inspect", "clinet")
+    assert r.returncode == 1 and "not found" in r.stderr
+    tug("create", "leftover")
+    assert tug("prune", "-f").stdout.split() == ["Deleted", "Networks:", "leftover"]

@@ -248,3 +248,67 @@ def test_concurrent_processes_tagging(svc, bb) -> None:
         assert p.exitcode == 0
     tags = svc.resolve("busybox").repo_tags
     assert len(tags) == 1 + 4 * 25
+
+
+@pytest.mark.parametrize("tamper", ["media-type", "size", "blob-bytes", "config-diff-id"])
+def test_tampered_oci_layout_refused_store_unchanged(tmp_path, svc, bb, tamper: str) -> None:
+    import hashlib
+
+    layout = tmp_path / "layout"
+    svc.save(["busybox"], str(layout), "oci")
+    index = json.loads((layout / "index.json").read_text())
+    mdesc = index["manifests"][0]
+    manifest = json.loads((layout / "blobs/sha256" / mdesc["digest"][7:]).read_text())
+    layer = manifest["layers"][0]
+    if tamper == "media-type":
+        layer["mediaType"] = "application/x-unknown-layer"
+    elif tamper == "size":
+        layer["size"] += 1
+    elif tamper == "blob-bytes":
+        p = layout / "blobs/sha256" / layer["digest"][7:]
+        data = bytearray(p.read_bytes())
+        data[100] ^= 0xFF
+        p.write_bytes(bytes(data))
+    else:
+        cfg = json.loads((layout / "blobs/sha256" / manifest["config"]["digest"][7:]).read_text())
+        cfg["rootfs"]["diff_ids"] = ["sha256:" + "1" * 64]
+        raw = json.dumps(cfg).encode()
+        d = hashlib.sha256(raw).hexdigest()
+        (layout / "blobs/sha256" / d).write_bytes(raw)
+        manifest["config"] = {**manifest["config"], "digest": "sha256:" + d, "size": len(raw)}
+    raw = json.dumps(manifest).encode()
+    d = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs/sha256" / d).write_bytes(raw)
+    index["manifests"][0] = {**mdesc, "digest": "sha256:" + d, "size": len(raw)}
+    (layout / "index.json").write_text(json.dumps(index))
+    fresh = ImageService(str(tmp_path / "fresh"))
+    fresh.content.put(b"something already there")
+    before = store_state(fresh)
+    with pytest.raises((InvalidArgument, DataCorruption)) as ei:
+        fresh.load(str(layout))
+    assert {"media-type": "unsupported layer media type", "size": "size mismatch",
+            "blob-bytes": "digest mismatch", "config-diff-id": "diff ID mismatch"}[tamper] in str(ei.value)
+    assert store_state(fresh) == before
+
+
+def test_api_shapes(svc, bb) -> None:
+    s = bb.summary()
+    assert s["Id"] == bb.id and s["RepoTags"] == ["busybox:latest"] and s["Size"] == bb.size > 1_000_000
+    assert isinstance(s["Created"], int) and s["Created"] > 1_600_000_000
+    h = svc.history("busybox")
+    assert h[0]["Id"] == bb.id and h[0]["Tags"] == ["busybox:latest"] and h[0]["Size"] == bb.size
+    assert h[0]["CreatedBy"].startswith("tug image bootstrap busybox")
+    doc = bb.inspect()
+    assert doc["RootFS"]["Layers"] == bb.layers and doc["Config"]["Env"][0].startswith("PATH=")
+
+
+def test_truncated_gzip_import_stores_nothing(tmp_path, svc, bb) -> None:
+    before = store_state(svc)
+    blob = gz(make_tar([entry("f", data=os.urandom(300_000))]))
+    p = tmp_path / "cut.tar.gz"
+    p.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(LayerError, match="gzip"):
+        svc.import_rootfs(str(p), "cut")
+    with pytest.raises(LayerError):
+        svc.import_rootfs(io.BytesIO(blob[: len(blob) // 2]), "cut")
+    assert store_state(svc) == before

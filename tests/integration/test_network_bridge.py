@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 
 import pytest
 from network_fixtures import Lab, http_get, lab_fixture, nft_tables, our_links  # noqa: F401
@@ -85,8 +86,8 @@ def test_port_conflicts_are_found_before_setup(lab: Lab) -> None:
                                 Spec(mode="bridge", port_bindings={"81/tcp": [{"HostPort": port}]}))
     # a range takes the next free port of the range
     lo = int(port)
-    box = lab.run(Spec(mode="bridge", port_bindings={"81/tcp": [{"HostPort": f"{lo}-{lo + 1}"}]}))
-    assert box.info.ports["81/tcp"][0]["HostPort"] == str(lo + 1)
+    box = lab.run(Spec(mode="bridge", port_bindings={"81/tcp": [{"HostPort": f"{lo}-{lo + 20}"}]}))
+    assert lo < int(box.info.ports["81/tcp"][0]["HostPort"]) <= lo + 20
     # nobody else can take a published port while it is published
     with socket.socket() as s, pytest.raises(OSError):
         s.bind(("0.0.0.0", lo))
@@ -149,6 +150,10 @@ def test_bad_input_leaves_nothing_half_configured(lab: Lab) -> None:
         lab.mgr.remove("one")
     with pytest.raises(PermissionDenied):
         lab.mgr.remove("bridge")
+    with pytest.raises(InvalidArgument, match="user defined networks only"):
+        lab.mgr.setup_container(os.urandom(32).hex(), Spec(mode="bridge", ips={"bridge": "172.17.0.9"}))
+    with pytest.raises(InvalidArgument, match="user defined networks"):
+        lab.mgr.setup_container(os.urandom(32).hex(), Spec(mode="bridge", aliases={"bridge": ["x"]}))
     with pytest.raises(NotFound):
         lab.mgr.remove("nope")
     with pytest.raises(Conflict, match="Address already in use"):
@@ -204,3 +209,23 @@ def test_embedded_dns_forwards_other_names(tmp_path) -> None:  # type: ignore[no
         finally:
             lb.close()
     assert f"tugboat-{lb.instance}" not in nft_tables()
+
+
+def test_udp_published_port(lab: Lab) -> None:
+    box = lab.run(Spec(mode="bridge", port_bindings={"9999/udp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}))
+    # a UDP echo server in the container
+    code = ("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 9999))\n"
+            "while True:\n    d, a = s.recvfrom(100)\n    s.sendto(b'pong', a)\n")
+    box.spawn(f"{sys.executable} -c \"{code}\"")
+    port = int(box.info.ports["9999/udp"][0]["HostPort"])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(1)
+        got = b""
+        for _ in range(10):  # the server may not be listening yet: retry
+            s.sendto(b"ping\n", ("127.0.0.1", port))
+            try:
+                got = s.recv(100)
+                break
+            except TimeoutError:
+                continue
+    assert got.strip() == b"pong"

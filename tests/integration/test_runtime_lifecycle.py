@@ -12,10 +12,12 @@ import threading
 import time
 
 import pytest
-from runtime_fixtures import Bundles, bundles, probe_binary, rootfs_template, run_capture, runtime  # noqa: F401
+from runtime_fixtures import Bundles, run_capture
 
 from tugboat.errors import Conflict, NotFound
 from tugboat.runtime.api import Runtime
+
+pytest_plugins = ("runtime_fixtures",)
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "src")
 
@@ -39,10 +41,10 @@ def test_create_start_state_kill_delete(runtime: Runtime, bundles: Bundles) -> N
     assert runtime.ps("c1") == [st["pid"]]
     with pytest.raises(Conflict):
         runtime.delete("c1")
-    runtime.kill("c1", "TERM")
-    assert runtime.wait("c1", timeout=10) == 128 + 15
+    runtime.kill("c1", "SIGKILL")  # pid 1 ignores signals it has no handler for, except KILL/STOP
+    assert runtime.wait("c1", timeout=10) == 128 + 9
     st = runtime.state("c1")
-    assert st["status"] == "stopped" and st["exitStatus"] == 143 and st["exitSignal"] == 15
+    assert st["status"] == "stopped" and st["exitStatus"] == 137 and st["exitSignal"] == 9
     mem_dir = f"/sys/fs/cgroup/memory{runtime.cgroup_parent}/c1"
     assert os.path.isdir(mem_dir)
     runtime.delete("c1")
@@ -203,6 +205,13 @@ def test_user_namespace(runtime: Runtime, bundles: Bundles) -> None:
         c["mounts"] = [m for m in c["mounts"] if m["type"] not in ("cgroup",)]
 
     bundle = bundles.make(["sh", "-c", "id -u; cat /proc/self/uid_map"], edit=edit)
+    # the container's root (host uid 100000) must be able to reach the rootfs: open up the
+    # 0700 pytest temp dirs above it (as one must for runc)
+    for path in (bundle, bundles.template):
+        d = os.path.dirname(path)
+        while d not in ("/", "/tmp"):
+            os.chmod(d, os.stat(d).st_mode | 0o011)
+            d = os.path.dirname(d)
     code, out = run_capture(runtime, bundle)
     assert code == 0, out
     lines = out.split("\n")
@@ -220,7 +229,7 @@ def test_join_namespace_by_path(runtime: Runtime, bundles: Bundles) -> None:
             for n in c["linux"]["namespaces"]
         ]
 
-    code, out = run_capture(runtime, bundles.make(["readlink", "/proc/self/ns/net"], edit=edit))
+    _code, out = run_capture(runtime, bundles.make(["readlink", "/proc/self/ns/net"], edit=edit))
     assert out.strip() == os.readlink(f"/proc/{pid}/ns/net"), out
     runtime.delete("ns1", force=True)
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
-from runtime_fixtures import Bundles, bundles, probe_binary, rootfs_template, run_capture, runtime  # noqa: F401
+from runtime_fixtures import Bundles, run_capture
 
 from tugboat.runtime.api import Runtime
+
+pytest_plugins = ("runtime_fixtures",)
 
 
 def test_host_pids_invisible(runtime: Runtime, bundles: Bundles) -> None:
@@ -18,7 +20,7 @@ def test_host_pids_invisible(runtime: Runtime, bundles: Bundles) -> None:
 
 
 def test_mount_and_umount_fail(runtime: Runtime, bundles: Bundles) -> None:
-    code, out = run_capture(runtime, bundles.make(["sh", "-c", "probe mount; umount /proc; echo umount=$?"]))
+    _, out = run_capture(runtime, bundles.make(["sh", "-c", "probe mount; umount /proc; echo umount=$?"]))
     assert "mount: errno=1" in out, out  # EPERM
     assert "umount=1" in out or "umount=0" not in out, out
 
@@ -33,7 +35,7 @@ def test_no_cap_sys_admin(runtime: Runtime, bundles: Bundles) -> None:
 
 
 def test_proc_kcore_and_sys_not_writable(runtime: Runtime, bundles: Bundles) -> None:
-    code, out = run_capture(
+    _code, out = run_capture(
         runtime,
         bundles.make(["sh", "-c", "probe write /proc/sys/kernel/hostname; probe write /proc/sys/vm/drop_caches; "
                       "probe write /proc/kcore; if [ -e /proc/kcore ]; then echo kcore_size=$(wc -c < /proc/kcore); "
@@ -48,7 +50,7 @@ def test_proc_kcore_and_sys_not_writable(runtime: Runtime, bundles: Bundles) -> 
 
 
 def test_seccomp_blocks_dangerous_syscalls(runtime: Runtime, bundles: Bundles) -> None:
-    code, out = run_capture(
+    _code, out = run_capture(
         runtime, bundles.make(["sh", "-c", "probe keyctl; probe kexec_load; probe open_by_handle_at; probe unshare"])
     )
     for name in ("keyctl", "kexec_load", "open_by_handle_at", "unshare"):
@@ -84,7 +86,7 @@ def test_setuid_binary_works_without_no_new_privileges(runtime: Runtime, bundles
         dst.write(src.read())
     os.chown(suid, 0, 0)
     os.chmod(suid, 0o4755)
-    code, out = run_capture(runtime, bundle)
+    _code, out = run_capture(runtime, bundle)
     assert out.strip() == "uid=1000 euid=0", out
 
 
@@ -101,7 +103,7 @@ def test_pids_limit_stops_fork_bomb(runtime: Runtime, bundles: Bundles) -> None:
     def edit(config: dict) -> None:
         config["linux"]["resources"]["pids"] = {"limit": 20}
 
-    code, out = run_capture(runtime, bundles.make(["probe", "forkbomb", "1000"], edit=edit))
+    _code, out = run_capture(runtime, bundles.make(["probe", "forkbomb", "1000"], edit=edit))
     assert "fork failed after" in out, out
     assert int(out.split("after ")[1].split(":")[0]) < 20, out
     assert "errno=11" in out, out  # EAGAIN

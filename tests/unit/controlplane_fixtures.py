@@ -135,8 +135,8 @@ class Cluster:
             await asyncio.sleep(0.1)
 
 
-@pytest.fixture
-def apiserver(tmp_path):
+@pytest.fixture(name="apiserver")
+def apiserver_fixture(tmp_path):
     api = ApiServer(str(tmp_path / "api"))
     os.makedirs(api.dir)
     api.start()
@@ -144,8 +144,8 @@ def apiserver(tmp_path):
     api.stop()
 
 
-@pytest.fixture
-async def cluster(apiserver):
+@pytest.fixture(name="cluster")
+async def cluster_fixture(apiserver):
     c = Cluster(apiserver)
     yield c
     await c.stop()

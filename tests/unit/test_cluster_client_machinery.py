@@ -47,7 +47,6 @@ async def test_workqueue_rate_limited_backoff_grows_and_forget_resets() -> None:
     q.forget("x")
     assert q.num_requeues("x") == 0
     q.add_rate_limited("y")
-    t0 = asyncio.get_running_loop().time()
     assert await asyncio.wait_for(q.get(), 1) in ("x", "y")
 
 
@@ -68,7 +67,7 @@ async def test_crud_and_errors(fake) -> None:
 
 
 async def test_informer_list_watch_and_relist_on_410(fake) -> None:
-    srv, c = fake
+    _, c = fake
     for i in range(3):
         await c.create(CONFIGMAPS, {"metadata": {"name": f"cm{i}", "labels": {"app": "x"}}})
     inf = Informer(c, CONFIGMAPS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controlplane_fixtures import Cluster, apiserver, cluster, deployment  # noqa: F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, deployment  # noqa: F401
 
 from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.rest import NotFoundError

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from controlplane_fixtures import Cluster, apiserver, cluster, deployment  # noqa: F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, deployment  # noqa: F401
 
 from tugboat.cluster.client import resources as R
 

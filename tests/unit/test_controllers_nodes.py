@@ -3,7 +3,7 @@ are evicted and replaced on the other nodes."""
 
 from __future__ import annotations
 
-from controlplane_fixtures import Cluster, apiserver, cluster, deployment  # noqa: F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, deployment  # noqa: F401
 
 from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.util import pod_ready

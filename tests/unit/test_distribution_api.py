@@ -74,6 +74,9 @@ def test_pull_push_through_api(tmp_path, engine):
         # by digest
         events = list(api.json_stream("POST", "/images/create", query={"fromImage": f"{s.addr}/api/img", "tag": md}))
         assert f"Digest: {md}" in [e.get("status") for e in events]
+        info = api.get(f"/distribution/{s.addr}/api/img:1/json")
+        assert info["Descriptor"]["digest"] == md
+        assert info["Platforms"] == [{"architecture": "amd64", "os": "linux"}]
         # unknown tag: an HTTP error before any progress
         with pytest.raises(NotFound, match="not found"):
             list(api.json_stream("POST", "/images/create", query={"fromImage": f"{s.addr}/api/img", "tag": "zz"}))

@@ -275,3 +275,46 @@ def test_tls_registry_with_certs_d_ca(tmp_path):
         assert client.push(src, ref) == md
         dst = LocalImages(str(tmp_path / "dst"))
         assert client.pull(dst, ref) == md
+
+
+def test_push_survives_registry_restart_and_fails_fast_when_unreachable(tmp_path):
+    import time
+
+    srv = ProcessServer(str(tmp_path / "reg")).start()
+    proxy = None
+    try:
+        src = LocalImages(str(tmp_path / "src"))
+        md = make_image(src.content, "pushrst", layers=1, size=3_000_000)
+
+        def restart() -> None:
+            srv.stop()
+            srv.start()
+
+        # the proxy cuts the first blob GET only; for a push, cut the upload by restarting the
+        # registry while the PUT streams: the client starts that blob's upload again
+        proxy = CuttingProxy(srv.port, cut_after=10**12, on_cut=None).start()
+        ref = f"127.0.0.1:{proxy.port}/pushrst:1"
+        src.tag(ref, md)
+        events: list[dict] = []
+        timer = threading.Timer(0.0, restart)
+
+        def progress(ev: dict) -> None:
+            events.append(ev)
+            if ev.get("status") == "Pushing" and not timer.is_alive() and not timer.finished.is_set():
+                timer.start()
+
+        assert RegistryClient().push(src, ref, progress=progress) == md
+        timer.join(20)
+        got = requests.get(f"{srv.url}/v2/pushrst/manifests/1",
+                           headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == md
+    finally:
+        if proxy:
+            proxy.stop()
+        srv.stop()
+    dead = free_port()
+    src.tag(f"127.0.0.1:{dead}/x:1", md)
+    t = time.monotonic()
+    with pytest.raises(Exception, match="unreachable"):
+        RegistryClient().push(src, f"127.0.0.1:{dead}/x:1")
+    assert time.monotonic() - t < 3

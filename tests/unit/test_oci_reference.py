@@ -27,6 +27,10 @@ HEX = "a" * 64
         (f"busybox@sha256:{HEX}", f"docker.io/library/busybox@sha256:{HEX}", f"busybox@sha256:{HEX}"),
         (f"busybox:1@sha256:{HEX}", f"docker.io/library/busybox:1@sha256:{HEX}", f"busybox:1@sha256:{HEX}"),
         ("a__b/c-d---e.f", "docker.io/a__b/c-d---e.f:latest", "a__b/c-d---e.f:latest"),
+        ("docker.io/library/foo/bar", "docker.io/library/foo/bar:latest", "library/foo/bar:latest"),
+        ("Example.com/foo", "Example.com/foo:latest", "Example.com/foo:latest"),
+        ("127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c", "127.0.0.1:5000/a/b:c"),
+        ("foo:v1.2-rc_3", "docker.io/library/foo:v1.2-rc_3", "foo:v1.2-rc_3"),
     ],
 )
 def test_normalisation(given: str, full: str, fam: str) -> None:

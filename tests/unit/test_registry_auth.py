@@ -112,5 +112,13 @@ def test_client_with_token_auth(tmp_path, htpasswd, monkeypatch):
         dst = LocalImages(str(tmp_path / "dst"))
         assert RegistryClient().pull(dst, ref) == md
         assert dst.content.exists(md)
+        # one client shared by several callers (as in the daemon): a cached token is not handed
+        # to a caller with the wrong password, nor to an anonymous one
+        shared = RegistryClient(credentials=lambda _r: None)
+        assert shared.pull(LocalImages(str(tmp_path / "d1")), ref, auth=("alice", "s3cret")) == md
+        with pytest.raises(Unauthorized):
+            shared.pull(LocalImages(str(tmp_path / "d2")), ref, auth=("alice", "wrong"))
+        with pytest.raises((Unauthorized, PermissionDenied)):
+            shared.pull(LocalImages(str(tmp_path / "d3")), ref)
     finally:
         srv.stop()

@@ -267,7 +267,7 @@ def test_dropped_connection_commits_nothing_and_upload_restarts(reg):
     assert requests.get(f"{reg.url}/v2/drop/blobs/{d}").content == data
 
 
-def test_upload_survives_restart_and_gc(tmp_path):
+def test_upload_survives_restart_and_gc(tmp_path, capsys):
     root = str(tmp_path / "reg")
     srv = ProcessServer(root).start()
     try:
@@ -287,7 +287,13 @@ def test_upload_survives_restart_and_gc(tmp_path):
         requests.delete(f"{srv.url}/v2/rs/manifests/{gone}")
     finally:
         srv.stop()
+    from tugboat.cli.main import main
+
+    assert main(["registry", "gc", "--root", root, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"would remove {gone}" in out and "would remove 4 blobs" in out
     st = RegistryStorage(root)
+    assert st.blob_exists(gone)
     res = st.gc()
     # the unreferenced raw blob, the deleted manifest and its two blobs go; the kept image stays
     assert sha(data) in res["removed"] and gone in res["removed"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-from controlplane_fixtures import Cluster, apiserver, cluster, pod  # noqa: F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, pod  # noqa: F401
 
 from tugboat.cluster.client import resources as R
 

@@ -34,9 +34,20 @@ def _list_setting(engine: Any, attr: str, env: str) -> list[str]:
     return [x.strip() for x in raw.split(",") if x.strip()]
 
 
+_CLIENTS: dict[tuple[int, tuple[str, ...], tuple[str, ...]], RegistryClient] = {}
+
+
 def client_for(engine: Any) -> RegistryClient:
-    return RegistryClient(mirrors=_list_setting(engine, "registry_mirrors", "TUG_REGISTRY_MIRRORS"),
-                          insecure=_list_setting(engine, "insecure_registries", "TUG_INSECURE_REGISTRIES"))
+    """One client per engine and settings, so bearer tokens are cached across requests."""
+    mirrors = tuple(_list_setting(engine, "registry_mirrors", "TUG_REGISTRY_MIRRORS"))
+    insecure = tuple(_list_setting(engine, "insecure_registries", "TUG_INSECURE_REGISTRIES"))
+    key = (id(engine), mirrors, insecure)
+    client = _CLIENTS.get(key)
+    if client is None:
+        if len(_CLIENTS) > 16:
+            _CLIENTS.clear()
+        client = _CLIENTS[key] = RegistryClient(mirrors=mirrors, insecure=insecure)
+    return client
 
 
 def _auth_from(request: web.Request) -> dict[str, str] | None:
@@ -176,7 +187,15 @@ async def auth(request: web.Request) -> web.StreamResponse:
     return common.json_response({"Status": "Login Succeeded", "IdentityToken": ""})
 
 
+async def distribution_inspect(request: web.Request) -> web.StreamResponse:
+    engine = common.engine_of(request)
+    name = request.match_info["name"]
+    info = await client_for(engine).inspect_async(name, auth=_auth_from(request))
+    return common.json_response(info)
+
+
 def setup(app: web.Application, engine: Any) -> None:
+    common.add_route(app, "GET", "/distribution/{name:.+}/json", distribution_inspect)
     common.add_route(app, "POST", "/images/create", images_create)
     common.add_route(app, "POST", "/images/{name:.+}/push", images_push)
     common.add_route(app, "POST", "/auth", auth)

@@ -414,7 +414,7 @@ class Builder:
         if hit is not None:
             self._event(run, stage, {"type": "cached", "n": n})
             return hit
-        layer = self._execute_run(run, stage, ss, state, argv, network, shebang_script)
+        layer = self._execute_run(run, stage, ss, state, argv, network, shebang_script, n)
         return self._finish(run, ss, state, key, text, layer)
 
     def _check_runtime(self) -> None:
@@ -425,7 +425,7 @@ class Builder:
         self._runtime_checked = True
 
     def _execute_run(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, argv: list[str],
-                     network: str, shebang_script: str | None) -> LayerBlob:
+                     network: str, shebang_script: str | None, n: int = 0) -> LayerBlob:
         self._check_runtime()
         key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         view = _ImageView(state.key, state.layers) if state.layers else None
@@ -482,7 +482,7 @@ class Builder:
                 proc["args"] = ["/dev/pipes/script"]
             with open(os.path.join(bundle, "config.json"), "w") as f:
                 json.dump(spec, f)
-            code, output = self._run_container(run, stage, key, bundle)
+            code, output = self._run_container(run, stage, key, bundle, n)
             if code != 0:
                 raise BuildError(
                     f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code=code, output=output
@@ -549,93 +549,160 @@ class Builder:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
-    def _run_container(self, run: _Run, stage: Stage, cid: str, bundle: str) -> tuple[int, str]:
-        r, w = os.pipe()
-        tail: list[str] = []
-
-        def reader() -> None:
-            with os.fdopen(r, "rb", buffering=0) as f:
-                while True:
-                    chunk = f.read(65536)
-                    if not chunk:
-                        break
-                    text = chunk.decode("utf-8", "replace")
-                    tail.append(text)
-                    if len(tail) > 200:
-                        del tail[:100]
-                    self._event(run, stage, {"type": "output", "text": text})
-
-        t = threading.Thread(target=reader, daemon=True)
-        t.start()
-        try:
-            code = self._runtime_run(run, cid, bundle, w)
-        finally:
-            os.close(w)
-            t.join(timeout=10)
-        return code, "".join(tail)
-
-    def _runtime_run(self, run: _Run, cid: str, bundle: str, out_fd: int) -> int:
+    def _run_container(self, run: _Run, stage: Stage, cid: str, bundle: str, n: int = 0) -> tuple[int, str]:
+        """Run the bundle's process; its output goes to progress events. No extra thread here:
+        the runtime forks in-process only from a single-threaded caller."""
         rt = self.runtime
-        if rt is None:
+        if rt is None and os.environ.get("TUG_BUILD_RUNTIME", "tugboat") != "runc":
             with contextlib.suppress(ImportError):
                 from tugboat.runtime.api import Runtime  # type: ignore[import-not-found]
 
                 rt = self.runtime = Runtime(os.path.join(self.build_dir, "runtime"))
+        tail: list[str] = []
+
+        def emit(chunk: bytes) -> None:
+            text = chunk.decode("utf-8", "replace")
+            tail.append(text)
+            if len(tail) > 200:
+                del tail[:100]
+            self._event(run, stage, {"type": "output", "text": text, "n": n})
+
+        r, w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            if rt is not None and not os.environ.get("TUG_BUILD_RUNC"):
-                return self._run_with_api(rt, run, cid, bundle, devnull, out_fd)
-            return self._run_with_runc(run, cid, bundle, devnull, out_fd)
+            if rt is not None and threading.active_count() <= 1:
+                code = self._run_with_api(rt, run, cid, bundle, devnull, r, w, emit)
+            elif rt is not None:
+                # a threaded caller (the daemon, parallel stages): the runtime's own CLI forks for us
+                code = self._run_with_cli(rt, run, cid, bundle, devnull, r, w, emit)
+            else:
+                code = self._run_with_runc(run, cid, bundle, devnull, r, w, emit)
         finally:
             os.close(devnull)
+            with contextlib.suppress(OSError):
+                os.close(w)
+            os.close(r)
+        return code, "".join(tail)
 
-    def _run_with_api(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, out_fd: int) -> int:
-        rt.create(cid, bundle, stdin=stdin, stdout=out_fd, stderr=out_fd)
+    @staticmethod
+    def _pump(r: int, emit: Callable[[bytes], None], done: Callable[[], bool], cancel: threading.Event,
+              on_cancel: Callable[[], None]) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(r, select.POLLIN | select.POLLHUP)
+        eof = False
+        while not eof:
+            if cancel.is_set():
+                on_cancel()
+                raise BuildCancelled()
+            events = poller.poll(50)
+            if not events:
+                if done():
+                    # drain what is left without blocking
+                    import fcntl
+
+                    fl = fcntl.fcntl(r, fcntl.F_GETFL)
+                    fcntl.fcntl(r, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+                    with contextlib.suppress(BlockingIOError):
+                        while chunk := os.read(r, 65536):
+                            emit(chunk)
+                    return
+                continue
+            chunk = os.read(r, 65536)
+            if not chunk:
+                eof = True
+            else:
+                emit(chunk)
+
+    def _run_with_api(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+                      emit: Callable[[bytes], None]) -> int:
+        rt.create(cid, bundle, stdin=stdin, stdout=w, stderr=w)
+        os.close(w)
         try:
             rt.start(cid)
-            done = threading.Event()
-            result: list[int] = []
+            exited: list[int] = []
 
-            def waiter() -> None:
-                try:
-                    result.append(int(rt.wait(cid)))
-                finally:
-                    done.set()
+            def done() -> bool:
+                if exited:
+                    return True
+                with contextlib.suppress(Exception):
+                    exited.append(int(rt.wait(cid, timeout=0)))
+                    return True
+                return False
 
-            threading.Thread(target=waiter, daemon=True).start()
-            while not done.wait(0.05):
-                if run.cancel.is_set():
-                    with contextlib.suppress(Exception):
-                        rt.kill(cid, 9, all=True)
-            if run.cancel.is_set():
-                raise BuildCancelled()
-            return result[0] if result else 255
+            def kill() -> None:
+                with contextlib.suppress(Exception):
+                    rt.kill(cid, 9, all=True)
+
+            self._pump(r, emit, done, run.cancel, kill)
+            if not exited:
+                exited.append(int(rt.wait(cid)))
+            return exited[0]
+        except BaseException:
+            with contextlib.suppress(Exception):
+                rt.kill(cid, 9, all=True)
+            raise
         finally:
             with contextlib.suppress(Exception):
                 rt.delete(cid, force=True)
 
-    def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, out_fd: int) -> int:
+    def _run_with_cli(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+                      emit: Callable[[bytes], None]) -> int:
+        import sys
+
+        import tugboat
+
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
+        cmd = [sys.executable, "-I", "-S", "-c",
+               f"import sys; sys.path.insert(0, {pkg_parent!r}); from tugboat.runtime.cli import main; "
+               "sys.exit(main())",
+               "--root", rt.root, "--cgroup-parent", getattr(rt, "cgroup_parent", None) or "/tugboat",
+               "run", "--bundle", bundle, cid]
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=w, stderr=w, start_new_session=True)
+        os.close(w)
+
+        def kill() -> None:
+            with contextlib.suppress(Exception):
+                rt.kill(cid, 9, all=True)
+
+        try:
+            self._pump(r, emit, lambda: proc.poll() is not None, run.cancel, kill)
+            return proc.wait()
+        except BaseException:
+            if proc.poll() is None:
+                kill()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                rt.delete(cid, force=True)
+
+    def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+                       emit: Callable[[bytes], None]) -> int:
         runc = shutil.which("runc")
         if runc is None:
             raise Unavailable("no container runtime: tugboat.runtime.api is missing and runc is not installed")
         state_root = os.path.join(self.build_dir, "runc")
         os.makedirs(state_root, exist_ok=True)
         proc = subprocess.Popen([runc, "--root", state_root, "run", "--bundle", bundle, cid],
-                                stdin=stdin, stdout=out_fd, stderr=out_fd, start_new_session=True)
+                                stdin=stdin, stdout=w, stderr=w, start_new_session=True)
+        os.close(w)
+
+        def kill() -> None:
+            subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+
         try:
-            while True:
-                try:
-                    return proc.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    if run.cancel.is_set():
-                        subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-                        proc.wait()
-                        raise BuildCancelled() from None
+            self._pump(r, emit, lambda: proc.poll() is not None, run.cancel, kill)
+            return proc.wait()
         except BaseException:
             if proc.poll() is None:
-                subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+                kill()
                 proc.wait()
             raise
         finally:

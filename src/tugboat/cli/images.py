@@ -283,41 +283,26 @@ def history_cmd(args: list[str], ctx: Context) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--format")
     o = p.parse_args(args)
+    import time
+
     from tugboat.cli.image_format import format_rows, human_size, since
 
     svc = _service(ctx)
     img = svc.resolve(o.image)
-    history = list(img.config.get("history") or [])
-    if not history:
-        history = [{"created": img.created, "created_by": ""} for _ in img.layers]
-    sizes: list[int] = []
-    for cid in img.chain_ids:
-        try:
-            sizes.append(int(svc.snapshots.layer_meta(cid).get("unpacked_size", 0)))
-        except Exception:
-            sizes.append(0)
-    rows = []
-    li = 0
-    for h in history:
-        if h.get("empty_layer"):
-            size = 0
-        else:
-            size = sizes[li] if li < len(sizes) else 0
-            li += 1
-        rows.append({"created": h.get("created", ""), "by": h.get("created_by", ""), "size": size,
-                     "comment": h.get("comment", "")})
-    rows.reverse()
     human = o.human.lower() not in ("false", "0")
     items = []
-    for i, r in enumerate(rows):
-        by = r["by"]
+    for h in svc.history(o.image):
+        by = h["CreatedBy"]
         if not o.no_trunc and len(by) > 45:
             by = by[:44] + "…"
-        iid = (img.id if o.no_trunc else img.short_id) if i == 0 else "<missing>"
+        iid = h["Id"]
+        if iid != "<missing>" and not o.no_trunc:
+            iid = img.short_id
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(h["Created"])) if h["Created"] else ""
         items.append({
-            "ID": iid, "CreatedSince": since(r["created"]) if human else r["created"],
-            "CreatedAt": r["created"], "CreatedBy": by,
-            "Size": human_size(r["size"]) if human else str(r["size"]), "Comment": r["comment"],
+            "ID": iid, "CreatedSince": since(created) if human else created, "CreatedAt": created,
+            "CreatedBy": by, "Size": human_size(h["Size"]) if human else str(h["Size"]),
+            "Comment": h["Comment"],
         })
     if o.quiet:
         sys.stdout.write("".join(it["ID"] + "\n" for it in items))
@@ -330,18 +315,29 @@ def history_cmd(args: list[str], ctx: Context) -> int:
 
 
 def _progress_printer(quiet: bool) -> Any:
+    """A rich progress bar on stderr (only on a terminal) fed with ``Loading layer i/n …``
+    messages; other messages show as the description."""
     if quiet or not sys.stderr.isatty():
         return None
-    from rich.console import Console
+    import re
 
-    console = Console(stderr=True)
-    status = console.status("")
-    status.start()
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+    progress.start()
+    task = progress.add_task("Loading", total=None)
+    layer_re = re.compile(r"layer (\d+)/(\d+)")
 
     def cb(msg: str) -> None:
-        status.update(msg)
+        m = layer_re.search(msg)
+        if m:
+            progress.update(task, description=msg, completed=int(m.group(1)) - 1, total=int(m.group(2)))
+        else:
+            progress.update(task, description=msg)
 
-    cb.stop = status.stop  # type: ignore[attr-defined]
+    cb.stop = progress.stop  # type: ignore[attr-defined]
     return cb
 
 

@@ -51,8 +51,11 @@ def registry(args: list[str], ctx: Context) -> int:
         print(f"{verb} {len(res['removed'])} blobs, {res['freed_bytes']} bytes; {res['kept']} referenced")
         return 0
     import asyncio
+    import logging
 
     from tugboat.distribution.server import make_app, serve, ssl_context
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     host, _, port_s = o.addr.rpartition(":")
     host = host.strip("[]") or "0.0.0.0"
@@ -77,21 +80,50 @@ def registry(args: list[str], ctx: Context) -> int:
     return 0
 
 
-def _print_progress(ev: dict) -> None:
-    if ev.get("status") and not ev.get("progressDetail"):
+class ProgressPrinter:
+    """Renders docker's progress messages: one line per layer, redrawn in place on a terminal
+    (as the docker CLI does), plain lines without progress bars otherwise."""
+
+    def __init__(self, out: object = None) -> None:
+        self.out = out or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.lines: dict[str, int] = {}
+
+    def write(self, ev: dict) -> None:
+        status = ev.get("status")
+        if not status:
+            return
         ident = ev.get("id")
-        sys.stdout.write(f"{ident + ': ' if ident else ''}{ev['status']}\n")
-        sys.stdout.flush()
+        text = f"{ident}: {status}" if ident else str(status)
+        if ev.get("progress"):
+            text += " " + str(ev["progress"])
+        out = self.out
+        if not self.tty:
+            if not ev.get("progressDetail"):
+                out.write(text + "\n")  # type: ignore[attr-defined]
+                out.flush()  # type: ignore[attr-defined]
+            return
+        if ident and ident in self.lines:
+            up = len(self.lines) - self.lines[ident]
+            out.write(f"\x1b[{up}A\r\x1b[2K{text}\r\x1b[{up}B")  # type: ignore[attr-defined]
+        else:
+            if ident:
+                self.lines[ident] = len(self.lines)
+            else:
+                self.lines = {}
+            out.write(text + "\n")  # type: ignore[attr-defined]
+        out.flush()  # type: ignore[attr-defined]
 
 
 def _run_stream(client: object, path: str, query: dict, headers: dict, quiet: bool) -> None:
     from tugboat.errors import TugError
 
+    printer = ProgressPrinter()
     for ev in client.json_stream("POST", path, query=query, headers=headers):  # type: ignore[attr-defined]
         if ev.get("error") or ev.get("errorDetail"):
             raise TugError(ev.get("error") or ev["errorDetail"].get("message", "failed"))
         if not quiet:
-            _print_progress(ev)
+            printer.write(ev)
 
 
 def pull(args: list[str], ctx: Context) -> int:

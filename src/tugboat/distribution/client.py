@@ -219,7 +219,12 @@ class RegistryClient:
         realm = ch.params.get("realm")
         if not realm:
             raise Unauthorized("registry sent a Bearer challenge without a realm")
-        key = (realm + "|" + ch.params.get("service", "") + "|" + (creds[0] if creds else ""), scope)
+        who = ""
+        if creds:  # the password is part of the key: a wrong one never reuses another login's token
+            import hashlib
+
+            who = creds[0] + ":" + hashlib.sha256(creds[1].encode()).hexdigest()
+        key = (realm + "|" + ch.params.get("service", "") + "|" + who, scope)
         cached = self._tokens.get(key)
         if cached and cached[1] > time.time() + 10:
             return cached[0]
@@ -311,6 +316,15 @@ class RegistryClient:
                     f"registry {ep.registry}: {resp.status} {_error_message(text)} ({scope})")
             return resp
         raise Unauthorized(f"registry {ep.registry}: authentication failed")
+
+    async def _ping(self, session: aiohttp.ClientSession, ep: Endpoint) -> None:
+        try:
+            async with session.get(ep.base + "/v2/", ssl=self.ssl_for(ep.base) or True) as r:
+                await r.read()
+        except aiohttp.ClientSSLError as e:
+            raise Unavailable(f"registry {ep.registry}: TLS error: {e}") from None
+        except (TimeoutError, aiohttp.ClientError) as e:
+            raise Unavailable(f"registry {ep.registry} ({ep.base}) is unreachable: {e or type(e).__name__}") from None
 
     # ---------------- login ----------------
     async def login_async(self, registry: str, username: str, password: str) -> str:
@@ -532,6 +546,42 @@ class RegistryClient:
                 _emit(progress, {"status": "Pull complete", "progressDetail": {}, "id": short_id(d["digest"])})
         return top_digest
 
+    async def inspect_async(self, ref: str, *, auth: Any = None) -> dict:
+        """docker's ``GET /distribution/{name}/json``: the manifest descriptor and its platforms."""
+        from tugboat.oci.reference import parse_reference
+
+        r = parse_reference(ref)
+        last: Exception | None = None
+        async with self._session() as session:
+            for ep in self.endpoints_for(r.domain):
+                try:
+                    body, mt, digest = await self.fetch_manifest(session, ep, r.path, r.digest or r.tag or "latest",
+                                                                 auth)
+                    break
+                except (Unavailable, NotFound, Unauthorized) as e:
+                    last = e
+                    if not ep.mirror:
+                        raise
+            else:
+                assert last is not None
+                raise last
+            doc = json.loads(body)
+            platforms: list[dict] = []
+            if "manifests" in doc:
+                platforms = [m["platform"] for m in doc["manifests"] if isinstance(m.get("platform"), dict)]
+            elif isinstance(doc.get("config"), dict):
+                cfg_desc = doc["config"]
+                resp = await self._request(session, ep, "GET", f"/v2/{r.path}/blobs/{cfg_desc['digest']}",
+                                           scope=f"repository:{r.path}:pull", auth=auth)
+                try:
+                    cfg = json.loads(await resp.read()) if resp.status == 200 else {}
+                finally:
+                    resp.release()
+                p = {k: cfg[k] for k in ("architecture", "os", "variant") if cfg.get(k)}
+                if p:
+                    platforms = [p]
+        return {"Descriptor": {"mediaType": mt, "digest": digest, "size": len(body)}, "Platforms": platforms}
+
     def pull(self, images: Any, ref: str, *, auth: Any = None, progress: ProgressFn | None = None,
              platform: str | None = None) -> Any:
         return _run(self.pull_async(images, ref, auth=auth, progress=progress, platform=platform))
@@ -557,6 +607,7 @@ class RegistryClient:
             _emit(progress, {"status": "Preparing", "progressDetail": {}, "id": short_id(d["digest"])})
         sem = asyncio.Semaphore(self.concurrency)
         async with self._session() as session:
+            await self._ping(session, ep)  # an unreachable registry fails now, not after upload retries
 
             async def one(d: dict) -> None:
                 async with sem:
@@ -585,6 +636,21 @@ class RegistryClient:
 
     async def _upload_blob(self, session: aiohttp.ClientSession, ep: Endpoint, repo: str, d: dict, store: Any,
                            scope: str, auth: Any, progress: ProgressFn | None) -> None:
+        """Upload one blob; a connection lost on the way restarts the upload (with back-off)."""
+        attempt = 0
+        while True:
+            try:
+                return await self._upload_blob_once(session, ep, repo, d, store, scope, auth, progress)
+            except (Unavailable, aiohttp.ClientError, ConnectionResetError) as e:
+                attempt += 1
+                if attempt > self.retries:
+                    raise Unavailable(f"upload of {d['digest']} to {ep.registry} failed: {e}") from None
+                _emit(progress, {"status": f"Retrying in {attempt} second{'s' if attempt > 1 else ''}",
+                                 "progressDetail": {}, "id": short_id(d["digest"])})
+                await asyncio.sleep(min(attempt * 0.5, 3))
+
+    async def _upload_blob_once(self, session: aiohttp.ClientSession, ep: Endpoint, repo: str, d: dict,
+                                store: Any, scope: str, auth: Any, progress: ProgressFn | None) -> None:
         digest, ident = d["digest"], short_id(d["digest"])
         resp = await self._request(session, ep, "HEAD", f"/v2/{repo}/blobs/{digest}", scope=scope, auth=auth)
         resp.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import re
 import ssl
@@ -40,6 +41,9 @@ from tugboat.distribution.storage import (
     parse_digest,
     valid_name,
 )
+from tugboat.errors import TugError
+
+log = logging.getLogger("tugboat.registry")
 
 MAX_MANIFEST = 4 * 1024 * 1024
 CHUNK_FLUSH = 4 * 1024 * 1024
@@ -174,6 +178,15 @@ class Registry:
         except AuthFailure as e:
             h = {"WWW-Authenticate": e.challenge} if e.challenge else {}
             return error_response(e.status, e.code, str(e), None, h, method)
+        except TugError as e:
+            code = {400: "UNSUPPORTED", 404: "BLOB_UNKNOWN"}.get(e.http_status, "UNKNOWN")
+            return error_response(e.http_status if 400 <= e.http_status < 600 else 500, code, e.message,
+                                  method=method)
+        except Exception as e:
+            if request.transport is None or request.transport.is_closing():
+                raise  # the client is gone (dropped upload): nothing to answer
+            log.exception("registry: %s %s failed", method, request.path)
+            return error_response(500, "UNKNOWN", f"internal error: {type(e).__name__}: {e}", method=method)
 
     def _authorize(self, request: web.Request, scopes: list[Scope]) -> None:
         self.auth.check(request.headers, scopes)

@@ -1150,6 +1150,11 @@ class Engine:
             if c.restart_timer is not None:
                 c.restart_timer.cancel()
         self.pump.close()
+        if self.network is not None:  # network helper: no bridges/rules/netns left when idle
+            try:
+                self.network.shutdown(remove_all=not any(c.running for c in self.containers()))
+            except Exception:
+                log.exception("network shutdown failed")
 
 
 def _accept_master(listener: socket.socket, box: list[int]) -> None:

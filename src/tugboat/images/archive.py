@@ -149,14 +149,13 @@ def _decompressed(images: Any, f: IO[bytes]) -> IO[bytes]:
         f.seek(0)
         if not (head.startswith(b"\x1f\x8b") or head.startswith(b"\x28\xb5\x2f\xfd")):
             return f
-    from tugboat.snapshots.layer import open_layer_source
+    from tugboat.snapshots.layer import decompressed
 
     os.makedirs(images.tmp_dir, exist_ok=True)
     spool = tempfile.TemporaryFile(dir=images.tmp_dir)  # noqa: SIM115 - returned
-    src, _ = open_layer_source(f)
-    while chunk := src.read(1 << 20):
-        spool.write(chunk)
-    src.close()
+    with decompressed(f) as src:
+        while chunk := src.read(1 << 20):
+            spool.write(chunk)
     spool.seek(0)
     return spool
 
@@ -429,7 +428,7 @@ def _write_oci(images: Any, out: _TarOut, selected: list[tuple[Any, list[Referen
 
 
 def _write_docker(images: Any, out: _TarOut, selected: list[tuple[Any, list[Reference]]]) -> None:
-    from tugboat.snapshots.layer import open_layer_source
+    from tugboat.snapshots.layer import decompressed
 
     out.add_bytes("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
     out.add_dir("blobs")
@@ -449,14 +448,9 @@ def _write_docker(images: Any, out: _TarOut, selected: list[tuple[Any, list[Refe
                     out.add_file(path, f, size)
             else:
                 with tempfile.TemporaryFile(dir=images.tmp_dir) as spool:
-                    src, owned = open_layer_source(images.content.path(desc["digest"]))
-                    try:
+                    with decompressed(images.content.path(desc["digest"])) as src:
                         while chunk := src.read(1 << 20):
                             spool.write(chunk)
-                        src.close()
-                    finally:
-                        if owned is not None:
-                            owned.close()
                     size = spool.tell()
                     spool.seek(0)
                     out.add_file(path, spool, size)

@@ -34,6 +34,25 @@ __all__ = ["Image", "ImageService", "LayerBlob", "now_rfc3339"]
 _HEX_PREFIX_RE = re.compile(r"^(sha256:)?[a-f0-9]{1,64}$")
 
 
+def rfc3339_to_unix(s: str) -> int:
+    """Seconds since the epoch of an RFC 3339 time (``Z`` or ``±hh:mm``); 0 when unparsable."""
+    import datetime
+
+    if not s:
+        return 0
+    s = s.strip().replace("z", "Z")
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?([+-]\d\d:\d\d)?$", s)
+    if not m:
+        return 0
+    try:
+        dt = datetime.datetime.fromisoformat(m.group(1) + (m.group(3) or "+00:00"))
+    except ValueError:
+        return 0
+    return int(dt.timestamp())
+
+
 def now_rfc3339() -> str:
     t = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1e9):09d}Z"
@@ -62,6 +81,21 @@ class Image:
     @property
     def compressed_size(self) -> int:
         return sum(int(d.get("size", 0)) for d in self.manifest.get("layers", []))
+
+    @property
+    def created_unix(self) -> int:
+        return rfc3339_to_unix(self.created)
+
+    def summary(self, containers: int = -1) -> dict[str, Any]:
+        """docker's ``GET /images/json`` entry."""
+        labels = (self.config.get("config") or {}).get("Labels") or {}
+        return {
+            "Id": self.id, "ParentId": "", "RepoTags": list(self.repo_tags),
+            "RepoDigests": list(self.repo_digests), "Created": self.created_unix, "Size": self.size,
+            "SharedSize": -1, "VirtualSize": self.size, "Labels": labels, "Containers": containers,
+            "Descriptor": {"mediaType": self.media_type, "digest": self.manifest_digest,
+                           "size": self.extra.get("manifest_size", 0)},
+        }
 
     def inspect(self) -> dict[str, Any]:
         """docker's ``GET /images/{name}/json`` shape."""
@@ -202,6 +236,34 @@ class ImageService:
             return self._resolve_id(ref_or_id, self.db.read()) is not None
         except Conflict:
             return True
+
+    def history(self, ref_or_id: str) -> list[dict[str, Any]]:
+        """docker's ``GET /images/{name}/history``: newest first; ``Id`` is the image ID on the
+        top entry and ``<missing>`` below, ``Size`` the unpacked size of the layer an entry made."""
+        img = self.resolve(ref_or_id)
+        history = list(img.config.get("history") or []) or [
+            {"created": img.created, "created_by": ""} for _ in img.layers]
+        sizes = []
+        for cid in img.chain_ids:
+            try:
+                sizes.append(int(self.snapshots.layer_meta(cid).get("unpacked_size", 0)))
+            except NotFound:
+                sizes.append(0)
+        out = []
+        li = 0
+        for h in history:
+            size = 0
+            if not h.get("empty_layer"):
+                size = sizes[li] if li < len(sizes) else 0
+                li += 1
+            out.append({"Id": "<missing>", "Created": rfc3339_to_unix(h.get("created", "")),
+                        "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size,
+                        "Comment": h.get("comment", "")})
+        out.reverse()
+        if out:
+            out[0]["Id"] = img.id
+            out[0]["Tags"] = list(img.repo_tags) or None
+        return out
 
     # ---- tagging and removal -----------------------------------------------------------------
 
@@ -448,27 +510,19 @@ class ImageService:
 
     def write_layer(self, tar_stream: IO[bytes] | str, *, compress: bool = True) -> LayerBlob:
         """Store a layer tar (any compression) as a gzip layer blob; computes its diff ID."""
-        from tugboat.snapshots.layer import HashingGzipWriter, open_layer_source
+        from tugboat.snapshots.layer import HashingGzipWriter, decompressed
 
-        src, owned = open_layer_source(tar_stream)
-        try:
-            with self.content.writer() as w:
-                if compress:
-                    gz = HashingGzipWriter(w)
-                    while chunk := src.read(1 << 20):
-                        gz.write(chunk)
-                    src.close()
-                    gz.close()
-                    digest = w.commit()
-                    return LayerBlob(digest, oci.OCI_LAYER_GZIP, gz.diff_id, w.size)
+        with self.content.writer() as w:
+            gz = HashingGzipWriter(w) if compress else None
+            with decompressed(tar_stream) as src:  # checks the decompressor's status on exit
                 while chunk := src.read(1 << 20):
-                    w.write(chunk)
-                src.close()
+                    (gz or w).write(chunk)
+            if gz is not None:
+                gz.close()
                 digest = w.commit()
-                return LayerBlob(digest, oci.OCI_LAYER, digest, w.size)
-        finally:
-            if owned is not None:
-                owned.close()
+                return LayerBlob(digest, oci.OCI_LAYER_GZIP, gz.diff_id, w.size)
+            digest = w.commit()
+            return LayerBlob(digest, oci.OCI_LAYER, digest, w.size)
 
     def import_rootfs(
         self,
@@ -649,6 +703,11 @@ class ImageService:
                 problems.append(f"content: blob {d} does not match its digest")
         garbage.extend(self.content.ingest_leftovers())
         garbage.extend(self.snapshots.leftovers())
+        images_dir = os.path.join(self.root, "images")
+        with contextlib.suppress(FileNotFoundError):
+            garbage.extend(os.path.join(images_dir, n) for n in os.listdir(images_dir) if ".tmp-" in n)
+        with contextlib.suppress(FileNotFoundError):
+            garbage.extend(os.path.join(self.tmp_dir, n) for n in os.listdir(self.tmp_dir))
         data = self.db.read()
         for image_id in data["images"]:
             try:
@@ -673,6 +732,16 @@ class ImageService:
         if repair:
             repaired += self.content.cleanup_ingest(older_than=3600)
             repaired += self.snapshots.cleanup()
+            for g in garbage:
+                if not g.startswith((images_dir + "/db.json.tmp-", self.tmp_dir + "/")):
+                    continue
+                pid = g.rsplit("-", 1)[-1] if ".tmp-" in g else ""
+                if pid.isdigit() and _alive(int(pid)):
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(g)
+                    repaired += 1
+            garbage = [g for g in garbage if os.path.lexists(g)]
         return {"ok": not problems, "problems": problems, "garbage": garbage, "repaired": repaired,
                 "blobs": sum(1 for _ in self.content.list()), "images": len(data["images"]),
                 "tags": len(data["tags"])}
@@ -693,6 +762,16 @@ def _familiar(s: str) -> str:
         return parse_normalized(s).familiar
     except InvalidArgument:
         return s
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _display(s: str) -> str:

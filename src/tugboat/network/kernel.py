@@ -124,6 +124,31 @@ def lo_up() -> None:
         fcntl.ioctl(s.fileno(), SIOCSIFFLAGS, struct.pack("16sh14x", b"lo", flags | IFF_UP))
 
 
+CONTAINER_SYSCTLS = (
+    # IPv4-only networks: no IPv6 link-local chatter from containers (docker does the same)
+    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    ("net/ipv6/conf/default/disable_ipv6", "1"),
+    # docker's defaults: any user may bind low ports and ping inside the container's netns
+    ("net/ipv4/ip_unprivileged_port_start", "0"),
+    ("net/ipv4/ping_group_range", "0 2147483647"),
+)
+
+
+def container_sysctls() -> None:
+    """Docker's per-container network sysctls, in the calling thread's (new) netns."""
+    for key, value in CONTAINER_SYSCTLS:
+        try:
+            fd = os.open("/proc/sys/" + key, os.O_WRONLY)
+        except OSError:
+            continue
+        try:
+            os.write(fd, value.encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
 def netlink_socket() -> socket.socket:
     """A rtnetlink socket in the calling thread's current netns."""
     return socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE)

@@ -90,6 +90,8 @@ class NetworkManager:
         self._held: dict[str, list[socket.socket]] = {}  # container id -> held port sockets
         self._ipr: Any = None
         self._bridge_index: dict[str, int] = {}
+        self._reaper: Any = None
+        self._reaper_ipr: Any = None
         self._nft: nft.Nft | None = None
         self._dns: Any = None
         self._started = False
@@ -224,6 +226,9 @@ class NetworkManager:
                 for cid in list(self._containers):
                     with contextlib.suppress(Exception):
                         self.teardown_container(cid)
+        self._stop_reaper()  # with the lock free: the reaper takes it to release addresses
+        with self._lock:
+            if remove_all:
                 for rec in self._networks.values():
                     if rec.bridge:
                         with contextlib.suppress(Exception):
@@ -237,6 +242,15 @@ class NetworkManager:
                     self._ipr.close()
                 self._ipr = None
             self._started = False
+
+    def _stop_reaper(self) -> None:
+        if self._reaper is not None:
+            self._reaper.shutdown(wait=True)
+            self._reaper = None
+        if self._reaper_ipr is not None:
+            with contextlib.suppress(Exception):
+                self._reaper_ipr.close()
+            self._reaper_ipr = None
 
     def _ensure_forwarding(self) -> None:
         cur = kernel.read_sysctl("net.ipv4.ip_forward")
@@ -531,6 +545,11 @@ class NetworkManager:
             if mode != "none":
                 net = self._find_network(mode)
                 crec.mode = net.name
+                if net.default and (spec.ips.get(net.name) or spec.ips.get(net.id)):
+                    raise InvalidArgument("user specified IP address is supported on user defined networks only")
+                if net.default and (spec.aliases.get(net.name) or spec.aliases.get(net.id)):
+                    raise InvalidArgument("network-scoped alias is supported only for containers in user "
+                                          "defined networks")
             # ports first: "port is already allocated" before anything is set up
             held: list[socket.socket] = []
             if net is not None:
@@ -548,6 +567,7 @@ class NetworkManager:
 
                 def inside() -> Any:
                     kernel.lo_up()
+                    kernel.container_sysctls()
                     sock = kernel.netlink_socket() if net is not None else None
                     extra = None
                     if want_dns:
@@ -695,20 +715,25 @@ class NetworkManager:
         with contextlib.suppress(Exception):
             kernel.delete_link(self.ipr, ep.host_veth)
 
-    def _forget_container(self, cid: str) -> None:
+    def _forget_container(self, cid: str, release_ips: bool = True) -> None:
         crec = self._containers.pop(cid, None)
         if crec is None:
             return
-        for ep in crec.endpoints:
-            if (pool := self._pools.get(ep.network_id)) is not None:
-                pool.release(ep.ip)
+        if release_ips:
+            for ep in crec.endpoints:
+                if (pool := self._pools.get(ep.network_id)) is not None:
+                    pool.release(ep.ip)
         ports.release(self._held.pop(cid, []))
         if self._dns is not None:
             self._dns.remove(cid)
         self._drop_container_file(cid)
 
     def teardown_container(self, container_id: str) -> None:
-        """Remove the container's endpoints, ports, DNS entry and netns (idempotent)."""
+        """Remove the container's endpoints, ports, DNS entry and netns (idempotent).
+
+        Deleting a veth costs the kernel ~25 ms (synchronize_net), so the host ends are deleted
+        by a background reaper; their addresses return to the pool only once they are gone (no
+        ARP clash with a successor). :meth:`flush` waits for the reaper."""
         with self._lock:
             crec = self._containers.get(container_id)
             if crec is None:
@@ -717,13 +742,39 @@ class NetworkManager:
                     kernel.remove_netns(path)
                 return
             had_ports = bool(crec.ports)
-            for ep in crec.endpoints:
-                self._detach_kernel(ep)
             if crec.netns_path and not crec.shared_from:
                 kernel.remove_netns(crec.netns_path)
-            self._forget_container(container_id)
+            self._forget_container(container_id, release_ips=False)
             if had_ports:
                 self._apply_rules()
+            if crec.endpoints:
+                self._reap(list(crec.endpoints))
+
+    def _reap(self, eps: list[Endpoint]) -> None:
+        if self._reaper is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._reaper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tug-net-reaper")
+        self._reaper.submit(self._reap_now, eps)
+
+    def _reap_now(self, eps: list[Endpoint]) -> None:
+        if self._reaper_ipr is None:
+            self._reaper_ipr = kernel.iproute()
+        for ep in eps:
+            try:
+                kernel.delete_link(self._reaper_ipr, ep.host_veth)
+            except Exception as exc:
+                log.warning("cannot delete %s: %s", ep.host_veth, exc)
+        with self._lock:
+            for ep in eps:
+                if (pool := self._pools.get(ep.network_id)) is not None:
+                    pool.release(ep.ip)
+
+    def flush(self) -> None:
+        """Wait until background veth deletions are done (do not call with the lock held)."""
+        reaper = self._reaper
+        if reaper is not None:
+            reaper.submit(lambda: None).result()
 
     def connect(self, container_id: str, network: str, aliases: tuple[str, ...] | list[str] = (),
                 ip: str | None = None) -> dict[str, Any]:

@@ -167,7 +167,6 @@ class Runtime:
         from tugboat.runtime import caps as capmod
         from tugboat.runtime import process
         from tugboat.runtime.cgroups import new_manager
-
         from tugboat.runtime.trace import mark
 
         mark("create: imports done")
@@ -301,6 +300,7 @@ class Runtime:
             raise Conflict("cannot start an already running container") from None
         pidfd = self._pidfd(record)
         try:
+            got = False
             poller = select.poll()
             poller.register(fd, select.POLLIN)
             if pidfd is not None:
@@ -309,16 +309,20 @@ class Runtime:
                 events = poller.poll(10000)
                 if not events:
                     raise Unavailable(f"container {container_id}: init did not respond to start within 10s")
+                released = False
                 for efd, _ in events:
                     if efd == fd:
-                        data = os.read(fd, 1)
+                        data = os.read(fd, 16)
                         if data:
-                            break
-                    elif efd == pidfd:
+                            got = True
+                        elif got:
+                            released = True  # EOF after the byte: the init has exec'd
+                    elif efd == pidfd and not got:
                         raise Conflict(f"container {container_id}: init exited before start")
-                else:
-                    continue
-                break
+                    elif efd == pidfd:
+                        released = True
+                if released:
+                    break
         finally:
             os.close(fd)
             if pidfd is not None:
@@ -653,7 +657,9 @@ class Runtime:
         finally:
             os.close(w)
         with os.fdopen(r, "rb") as rf:
-            result_raw = rf.read()
+            # one line, written when the helper is done (the container may keep a copy open
+            # until it execs, so do not wait for EOF)
+            result_raw = rf.readline()
         _, err = proc.communicate()
         result: dict[str, Any] = {}
         for line in result_raw.decode(errors="replace").splitlines():

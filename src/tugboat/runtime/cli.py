@@ -168,6 +168,8 @@ def _main(argv: list[str]) -> int:
         return 0 if cmd or glob.get("help") else 2
     log = _Log(glob.get("log"), glob.get("log-format"))
     result_fd = int(glob["result-fd"]) if glob.get("result-fd") else None
+    if result_fd is not None:
+        os.set_inheritable(result_fd, False)  # never into the container
 
     def warn(msg: str) -> None:
         sys.stderr.write(f"tug-runtime: warning: {msg}\n")

@@ -150,6 +150,7 @@ class InitSpec(Record):
     preserve_fds: int = 0
     no_pivot: bool = False
     monitor: str | None = None
+    fifo_fd: int | None = None
     hooks: dict[str, list[dict[str, Any]]]
     hook_state: dict[str, Any]
 
@@ -272,6 +273,7 @@ def start_init(
     """
     ch = Channel()
     pid_r, pid_w = os.pipe()
+    spec.fifo_fd = os.open(spec.fifo, os.O_PATH | os.O_CLOEXEC) if spec.fifo else None
     x = os.fork()
     if x == 0:
         try:
@@ -290,6 +292,8 @@ def start_init(
     os.close(pid_r)
     os.close(pid_w)
     ch.close_parent_ends()
+    if spec.fifo_fd is not None:
+        os.close(spec.fifo_fd)
     if double_fork:
         os.waitpid(x, 0)
     init_pid = monitor_pid = 0
@@ -312,7 +316,12 @@ def start_init(
                 ch.reply()
             if "pid" in msg:
                 init_pid = msg["pid"]
-                join_cgroup(spec.cgroup_procs, init_pid)
+                try:
+                    join_cgroup(spec.cgroup_procs, init_pid)
+                except OSError as e:
+                    if e.errno != errno.ESRCH:
+                        raise
+                    # the init already died: its own error message follows on the channel
             if "hooks" in msg:
                 if on_created_runtime is not None:
                     on_created_runtime(init_pid)
@@ -458,9 +467,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
         from tugboat.runtime import console as cons
 
         console = cons.connect(spec.console_socket)
-    fifo_fd = None
-    if spec.fifo:
-        fifo_fd = os.open(spec.fifo, os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = spec.fifo_fd  # opened (O_PATH) by P: the state dir may be unreachable from a user ns
     if "mount" not in new:
         raise OSError(errno.EINVAL, "linux.namespaces must include a new mount namespace")
     rf.prepare_root(ctx)
@@ -525,7 +532,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
             os.write(2, f"tug-runtime: open exec fifo: {os.strerror(e.errno or 0)}\n".encode())
             os._exit(127)
         os.write(fd, b"0")
-        os.close(fd)
+        # fd stays open (O_CLOEXEC): `start` reads until EOF, i.e. until the exec happened
         os.close(fifo_fd)
     if spec.hooks.get("startContainer"):
         from tugboat.runtime.hooks import run_hooks

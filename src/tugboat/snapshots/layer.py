@@ -239,6 +239,23 @@ def open_layer_source(src: IO[bytes] | str, compression: str | None = None) -> t
     raise LayerError(f"unsupported layer compression {compression!r}")
 
 
+@contextlib.contextmanager
+def decompressed(src: IO[bytes] | str, compression: str | None = None) -> Any:
+    """A decompressed source (``.read(n)``) of a layer or archive; on success the decompressor's
+    exit status is checked (``LayerError`` if the input was corrupt), on error it is killed."""
+    source, owned = open_layer_source(src, compression)
+    ok = False
+    try:
+        yield source
+        source.close()
+        ok = True
+    finally:
+        if not ok and isinstance(source, _GzipProcSource):
+            source.close(drain=False)
+        if owned is not None:
+            owned.close()
+
+
 # --------------------------------------------------------------------------------------------
 # tar reading
 

@@ -13,6 +13,7 @@ import copy
 import ipaddress
 import random
 import time
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
+_uid_rng = random.Random(os.urandom(32))  # object UIDs need uniqueness, not secrecy; os.urandom is slow here
+
+
+def new_uid() -> str:
+    return str(uuid.UUID(int=_uid_rng.getrandbits(128), version=4))
+
+
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
 SERVICE_CIDR = ipaddress.ip_network("10.96.0.0/12")
 NODEPORT_RANGE = (30000, 32767)
@@ -290,7 +298,7 @@ class ObjectService:
                                                             "Required value: name or generateName is required")])
         for f in ("resourceVersion", "selfLink", "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields"):
             md.pop(f, None)
-        md["uid"] = str(uuid.uuid4())
+        md["uid"] = new_uid()
         md["creationTimestamp"] = meta.now_rfc3339()
         srt = self.storage_type(rt)
         sobj = self.to_storage(rt, obj)
@@ -331,7 +339,8 @@ class ObjectService:
         elif rt.plural == "nodes":
             pass
         else:
-            obj["status"] = {}
+            obj["status"] = required_zero_status(rt)
+
 
     # --- update ----------------------------------------------------------------------------------
     async def update(
@@ -579,3 +588,17 @@ class ObjectService:
 
 class _Retry(Exception):
     pass
+
+
+def required_zero_status(rt: ResourceType) -> Obj:
+    """The status a new object starts with: required integer fields as 0 (what Go's zero values
+    without omitempty look like on the wire, and what typed clients insist on)."""
+    from tugboat.cluster.apiserver.schema import definitions
+
+    defs = definitions()
+    root = defs.get(rt.schema_name) or {}
+    st = (root.get("p") or {}).get("status", "")
+    d = defs.get(st[4:]) if st.startswith("ref:") else None
+    if not d:
+        return {}
+    return {f: 0 for f in d.get("r", []) if d["p"].get(f) == "integer"}

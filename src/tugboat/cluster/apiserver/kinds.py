@@ -693,6 +693,8 @@ def hpa_v2_to_v1(obj: Obj) -> Obj:
         if m.get("type") == "Resource" and r.get("name") == "cpu":
             st["currentCPUUtilizationPercentage"] = (r.get("current") or {}).get("averageUtilization")
     st.pop("conditions", None)
+    st.setdefault("currentReplicas", 0)
+    st.setdefault("desiredReplicas", 0)
     out["status"] = st
     return out
 

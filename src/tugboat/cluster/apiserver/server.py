@@ -825,6 +825,13 @@ async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any
     pki.ensure(hosts)
     store = open_store(datastore, data_dir)
     srv = await build(store, data_dir, tokens=pki.tokens())
+    # many short-lived dicts per request and a large watch-cache ring: collect the young
+    # generation less often, and keep start-up objects out of full collections
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 20, 50)
     app = srv.make_app()
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

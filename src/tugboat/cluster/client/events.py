@@ -15,21 +15,45 @@ log = logging.getLogger(__name__)
 
 
 class EventRecorder:
+    #: like kube's broadcaster: a bounded backlog (events beyond it are dropped, never blocking the
+    #: caller) drained by a few concurrent senders, so that events never crowd out real work
+    MAX_BACKLOG = 5000
+    SENDERS = 4
+
     def __init__(self, client: ApiClient, component: str, host: str = "") -> None:
         self.client = client
         self.component = component
         self.host = host
         self._seen: dict[tuple, tuple[str, str, int, float]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._backlog: asyncio.Queue | None = None
+        self.dropped = 0
 
     def event(self, obj: dict, etype: str, reason: str, message: str) -> None:
         """Fire and forget."""
         try:
-            t = asyncio.get_running_loop().create_task(self._record(obj, etype, reason, message))
+            asyncio.get_running_loop()
         except RuntimeError:
             return
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        if self._backlog is None:
+            self._backlog = asyncio.Queue()
+            for _ in range(self.SENDERS):
+                t = asyncio.ensure_future(self._sender())
+                self._tasks.add(t)
+                t.add_done_callback(self._tasks.discard)
+        if self._backlog.qsize() >= self.MAX_BACKLOG:
+            self.dropped += 1
+            return
+        self._backlog.put_nowait((obj, etype, reason, message))
+
+    async def _sender(self) -> None:
+        assert self._backlog is not None
+        while True:
+            item = await self._backlog.get()
+            try:
+                await self._record(*item)
+            finally:
+                self._backlog.task_done()
 
     async def _record(self, obj: dict, etype: str, reason: str, message: str) -> None:
         md = obj.get("metadata") or {}
@@ -76,6 +100,15 @@ class EventRecorder:
         except Exception as exc:
             log.debug("event %s %s: %s", reason, md.get("name"), exc)
 
-    async def flush(self) -> None:
+    async def flush(self, timeout: float = 5.0) -> None:
+        """Send what is queued (up to ``timeout``), then stop the senders."""
+        if self._backlog is not None:
+            try:
+                await asyncio.wait_for(self._backlog.join(), timeout)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+        for t in list(self._tasks):
+            t.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self._backlog = None

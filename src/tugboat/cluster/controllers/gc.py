@@ -11,7 +11,6 @@ from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.informer import Informer
 from tugboat.cluster.client.rest import ApiError, ConflictError, NotFoundError
 from tugboat.cluster.client.util import key as obj_key
-from tugboat.cluster.client.util import split_key
 from tugboat.cluster.controllers.base import Controller
 
 log = logging.getLogger(__name__)
@@ -173,8 +172,6 @@ class GarbageCollector(Controller):
                         pass
             if not blocking:
                 # verify with the API (informers may lag) before letting the owner go
-                for dres in {r for r, _ in deps} | set():
-                    _ = dres
                 if await self._any_dependents_live(uid, md.get("namespace")):
                     self.queue.add_after(("owner", res.plural, obj_key(obj)), 0.5)
                     return
@@ -203,5 +200,3 @@ class GarbageCollector(Controller):
         res = await asyncio.gather(*(check(r) for r in kinds))
         return any(res)
 
-
-_ = split_key

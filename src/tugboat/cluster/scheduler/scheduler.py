@@ -23,7 +23,7 @@ from tugboat.cluster.client.informer import Informer
 from tugboat.cluster.client.rest import ApiClient, ApiError, ConflictError, NotFoundError
 from tugboat.cluster.client.util import now
 from tugboat.cluster.scheduler import plugins as P
-from tugboat.cluster.scheduler.cache import Cache, PodInfo, pod_priority
+from tugboat.cluster.scheduler.cache import DEFAULT_MEMORY, DEFAULT_MILLI_CPU, Cache, PodInfo, pod_priority
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,7 @@ class Scheduler:
             t.cancel()
         for inf in (self.pods, self.nodes, self.pvcs, self.pvs, self.storageclasses, self.priorityclasses):
             await inf.stop()
+        await self.recorder.flush(1.0)
 
     # ---- one decision
     def _num_to_find(self, n: int) -> int:
@@ -323,6 +324,13 @@ class Scheduler:
         simple = P.is_simple(st)
         cpu, mem = st.req.cpu, st.req.mem
         order = nodes[start:] + nodes[:start] if start else nodes
+        if simple and not self.cache.tainted and not self.cache.imaged and not st.preferred_terms \
+                and not st.pref_counts and not st.spread_counts:
+            best = self._fast_select(st, order, want)
+            if best is not None:
+                self._next_start = (start + best[1]) % n
+                self._assume_and_bind(pod, key, best[0].name)
+                return
         for ni in order:
             checked += 1
             if simple and ni.plain and not ni.nominated:
@@ -350,6 +358,46 @@ class Scheduler:
             return
         best = self._select(st, feasible)
         self._assume_and_bind(pod, key, best.name)
+
+    def _fast_select(self, st: P.PodState, order: list, want: int) -> tuple[Any, int] | None:
+        """Filter (resources only) and score (least allocated + balanced) in one pass; the common
+        case of pods without constraints on plain nodes. None when some node needs the full path."""
+        cpu, mem = st.req.cpu, st.req.mem
+        ncpu = cpu or DEFAULT_MILLI_CPU
+        nmem = mem or DEFAULT_MEMORY
+        best_score = -1.0
+        best: list = []
+        found = 0
+        checked = 0
+        for ni in order:
+            checked += 1
+            if not ni.plain or ni.nominated:
+                return None
+            a = ni.alloc
+            r = ni.requested
+            ac, am = a.cpu, a.mem
+            if r.pods < a.pods and r.cpu + cpu <= ac and r.mem + mem <= am and ac > 0 and am > 0:
+                fc = (ni.nonzero_cpu + ncpu) / ac
+                fm = (ni.nonzero_mem + nmem) / am
+                if fc > 1.0:
+                    fc = 1.0
+                if fm > 1.0:
+                    fm = 1.0
+                d = fc - fm
+                score = (2.0 - fc - fm) * 50 + (1.0 - (d if d > 0 else -d) / 2) * 100
+                if score > best_score + 1e-9:
+                    best_score = score
+                    best = [ni]
+                elif score >= best_score - 1e-9:
+                    best.append(ni)
+                found += 1
+                if found >= want:
+                    break
+            else:
+                return None  # let the full path collect the reasons
+        if not best:
+            return None
+        return (best[0] if len(best) == 1 else random.choice(best)), checked
 
     def _select(self, st: P.PodState, feasible: list) -> Any:
         if len(feasible) == 1:
