@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from tugboat.cluster.apiserver.testing import ApiServerProcess, EtcdProcess  # noqa: E402
+from tugboat.cluster.apiserver.testing import ApiServerProcess, EtcdProcess
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -99,8 +98,8 @@ async def bench(api: ApiServerProcess, n: int, clients: int, watchers: int, chan
                 ready += 1
                 async for line in r.content:
                     now = time.perf_counter()
-                    ev = json.loads(line)
-                    k = int(ev["object"]["data"]["k"])
+                    i = line.find(b'"data":{"k":"') + 13  # cheaper than parsing 1,000 copies of the event
+                    k = int(line[i:line.index(b'"', i)])
                     seen[k].append(now - sent[k])
                     total[0] += 1
                     if total[0] >= watchers * changes:

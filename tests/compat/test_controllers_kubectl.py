@@ -72,3 +72,55 @@ async def test_kubectl_rollout_scale_describe(cluster: Cluster, tmp_path) -> Non
             break
         await asyncio.sleep(0.2)
     assert "CPU(cores)" in top and "web-" in top
+
+
+MANIFEST = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: pg, image: postgres:16}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: busybox}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once}
+spec:
+  completions: 2
+  template:
+    metadata: {annotations: {sim.tugboat.io/complete-after: 300ms}}
+    spec: {restartPolicy: Never, containers: [{name: w, image: busybox}]}
+"""
+
+
+async def test_kubectl_statefulset_daemonset_job(cluster: Cluster, tmp_path) -> None:
+    require_binary("kubectl")
+    c = await cluster.start(nodes=2)
+    home = str(tmp_path)
+    k = lambda *a, **kw: kubectl(c, *a, home=home, **kw)  # noqa: E731
+    (tmp_path / "m.yaml").write_text(MANIFEST)
+    out = await k("apply", "--validate=false", "-f", str(tmp_path / "m.yaml"))
+    assert "statefulset.apps/db created" in out and "daemonset.apps/agent created" in out
+    out = await k("rollout", "status", "statefulset/db", "--timeout=60s")
+    assert "roll out complete" in out or "successfully rolled out" in out
+    out = await k("rollout", "status", "daemonset/agent", "--timeout=60s")
+    assert 'daemon set "agent" successfully rolled out' in out
+    out = await k("wait", "--for=condition=complete", "job/once", "--timeout=60s")
+    assert "job.batch/once condition met" in out
+    out = await k("get", "pods", "-l", "app=db")
+    assert "db-0" in out and "db-1" in out
+    desc = await k("describe", "node", "sim-node-0")
+    assert "Ready" in desc and "agent-" in desc

@@ -6,14 +6,17 @@ import threading
 import time
 from collections.abc import Iterator
 
+import apiserver_fixtures
 import pytest
-from apiserver_fixtures import Cluster, cluster  # noqa: F401
+from apiserver_fixtures import Cluster
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
+cluster = apiserver_fixtures.cluster  # the fixture, parametrised over sqlite and etcd
+
 
 @pytest.fixture
-def api(cluster: Cluster) -> Iterator[client.ApiClient]:  # noqa: F811
+def api(cluster: Cluster) -> Iterator[client.ApiClient]:
     c = config.new_client_from_config(config_file=cluster.api.kubeconfig)
     try:
         yield c

@@ -7,8 +7,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import apiserver_fixtures
 import yaml
-from apiserver_fixtures import Cluster, cluster, write  # noqa: F401
+from apiserver_fixtures import Cluster, write
+
+cluster = apiserver_fixtures.cluster  # the fixture, parametrised over sqlite and etcd
 
 MANIFEST = """\
 apiVersion: apps/v1
@@ -56,7 +59,7 @@ spec:
 def test_version_and_discovery(cluster: Cluster) -> None:
     out = cluster.kubectl("version", "-o", "json").stdout
     v = json.loads(out)
-    assert v["serverVersion"]["major"] == "1" and v["serverVersion"]["minor"] == "31"
+    assert v["serverVersion"]["major"] == "1" and v["serverVersion"]["minor"] == "32"
     res = cluster.kubectl("api-resources").stdout
     for line in ("deployments", "deploy", "horizontalpodautoscalers", "leases", "endpointslices", "storageclasses"):
         assert line in res
@@ -247,3 +250,30 @@ def test_errors_as_kubectl_prints_them(cluster: Cluster, tmp_path: Path) -> None
     assert 'The Pod "Bad_Name" is invalid' in r.stderr
     assert "* metadata.name: Invalid value" in r.stderr and "* spec.containers[0].image: Required value" in r.stderr
     cluster.kubectl("delete", "cm", "dup")
+
+
+def test_protobuf_bodies_from_create_generators(cluster: Cluster) -> None:
+    """kubectl 1.32 sends these as application/vnd.kubernetes.protobuf."""
+    cluster.kubectl("create", "deployment", "pb", "--image=nginx:1.27", "--replicas=3", "--port=80")
+    d = json.loads(cluster.kubectl("get", "deploy", "pb", "-o", "json").stdout)
+    assert d["spec"]["replicas"] == 3 and d["spec"]["selector"] == {"matchLabels": {"app": "pb"}}
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "nginx:1.27" and c["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    cluster.kubectl("create", "deployment", "pb0", "--image=nginx", "--replicas=0")
+    assert cluster.kubectl("get", "deploy", "pb0", "-o", "jsonpath={.spec.replicas}").stdout == "0"
+    cluster.kubectl("create", "service", "clusterip", "pbsvc", "--tcp=80:8080")
+    svc = json.loads(cluster.kubectl("get", "svc", "pbsvc", "-o", "json").stdout)
+    assert svc["spec"]["ports"] == [{"name": "80-8080", "port": 80, "protocol": "TCP", "targetPort": 8080}]
+    assert "autoscaled" in cluster.kubectl("autoscale", "deployment", "pb", "--min=2", "--max=5", "--cpu-percent=60").stdout
+    hpa = json.loads(cluster.kubectl("get", "hpa.v2.autoscaling", "pb", "-o", "json").stdout)
+    assert hpa["spec"]["minReplicas"] == 2 and hpa["spec"]["maxReplicas"] == 5
+    assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    cluster.kubectl("create", "secret", "generic", "pbsec", "--from-literal=k=v")
+    assert cluster.kubectl("get", "secret", "pbsec", "-o", "jsonpath={.data.k}").stdout == "dg=="
+    cluster.kubectl("create", "job", "pbjob", "--image=busybox", "--", "echo", "hi")
+    job = json.loads(cluster.kubectl("get", "job", "pbjob", "-o", "json").stdout)
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["echo", "hi"]
+    cluster.kubectl("delete", "deploy", "pb", "pb0")
+    cluster.kubectl("delete", "svc", "pbsvc")
+    cluster.kubectl("delete", "hpa", "pb")
+    cluster.kubectl("delete", "job", "pbjob")

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from conftest import require_binary
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -77,7 +78,7 @@ def tugd(tmp_path: Any) -> Iterator[TugDaemon]:
     try:
         d.start()
         try:
-            probe = d.docker("run", "--rm", "--network", "none", "busybox", "true", check=False, timeout=30)
+            probe = d.docker("run", "--rm", "--network", "none", "busybox", "true", check=False, timeout=15)
         except subprocess.TimeoutExpired:
             pytest.skip("the engine cannot run a container yet (docker run timed out)")
         if probe.returncode != 0:
@@ -149,13 +150,31 @@ def test_docker_cli_networks_names_ports_and_restart(tugd: TugDaemon) -> None:
     # by name through the embedded DNS, from another container on the network
     r = d.docker("run", "--rm", "--network", "appnet", "busybox", "nslookup", "www", check=False)
     assert ip in r.stdout, r.stdout + r.stderr
-    r = d.docker("run", "--rm", "--network", "appnet", "busybox", "wget", "-q", "-T", "5", "-O", "-",
-                 f"http://{ip}/hostname", check=False)
+    # (not PID 1: a PID 1 ignores timeout's SIGTERM; and no `wget -T`: Debian's busybox crashes)
+    r = d.docker("run", "--rm", "--network", "appnet", "busybox", "sh", "-c",
+                 f"timeout 5 wget -q -O - http://{ip}/hostname; exit $?", check=False)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    r = d.docker("run", "--rm", "--network", "appnet", "busybox", "sh", "-c",
+                 "timeout 5 wget -q -O - http://www/hostname; exit $?", check=False)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    # -P publishes the EXPOSEd ports on random host ports, shown by `docker port`
+    d.docker("run", "-d", "--name", "pall", "--expose", "8080", "-P", "busybox", "httpd", "-f", "-p", "8080",
+             "-h", "/etc")
+    p2 = d.docker("port", "pall", "8080").stdout.split()[0].rsplit(":", 1)[1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{p2}/hostname", timeout=5) as resp:
+        assert resp.read().strip()
     # another network cannot reach it
     d.docker("network", "create", "othernet")
-    r = d.docker("run", "--rm", "--network", "othernet", "busybox", "wget", "-q", "-T", "2", "-O", "-",
-                 f"http://{ip}/hostname", check=False)
+    r = d.docker("run", "--rm", "--network", "othernet", "busybox", "sh", "-c",
+                 f"timeout 2 wget -q -O - http://{ip}/hostname; exit $?", check=False)
+    assert r.returncode != 0
+    # connect the running container to the other network too: now reachable by name from there
+    d.docker("network", "connect", "--alias", "web2", "othernet", "web")
+    r = d.docker("run", "--rm", "--network", "othernet", "busybox", "sh", "-c",
+                 "timeout 5 wget -q -O - http://web2/hostname; exit $?", check=False)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
+    d.docker("network", "disconnect", "othernet", "web")
+    r = d.docker("run", "--rm", "--network", "othernet", "busybox", "nslookup", "web2", check=False)
     assert r.returncode != 0
     # the published port, from the host's loopback
     port = d.docker("port", "web", "80").stdout.strip().rsplit(":", 1)[1]

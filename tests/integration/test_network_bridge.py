@@ -50,6 +50,11 @@ def test_published_port_from_loopback_and_from_another_host(lab: Lab) -> None:
     other = lab.fake_host(71)
     r = other.sh(f"curl -sf --max-time 5 http://{other.host_ip}:{host_port}/")
     assert r.returncode == 0 and r.stdout == "published", r.stderr
+    # but not the container's own address, even with a route to it through this host
+    subnet = lab.mgr.inspect("bridge")["IPAM"]["Config"][0]["Subnet"]
+    assert other.sh(f"ip route add {subnet} via {other.host_ip}").returncode == 0
+    ip = box.info.networks["bridge"]["IPAddress"]
+    assert other.sh(f"curl -sf --max-time 2 http://{ip}/").returncode != 0
     # hairpin: a container on the same bridge through the host's address
     peer = lab.run(Spec(mode="bridge", name="peer"))
     r = peer.sh(f"curl -sf --max-time 5 http://{other.host_ip}:{host_port}/")
@@ -100,6 +105,12 @@ def test_egress_is_masqueraded_and_internal_networks_have_none(lab: Lab) -> None
     # the outside host has no route to the container subnet: only masquerade makes this work
     r = box.sh(f"curl -sf --max-time 5 http://{outside.ip}:8000/")
     assert r.returncode == 0 and r.stdout == "outside world", r.stderr
+    lab.mgr.create("lonely", options={"com.docker.network.bridge.enable_icc": "false"})
+    a = lab.run(Spec(mode="lonely", name="a"))
+    a.httpd(80, "a")
+    b = lab.run(Spec(mode="lonely", name="b"))
+    assert b.sh("curl -sf --max-time 2 http://a/").returncode != 0  # no inter-container traffic
+    assert b.sh(f"curl -sf --max-time 5 http://{outside.ip}:8000/").returncode == 0  # egress still
     lab.mgr.create("sealed", internal=True)
     inner = lab.run(Spec(mode="sealed"))
     assert inner.sh(f"curl -sf --max-time 2 http://{outside.ip}:8000/").returncode != 0

@@ -53,3 +53,10 @@ async def test_dead_node_is_tainted_and_its_pods_move(cluster: Cluster) -> None:
                                                   if t["key"].startswith("node.kubernetes.io/")]
 
     await c.wait_for(healthy, timeout=20, what="node healthy again")
+
+    # pods evicted while the node was away are finished once it is back
+    async def no_leftovers() -> bool:
+        pods = (await c.client.list(R.PODS, "default", label_selector="app=mover"))["items"]
+        return len(pods) == 6 and not any(p["metadata"].get("deletionTimestamp") for p in pods)
+
+    await c.wait_for(no_leftovers, timeout=20, what="terminating pods cleaned up")

@@ -132,3 +132,23 @@ def test_import_from_body(tmp_path, engine):
     assert out and out[0]["status"].startswith("sha256:")
     assert engine.images.resolve("imported:v1").id == out[0]["status"]
     assert os.path.isdir(str(tmp_path / "engine"))
+
+
+def test_tug_pull_push_without_daemon(tmp_path, capsys):
+    from tugboat.cli.main import main
+
+    with thread_server(str(tmp_path / "reg")) as s:
+        src = LocalImages(str(tmp_path / "src"))
+        md = make_image(src.content, "direct", layers=1)
+        src.tag(f"{s.addr}/direct/img:1", md)
+        RegistryClient().push(src, f"{s.addr}/direct/img:1")
+        root = str(tmp_path / "root")
+        nodaemon = f"unix://{tmp_path}/no.sock"
+        assert main(["--root", root, "-H", nodaemon, "pull", f"{s.addr}/direct/img:1"]) == 0
+        out = capsys.readouterr().out
+        assert f"Digest: {md}" in out
+        svc = ImageService(root)
+        assert svc.resolve(f"{s.addr}/direct/img:1").manifest_digest == md
+        svc.tag(f"{s.addr}/direct/img:1", f"{s.addr}/direct/again:2")
+        assert main(["--root", root, "-H", nodaemon, "push", f"{s.addr}/direct/again"]) == 0
+        assert "2: digest: " + md in capsys.readouterr().out

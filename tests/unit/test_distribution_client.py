@@ -104,7 +104,11 @@ class CuttingProxy:
         self.loop.run_forever()
 
     async def _conn(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        try:
+            sr, sw = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            cw.transport.abort()  # upstream down: the client sees the connection reset, as it would
+            return
         state = {"armed": False, "count": 0}
 
         async def up() -> None:
@@ -121,6 +125,12 @@ class CuttingProxy:
             sw.close()
 
         async def down() -> None:
+            try:
+                await _down()
+            finally:  # the registry went away (FIN or RST): the client must see it at once
+                cw.transport.abort()
+
+        async def _down() -> None:
             while data := await sr.read(65536):
                 if state["armed"]:
                     state["count"] += len(data)
@@ -138,6 +148,8 @@ class CuttingProxy:
             cw.close()
 
         await asyncio.gather(up(), down(), return_exceptions=True)
+        cw.transport.abort()
+        sw.transport.abort()
 
     def start(self) -> CuttingProxy:
         self.thread.start()
@@ -186,7 +198,7 @@ def test_pull_survives_registry_restart(tmp_path):
 
         proxy = CuttingProxy(srv.port, cut_after=500_000, on_cut=restart).start()
         dst = LocalImages(str(tmp_path / "dst"))
-        assert RegistryClient().pull(dst, f"127.0.0.1:{proxy.port}/rst:1") == md
+        assert RegistryClient(read_timeout=10).pull(dst, f"127.0.0.1:{proxy.port}/rst:1") == md
         assert proxy.cuts == 1
         assert all(dst.content.verify(d) for d in dst.content.list())
     finally:
@@ -290,9 +302,8 @@ def test_push_survives_registry_restart_and_fails_fast_when_unreachable(tmp_path
             srv.stop()
             srv.start()
 
-        # the proxy cuts the first blob GET only; for a push, cut the upload by restarting the
-        # registry while the PUT streams: the client starts that blob's upload again
-        proxy = CuttingProxy(srv.port, cut_after=10**12, on_cut=None).start()
+        # restart the registry while the blob's PUT streams: the client starts that upload again
+        proxy = CuttingProxy(srv.port, cut_after=10**12).start()
         ref = f"127.0.0.1:{proxy.port}/pushrst:1"
         src.tag(ref, md)
         events: list[dict] = []
@@ -303,8 +314,9 @@ def test_push_survives_registry_restart_and_fails_fast_when_unreachable(tmp_path
             if ev.get("status") == "Pushing" and not timer.is_alive() and not timer.finished.is_set():
                 timer.start()
 
-        assert RegistryClient().push(src, ref, progress=progress) == md
+        assert RegistryClient(read_timeout=10).push(src, ref, progress=progress) == md
         timer.join(20)
+        assert any(str(e.get("status", "")).startswith("Retrying") for e in events)
         got = requests.get(f"{srv.url}/v2/pushrst/manifests/1",
                            headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
         assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == md

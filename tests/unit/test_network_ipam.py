@@ -104,12 +104,15 @@ def test_nft_render_isolation_masquerade_and_ports() -> None:
     assert text.startswith("table inet tugboat-x1 {}\ndelete table inet tugboat-x1\n")
     assert 'iifname "tug0" oifname { "br-a", "br-i" } drop' in text
     assert 'iifname "br-i" oifname != "br-i" drop' in text
+    assert 'oifname "br-a" iifname != "br-a" ct state new ct status & dnat == 0 drop' in text
     assert 'ip saddr 172.17.0.0/16 oifname != "tug0" masquerade' in text
     assert 'ip saddr 172.19.0.0/16 oifname != "br-i" masquerade' not in text  # internal: no egress
     assert "tcp dport 8080 dnat to 172.17.0.2:80" in text
     assert "ip daddr 127.0.0.1 udp dport 5353 dnat to 172.18.0.2:53" in text
     assert 'oifname "tug0" ip saddr 127.0.0.0/8 masquerade' in text
     assert nft.table_names("") == ("tugboat", "tugboat-nat")
+    quiet = nft.render(nft.Ruleset(bridges=[nft.BridgeRules("br-q", "10.5.0.0/24", icc=False, masquerade=False)]))
+    assert 'iifname "br-q" oifname "br-q" drop' in quiet and "10.5.0.0/24 oifname" not in quiet
     assert "delete table ip tugboat-nat" in nft.render_delete()
 
 

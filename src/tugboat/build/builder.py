@@ -501,6 +501,10 @@ class Builder:
                 f = os.path.join(upper, p)
                 if os.path.isfile(f) and os.path.getsize(f) == 0:
                     os.unlink(f)
+                # the copy-up of the parent that creating the mount point caused, when nothing else changed
+                parent = os.path.dirname(f)
+                if parent != upper and not os.listdir(parent) and not _is_opaque(parent):
+                    os.rmdir(parent)
         return self._commit_snapshot(key, state)
 
     def _commit_snapshot(self, key: str, state: State) -> LayerBlob:
@@ -960,6 +964,13 @@ class Builder:
     def prune(self) -> int:
         """Forget every cache record (``tug builder prune``)."""
         return self.cache.clear()
+
+
+def _is_opaque(path: str) -> bool:
+    try:
+        return os.getxattr(path, "trusted.overlay.opaque", follow_symlinks=False) == b"y"
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tugboat.cli.main import Context
+    from tugboat.distribution.client import RegistryClient
 
 
 def _registry_root(ctx: Context, explicit: str | None) -> str:
@@ -139,7 +140,15 @@ def pull(args: list[str], ctx: Context) -> int:
     query = {"fromImage": ref.name, "tag": ref.digest or ref.tag or "latest"}
     if o.platform:
         query["platform"] = o.platform
-    _run_stream(DaemonClient(ctx.daemon_host), "/images/create", query, _auth_header_for(ref.domain), o.quiet)
+    client = DaemonClient(ctx.daemon_host)
+    if client.ping():
+        _run_stream(client, "/images/create", query, _auth_header_for(ref.domain), o.quiet)
+    else:  # no daemon: pull straight into the data root, as `tug images` reads it
+        from tugboat.images.service import ImageService
+
+        printer = ProgressPrinter()
+        _direct_client().pull(ImageService(ctx.data_root), str(ref), platform=o.platform,
+                              progress=None if o.quiet else printer.write)
     if o.quiet:
         print(ref.familiar)
     return 0
@@ -156,9 +165,35 @@ def push(args: list[str], ctx: Context) -> int:
     from tugboat.oci.reference import parse_reference
 
     ref = parse_reference(o.image, default_tag=False)
-    _run_stream(DaemonClient(ctx.daemon_host), f"/images/{quote(ref.name, safe='/:')}/push", {"tag": ref.tag or ""},
-                _auth_header_for(ref.domain), o.quiet)
+    client = DaemonClient(ctx.daemon_host)
+    if client.ping():
+        _run_stream(client, f"/images/{quote(ref.name, safe='/:')}/push", {"tag": ref.tag or ""},
+                    _auth_header_for(ref.domain), o.quiet)
+        return 0
+    from tugboat.errors import NotFound
+    from tugboat.images.service import ImageService
+
+    images = ImageService(ctx.data_root)
+    if ref.tag or ref.digest:
+        refs = [str(ref)]
+    else:
+        refs = sorted({str(parse_reference(t)) for im in images.list() for t in (im.repo_tags or [])
+                       if parse_reference(t, default_tag=False).name == ref.name})
+    if not refs:
+        raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
+    printer = ProgressPrinter()
+    for r in refs:
+        _direct_client().push(images, r, progress=None if o.quiet else printer.write)
     return 0
+
+
+def _direct_client() -> RegistryClient:
+    from tugboat.distribution.client import RegistryClient
+
+    def env_list(name: str) -> list[str]:
+        return [x.strip() for x in os.environ.get(name, "").split(",") if x.strip()]
+
+    return RegistryClient(mirrors=env_list("TUG_REGISTRY_MIRRORS"), insecure=env_list("TUG_INSECURE_REGISTRIES"))
 
 
 def _auth_header_for(domain: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -279,14 +280,13 @@ class Registry:
         m = re.fullmatch(r"\s*(?:bytes[ =])?(\d+)-(\d+)(?:/(\d+|\*))?\s*", cr)
         if m is None:
             raise RegistryError(416, "BLOB_UPLOAD_INVALID", f"invalid Content-Range {cr!r}",
-                                headers=_upload_headers(request.match_info["tail"].split("/blobs/")[0], up))
+                                headers=_upload_headers(up.name, up))
         start, end = int(m.group(1)), int(m.group(2))
         clen = request.content_length
         if start != up.offset or end < start or (clen is not None and end - start + 1 != clen):
-            name = up.name
             raise RegistryError(416, "BLOB_UPLOAD_INVALID",
                                 f"chunk {start}-{end} does not continue the upload at offset {up.offset}",
-                                headers=_upload_headers(name, up))
+                                headers=_upload_headers(up.name, up))
 
     async def upload_patch(self, request: web.Request, name: str, uuid: str) -> web.StreamResponse:
         up = await self._get_upload(request, name, uuid)
@@ -514,8 +514,6 @@ class Registry:
 
 
 def mf_digest(body: bytes, alg: str) -> str:
-    import hashlib
-
     return f"{alg}:{hashlib.new(alg, body).hexdigest()}"
 
 

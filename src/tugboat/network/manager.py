@@ -317,7 +317,10 @@ class NetworkManager:
     def _apply_rules(self) -> None:
         rs = nft.Ruleset()
         for rec in sorted(self._networks.values(), key=lambda r: r.bridge):  # deterministic text
-            rs.bridges.append(nft.BridgeRules(rec.bridge, rec.subnet, rec.internal))
+            rs.bridges.append(nft.BridgeRules(
+                rec.bridge, rec.subnet, rec.internal,
+                icc=_opt_bool(rec.options.get("com.docker.network.bridge.enable_icc"), True),
+                masquerade=_opt_bool(rec.options.get("com.docker.network.bridge.enable_ip_masquerade"), True)))
         for crec in sorted(self._containers.values(), key=lambda c: c.container_id):
             target = self._port_target(crec)
             if target is None:
@@ -561,42 +564,29 @@ class NetworkManager:
             path = self._netns_path(container_id)
             crec.netns_path = path
             created_ns = False
+            dns_socks: list[socket.socket] | None = None
             try:
-                dns_socks = None
                 want_dns = net is not None and not net.default
 
-                def inside() -> Any:
+                def inside() -> list[socket.socket] | None:
                     kernel.lo_up()
                     kernel.container_sysctls()
-                    sock = kernel.netlink_socket() if net is not None else None
-                    extra = None
                     if want_dns:
                         from tugboat.network.dns import EmbeddedDNS
 
-                        extra = EmbeddedDNS.open_sockets()
-                    return sock, extra
+                        return EmbeddedDNS.open_sockets()
+                    return None
 
                 with contextlib.suppress(FileNotFoundError):
                     kernel.remove_netns(path)
-                ns_sock, dns_socks = kernel.create_netns(path, inside)
+                dns_socks = kernel.create_netns(path, inside)
                 created_ns = True
-                if ns_sock is None:
-                    self._containers[container_id] = crec
-                    self._held[container_id] = held
-                    self._save_container(crec)
-                    return self._info(crec)
-                ns_ipr = kernel.iproute(ns_sock)
-                try:
-                    if net is not None:
-                        ep = self._attach(crec, net, ns_ipr, "eth0",
-                                          aliases=spec.aliases.get(net.name) or spec.aliases.get(net.id) or [],
-                                          ip=spec.ips.get(net.name) or spec.ips.get(net.id),
-                                          mac=spec.mac_address, default_route=True)
-                        crec.endpoints.append(ep)
-                finally:
-                    ns_ipr.close()
-                    with contextlib.suppress(OSError):
-                        ns_sock.close()
+                if net is not None:
+                    ep = self._attach(crec, net, "eth0",
+                                      aliases=spec.aliases.get(net.name) or spec.aliases.get(net.id) or [],
+                                      ip=spec.ips.get(net.name) or spec.ips.get(net.id),
+                                      mac=spec.mac_address, default_route=True)
+                    crec.endpoints.append(ep)
                 self._containers[container_id] = crec
                 self._held[container_id] = held
                 if crec.ports:
@@ -604,8 +594,11 @@ class NetworkManager:
                 self._save_container(crec)
                 if dns_socks:
                     self._dns_server().add(container_id, socks=dns_socks)
+                    dns_socks = None
             except BaseException:
                 ports.release(held)
+                for ds in dns_socks or []:
+                    ds.close()
                 self._held.pop(container_id, None)
                 self._containers.pop(container_id, None)
                 for ep in crec.endpoints:
@@ -663,7 +656,7 @@ class NetworkManager:
                                    host_ip=r.host_ip, host_port=port))
         return out
 
-    def _attach(self, crec: ContainerRecord, net: NetworkRecord, ns_ipr: Any, ifname: str, *,
+    def _attach(self, crec: ContainerRecord, net: NetworkRecord, ifname: str, *,
                 aliases: list[str], ip: str | None, mac: str = "", default_route: bool) -> Endpoint:
         """Allocate an address on ``net`` and plug a veth into the container's netns."""
         pool = self._pools[net.id]
@@ -692,11 +685,9 @@ class NetworkManager:
                     self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
             finally:
                 os.close(fd)
-            cidx = kernel.link_index(ns_ipr, ifname)
-            ns_ipr.addr("add", index=cidx, address=addr, prefixlen=plen)
-            ns_ipr.link("set", index=cidx, state="up")
-            if default_route and not net.internal:
-                ns_ipr.route("add", dst="0.0.0.0/0", gateway=net.gateway)
+            gw = net.gateway if default_route and not net.internal else None
+            path = crec.netns_path or ""
+            kernel.in_netns(path, lambda: kernel.configure_iface(ifname, addr, plen, gw))
         except BaseException as exc:
             pool.release(addr)
             with contextlib.suppress(Exception):
@@ -792,11 +783,9 @@ class NetworkManager:
             n = 0
             while f"eth{n}" in used:
                 n += 1
-            with kernel.iproute_in(crec.netns_path) as ns_ipr:
-                ep = self._attach(crec, net, ns_ipr, f"eth{n}", aliases=list(aliases), ip=ip,
-                                  default_route=not any(
-                                      not self._networks[e.network_id].internal
-                                      for e in crec.endpoints if e.network_id in self._networks))
+            has_default = any(not self._networks[e.network_id].internal
+                              for e in crec.endpoints if e.network_id in self._networks)
+            ep = self._attach(crec, net, f"eth{n}", aliases=list(aliases), ip=ip, default_route=not has_default)
             crec.endpoints.append(ep)
             self._save_container(crec)
             if crec.ports:
@@ -943,6 +932,12 @@ class NetworkManager:
             servers = (crec.dns if crec is not None and crec.dns else None) or self.dns_upstreams \
                 or host_nameservers()
         return [parse_upstream(s) for s in servers]
+
+
+def _opt_bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
 
 
 def _read(path: str) -> str:

@@ -2,7 +2,8 @@
 
 We own two tables (names get a suffix when the manager runs as a named instance, e.g. in tests):
 
-- ``inet tugboat``: ``forward`` filter chain — inter-network isolation and ``--internal``.
+- ``inet tugboat``: ``forward`` filter chain — no new connections into a bridge from elsewhere
+  except DNATed ones (published ports), inter-network isolation, ``--internal``.
 - ``ip tugboat-nat``: ``prerouting``/``output`` DNAT of published ports (for other hosts and for
   the host itself, 127.0.0.1 included: the bridges have ``route_localnet=1`` and such connections
   are masqueraded), ``postrouting`` masquerade for egress and hairpin.
@@ -29,6 +30,8 @@ class BridgeRules:
     ifname: str
     subnet: str
     internal: bool = False
+    icc: bool = True  # com.docker.network.bridge.enable_icc
+    masquerade: bool = True  # com.docker.network.bridge.enable_ip_masquerade
 
 
 @dataclass
@@ -65,6 +68,11 @@ def render(rs: Ruleset, instance: str = "") -> str:
     out.append("  chain forward {")
     out.append("    type filter hook forward priority filter; policy accept;")
     for b in rs.bridges:
+        # from elsewhere into a bridge only as replies or to published ports (docker 28's rule
+        # against routing straight to container addresses)
+        out.append(f"    oifname {_q(b.ifname)} iifname != {_q(b.ifname)} ct state new ct status & dnat == 0 drop")
+        if not b.icc:
+            out.append(f"    iifname {_q(b.ifname)} oifname {_q(b.ifname)} drop")
         if b.internal:
             out.append(f"    iifname {_q(b.ifname)} oifname != {_q(b.ifname)} drop")
             out.append(f"    oifname {_q(b.ifname)} iifname != {_q(b.ifname)} drop")
@@ -97,7 +105,7 @@ def render(rs: Ruleset, instance: str = "") -> str:
         # reaching a published port of its own network through a host address)
         out.append(f"    oifname {_q(b.ifname)} ip saddr 127.0.0.0/8 masquerade")
         out.append(f"    oifname {_q(b.ifname)} ip saddr {b.subnet} ct status dnat masquerade")
-        if not b.internal:
+        if not b.internal and b.masquerade:
             out.append(f"    ip saddr {b.subnet} oifname != {_q(b.ifname)} masquerade")
     out.append("  }")
     out.append("}")

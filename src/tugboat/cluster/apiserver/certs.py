@@ -41,6 +41,11 @@ def _write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
@@ -95,15 +100,15 @@ class ClusterPKI:
             c = _cert(name, k, name, k, ca=True)
             _write_atomic(self.path("ca.key"), _key_pem(k), 0o600)
             _write_atomic(self.ca_cert, c.public_bytes(serialization.Encoding.PEM))
-        ca_key = serialization.load_pem_private_key(open(self.path("ca.key"), "rb").read(), None)
-        ca = x509.load_pem_x509_certificate(open(self.ca_cert, "rb").read())
+        ca_key = serialization.load_pem_private_key(_read(self.path("ca.key")), None)
+        ca = x509.load_pem_x509_certificate(_read(self.ca_cert))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         want = {"localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local", *hosts}
         srv = self.path("apiserver.crt")
         regen = not os.path.exists(srv)
         if not regen:
-            cur = x509.load_pem_x509_certificate(open(srv, "rb").read())
+            cur = x509.load_pem_x509_certificate(_read(srv))
             try:
                 san = cur.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
                 have = {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
@@ -131,8 +136,8 @@ class ClusterPKI:
 
     def issue_client(self, user: str, groups: list[str], basename: str) -> tuple[str, str]:
         """A client certificate (CN=user, O=groups) signed by the cluster CA; returns (cert, key) paths."""
-        ca_key = serialization.load_pem_private_key(open(self.path("ca.key"), "rb").read(), None)
-        ca = x509.load_pem_x509_certificate(open(self.ca_cert, "rb").read())
+        ca_key = serialization.load_pem_private_key(_read(self.path("ca.key")), None)
+        ca = x509.load_pem_x509_certificate(_read(self.ca_cert))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
         attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, user))
@@ -173,7 +178,7 @@ class ClusterPKI:
     def write_kubeconfigs(self, server_url: str) -> str:
         """Write admin.kubeconfig (client certificate) and admin-token.kubeconfig; returns the first's path."""
         def b64(p: str) -> str:
-            return base64.b64encode(open(p, "rb").read()).decode()
+            return base64.b64encode(_read(p)).decode()
 
         def kc(user: dict[str, str]) -> bytes:
             return yaml.safe_dump({

@@ -45,10 +45,7 @@ def main() -> None:
         if cls in names:
             return names[cls]
         base = re.sub(r"^(V\d+(?:alpha\d+|beta\d+)?|CoreV1|EventsV1|StorageV1|DiscoveryV1)", "", cls)
-        if base in META:
-            n = f"io.k8s.apimachinery.pkg.apis.meta.v1.{base}"
-        else:
-            n = f"{pkg}.{base}"
+        n = f"io.k8s.apimachinery.pkg.apis.meta.v1.{base}" if base in META else f"{pkg}.{base}"
         names[cls] = n
         return n
 

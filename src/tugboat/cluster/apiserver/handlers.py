@@ -11,9 +11,9 @@ import asyncio
 import base64
 import copy
 import ipaddress
+import os
 import random
 import time
-import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any

@@ -261,8 +261,8 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
                            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
                            "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "
                            "set to 1 if it was previously negative)")
-        elif {k: v for k, v in o.items() if k not in strip + ("nodeName",)} != {
-                k: v for k, v in n.items() if k not in strip + ("nodeName",)}:
+        elif {k: v for k, v in o.items() if k not in (*strip, "nodeName")} != {
+                k: v for k, v in n.items() if k not in (*strip, "nodeName")}:
             errs.forbidden("spec", "pod updates may not change fields other than `spec.containers[*].image`,"
                            "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only "
                            "additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be "

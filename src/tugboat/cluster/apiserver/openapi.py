@@ -95,7 +95,7 @@ def _gv_doc(srv: APIServer, group: str, version: str) -> dict[str, Any]:
         if rt.namespaced:
             paths[f"{prefix}/{rt.plural}"] = {"get": {**base, "operationId": f"list{rt.kind}ForAllNamespaces",
                                                       "x-kubernetes-action": "list", "responses": ok}}
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.31.0"}, "paths": paths,
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths,
             "components": {"schemas": comps}}
 
 
@@ -103,10 +103,7 @@ def _doc(srv: APIServer, gv: str) -> tuple[bytes, str]:
     hit = _docs.get(gv)
     if hit is None:
         group, _, version = gv.rpartition("/")
-        if gv.startswith("api/"):
-            group = ""
-        else:
-            group = group.split("/", 1)[1]
+        group = "" if gv.startswith("api/") else group.split("/", 1)[1]
         body = msgspec.json.encode(_gv_doc(srv, group, version))
         hit = _docs[gv] = (body, hashlib.sha512(body).hexdigest()[:64].upper())
     return hit

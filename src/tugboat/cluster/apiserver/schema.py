@@ -17,7 +17,7 @@ def definitions() -> dict[str, dict[str, Any]]:
         return json.load(f)
 
 
-def _walk(t: str, value: Any, path: str, out: list[str], defs: dict[str, dict[str, Any]]) -> None:
+def _walk(t: str, value: Any, path: str, out: list[str], defs: dict[str, dict[str, Any]], prune: bool = False) -> None:
     if value is None:
         return
     if t.startswith("ref:"):
@@ -25,29 +25,38 @@ def _walk(t: str, value: Any, path: str, out: list[str], defs: dict[str, dict[st
         if d is None or not isinstance(value, dict):
             return
         props = d["p"]
+        drop = []
         for k, v in value.items():
-            sub = f"{path}.{k}" if path else k
             ft = props.get(k)
             if ft is None:
-                if k.startswith("$"):  # patch directives survive into nothing
-                    continue
-                out.append(f'unknown field "{sub}"')
-            else:
-                _walk(ft, v, sub, out, defs)
+                if not k.startswith("$"):  # patch directives are not fields
+                    out.append(f'unknown field "{path}.{k}"' if path else f'unknown field "{k}"')
+                    drop.append(k)
+            elif (ft[0] in "rlm") and isinstance(v, dict | list) and ft != "map:string":
+                _walk(ft, v, f"{path}.{k}" if path else k, out, defs, prune)
+        if prune:
+            for k in drop:
+                del value[k]
     elif t.startswith("list:"):
         if isinstance(value, list):
-            for i, v in enumerate(value):
-                _walk(t[5:], v, f"{path}[{i}]", out, defs)
+            sub = t[5:]
+            if sub[0] in "rlm":
+                for i, v in enumerate(value):
+                    _walk(sub, v, f"{path}[{i}]", out, defs, prune)
     elif t.startswith("map:") and isinstance(value, dict):
-        for k, v in value.items():
-            _walk(t[4:], v, f"{path}[{k}]", out, defs)
+        sub = t[4:]
+        if sub[0] in "rlm":
+            for k, v in value.items():
+                _walk(sub, v, f"{path}[{k}]", out, defs, prune)
 
 
-def unknown_fields(rt: ResourceType, obj: Any) -> list[str]:
+def unknown_fields(rt: ResourceType, obj: Any, prune: bool = False) -> list[str]:
+    """Messages for fields the kind does not have; with ``prune`` they are also removed (what
+    decoding into the typed object does on a real API server)."""
     if not rt.schema_name:
         return []
     out: list[str] = []
-    _walk("ref:" + rt.schema_name, obj, "", out, definitions())
+    _walk("ref:" + rt.schema_name, obj, "", out, definitions(), prune)
     return out
 
 

@@ -30,7 +30,7 @@ from tugboat.cluster.apiserver.watchcache import CachedEvent, TooOld, WatchCache
 
 log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
-K8S_MINOR = "31"
+K8S_MINOR = os.environ.get("TUG_K8S_MINOR", "32")
 K8S_VERSION = f"v1.{K8S_MINOR}.0"
 JSON = "application/json"
 _dec = msgspec.json.Decoder()
@@ -317,6 +317,8 @@ class APIServer:
         cl = request.content_length
         if cl is not None and cl > MAX_BODY:
             raise ApiError(413, "Request entity too large: limit is 3145728", "RequestEntityTooLarge")
+        if cl is not None:
+            return await request.read()
         chunks = []
         total = 0
         async for chunk in request.content.iter_chunked(65536):
@@ -329,8 +331,9 @@ class APIServer:
     def _parse(self, request: web.Request, body: bytes) -> Any:
         ct = (request.content_type or JSON).lower()
         if "protobuf" in ct:
-            raise ApiError(415, "the body of the request was in an unknown format - accepted media types include: "
-                           "application/json, application/yaml", "UnsupportedMediaType")
+            from tugboat.cluster.apiserver import protobuf
+
+            return protobuf.decode(body)
         if not body.strip():
             raise ApiError(400, "the body of the request was empty", "BadRequest")
         if "yaml" in ct and "apply-patch" not in ct:
@@ -358,13 +361,13 @@ class APIServer:
 
     def _field_validation(self, request: web.Request, body: bytes, obj: Any, rt: ResourceType) -> None:
         mode = request.query.get("fieldValidation", "Warn")
-        if mode == "Ignore":
-            return
-        if mode not in ("Strict", "Warn"):
+        if mode not in ("Strict", "Warn", "Ignore"):
             raise ApiError(400, f'fieldValidation must be one of "Ignore", "Warn", or "Strict", got {mode!r}',
                            "BadRequest")
         from tugboat.cluster.apiserver import schema
-        problems = schema.unknown_fields(rt, obj)
+        problems = schema.unknown_fields(rt, obj, prune=mode != "Strict")
+        if mode == "Ignore":
+            return
         if mode == "Strict" and "json" in (request.content_type or JSON):
             problems += schema.duplicate_fields(body)
         if not problems:
@@ -475,12 +478,6 @@ class APIServer:
         resp = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        try:
-            watcher = self.cache.watch(prefix, start)
-        except TooOld as exc:
-            err = ApiError(410, f"too old resource version: {exc.requested} ({exc.oldest})", "Expired").status()
-            await resp.write(b'{"type":"ERROR","object":' + encode(err) + b"}\n")
-            return resp
         first_table = [True]
         include = q.get("includeObject", "Metadata")
 
@@ -509,46 +506,51 @@ class APIServer:
             return b'{"type":"BOOKMARK","object":' + encode({"kind": rt.kind, "apiVersion": rt.api_version,
                                                              "metadata": md}) + b"}\n"
 
+        transport = request.transport
+
+        def write_raw(data: bytes) -> bool:
+            # a chunk of the chunked response, written synchronously from the watch cache
+            if transport is None or transport.is_closing():
+                return False
+            transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+            return transport.get_write_buffer_size() < 32 * 1024 * 1024  # else: too slow, drop it
+
+        def sink(ev: CachedEvent) -> bool:
+            data = self._event_line(rt, sel, ev, line)
+            return write_raw(data) if data else True
+
+        watcher = None
         try:
             if initial_objs:
-                buf = [line("ADDED", self.objects.to_view(rt, o)) for o in initial_objs]
-                await resp.write(b"".join(buf))
+                await resp.write(b"".join(line("ADDED", self.objects.to_view(rt, o)) for o in initial_objs))
             if initial and bookmarks:
                 await resp.write(bookmark(start, True))
-            last_rev = start
+            try:
+                watcher = self.cache.watch(prefix, start, sink)
+            except TooOld as exc:
+                err = ApiError(410, f"too old resource version: {exc.requested} ({exc.oldest})", "Expired").status()
+                await resp.write(b'{"type":"ERROR","object":' + encode(err) + b"}\n")
+                await resp.write_eof()
+                return resp
             bookmark_every = 30.0
-            next_bm = time.monotonic() + bookmark_every
-            while True:
-                now = time.monotonic()
-                remaining = deadline - now
+            while not watcher.closed:
+                remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                wait = min(remaining, next_bm - now) if bookmarks else remaining
+                wait = min(remaining, bookmark_every) if bookmarks else remaining
                 try:
-                    ev = await asyncio.wait_for(watcher.queue.get(), max(wait, 0.001))
+                    await asyncio.wait_for(watcher.done.wait(), wait)
                 except TimeoutError:
-                    if bookmarks and time.monotonic() >= next_bm:
-                        await resp.write(bookmark(max(last_rev, self.cache.rev)))
-                        next_bm = time.monotonic() + bookmark_every
-                    continue
-                out = []
-                while True:
-                    if ev is None:
+                    if bookmarks and time.monotonic() < deadline and not write_raw(
+                            bookmark(max(watcher.last_rev, start))):
                         break
-                    out.append(self._event_line(rt, sel, ev, line))
-                    last_rev = ev.revision
-                    if watcher.queue.empty():
-                        break
-                    ev = watcher.queue.get_nowait()
-                data = b"".join(x for x in out if x)
-                if data:
-                    await resp.write(data)
-                if ev is None:
+                if transport is None or transport.is_closing():
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
-            watcher.close()
+            if watcher is not None:
+                watcher.close()
         with contextlib.suppress(Exception):
             await resp.write_eof()
         return resp

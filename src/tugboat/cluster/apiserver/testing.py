@@ -80,7 +80,7 @@ class EtcdProcess:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
              "--initial-cluster", f"tug=http://127.0.0.1:{peer}", "--log-level", "error",
              "--quota-backend-bytes", str(2 * 1024**3)],
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
         )
         _wait_port(self.port, self.proc, 20, "etcd", log)
         deadline = time.monotonic() + 20
@@ -151,7 +151,8 @@ class ApiServerProcess:
         if self.datastore:
             cmd += ["--datastore", self.datastore]
         log = self.dir / "apiserver.log"
-        self.proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(cmd, stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+                                     start_new_session=True)
         _wait_port(self.port, self.proc, 30, "apiserver", log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,17 +42,38 @@ class TooOld(Exception):
         self.oldest = oldest
 
 
+Sink = Callable[[CachedEvent], bool]
+
+
 class Watcher:
-    def __init__(self, cache: WatchCache, prefix: str, max_pending: int, after: int = 0) -> None:
+    """One watch. With a ``sink`` (the API server's watch handler) each event is handed over
+    synchronously as it is ingested (no task switch per watcher; the sink writes to the socket and
+    returns False when the client is gone or too far behind); without one, events queue up."""
+
+    def __init__(self, cache: WatchCache, prefix: str, max_pending: int, after: int = 0,
+                 sink: Sink | None = None) -> None:
         self.cache = cache
         self.after = after
         self.prefix = prefix
+        self.sink = sink
         self.queue: asyncio.Queue[CachedEvent | None] = asyncio.Queue()
+        self.done = asyncio.Event()
         self.max_pending = max_pending
         self.closed = False
+        self.last_rev = after
 
     def push(self, ev: CachedEvent) -> None:
         if self.closed or ev.revision <= self.after:
+            return
+        self.last_rev = ev.revision
+        if self.sink is not None:
+            try:
+                ok = self.sink(ev)
+            except Exception:
+                log.exception("watch sink failed")
+                ok = False
+            if not ok:
+                self.close()
             return
         if self.queue.qsize() >= self.max_pending:
             self.close()
@@ -62,6 +84,7 @@ class Watcher:
         if not self.closed:
             self.closed = True
             self.queue.put_nowait(None)
+            self.done.set()
             self.cache.watchers.discard(self)
 
 
@@ -128,9 +151,14 @@ class WatchCache:
             old = self.ring.popleft()
             self.start_rev = old.revision
         self.rev = ev.revision
+        import time as _t
+        _t0 = _t.perf_counter()
         for w in list(self.watchers):
             if ev.key.startswith(w.prefix):
                 w.push(ce)
+        _d = _t.perf_counter() - _t0
+        if _d > 0.005:
+            print("FANOUT", len(self.watchers), round(_d * 1000, 1), flush=True)
         if self._rev_waiters:
             keep = []
             for r, fut in self._rev_waiters:
@@ -150,14 +178,15 @@ class WatchCache:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(fut, timeout)
 
-    def watch(self, prefix: str, after_rev: int) -> Watcher:
+    def watch(self, prefix: str, after_rev: int, sink: Sink | None = None) -> Watcher:
         """Events under ``prefix`` newer than ``after_rev``: buffered ones first, then live ones."""
         if after_rev < self.start_rev:
             raise TooOld(after_rev, self.start_rev + 1)
-        w = Watcher(self, prefix, self.max_pending, after_rev)
+        w = Watcher(self, prefix, self.max_pending, after_rev, sink)
         if after_rev < self.rev:
             for ce in self.ring:
                 if ce.revision > after_rev and ce.key.startswith(prefix):
-                    w.queue.put_nowait(ce)
-        self.watchers.add(w)
+                    w.push(ce)
+        if not w.closed:
+            self.watchers.add(w)
         return w

@@ -145,6 +145,8 @@ class LeaderElector:
                     break
         finally:
             self.is_leader = False
+            if work.done() and not work.cancelled() and work.exception() is not None:
+                log.error("lease %s: leader work failed: %r", self.name, work.exception())
             if not work.done():
                 work.cancel()
                 try:

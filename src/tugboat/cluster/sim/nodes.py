@@ -207,6 +207,10 @@ class SimNodes:
 
     def resume_node(self, name: str) -> None:
         self.stopped.discard(name)
+        # catch up with what happened meanwhile (e.g. pods deleted while the node was away)
+        for pod in list(self.pods.store.values()):
+            if (pod.get("spec") or {}).get("nodeName") == name:
+                self.queue.add(f"{pod['metadata']['namespace']}/{pod['metadata']['name']}")
 
     # ---- pods
     def _on_pod(self, pod: dict, *_: Any) -> None:

@@ -76,7 +76,7 @@ class EtcdStore(Store):
                             raise Compacted(int(body.get("revision", 0) or 0), self._compact_rev)
                         raise StoreUnavailable(f"etcd {path}: {msg}")
                     return data
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 last = exc
                 self._ep = (self._ep + 1) % len(self.endpoints)
                 await asyncio.sleep(0.05)
