@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from cluster_common import ApiServerProcess
 from tugboat.cluster.client import ApiClient, load_kubeconfig
 from tugboat.cluster.client import resources as R
+from tugboat.cluster.client.informer import Informer
 from tugboat.cluster.client.util import pod_ready
 
 
@@ -64,9 +65,15 @@ async def run(args: argparse.Namespace) -> dict:
             await c.create(R.DEPLOYMENTS, dep)
             await asyncio.sleep(0.5)
 
+            pods_inf = Informer(c, R.PODS, "default", label_selector="app=bench")
+            pods_inf.start()
+            await pods_inf.wait_synced(60)
+            dep_inf = Informer(c, R.DEPLOYMENTS, "default")
+            dep_inf.start()
+            await dep_inf.wait_synced(60)
+
             async def pods_state() -> tuple[int, int, int]:
-                items = (await c.list(R.PODS, "default", label_selector="app=bench"))["items"]
-                live = [p for p in items if not p["metadata"].get("deletionTimestamp")]
+                live = [p for p in pods_inf.store.values() if not p["metadata"].get("deletionTimestamp")]
                 return (len(live), sum(1 for p in live if p["spec"].get("nodeName")),
                         sum(1 for p in live if (p.get("status") or {}).get("phase") == "Running" and pod_ready(p)))
 
@@ -86,19 +93,21 @@ async def run(args: argparse.Namespace) -> dict:
                     break
                 if now > args.timeout:
                     raise RuntimeError(f"scale-up timed out: {created} created, {scheduled} scheduled, {running} running")
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.05)
             res["scale_up"] = {k: round(v, 2) for k, v in marks.items()}
             res["scale_up"]["pods_per_s"] = round(args.replicas / marks["all_running_s"], 1)
 
             async def rolled_out() -> bool:
-                d = await c.get(R.DEPLOYMENTS, "bench", "default")
+                d = dep_inf.get("default/bench")
+                if d is None:
+                    return False
                 s = d.get("status") or {}
                 return (s.get("observedGeneration", 0) >= d["metadata"]["generation"]
                         and s.get("updatedReplicas") == args.replicas and s.get("replicas") == args.replicas
                         and s.get("availableReplicas") == args.replicas)
 
             while not await rolled_out():
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.05)
             t0 = time.time()
             await c.patch(R.DEPLOYMENTS, "bench", {"spec": {"template": {"spec": {"containers": [
                 {"name": "c", "image": "registry.k8s.io/pause:3.9"}]}}}}, "default",
@@ -106,12 +115,14 @@ async def run(args: argparse.Namespace) -> dict:
             await asyncio.sleep(0.2)
             min_avail = args.replicas
             while not await rolled_out():
-                d = await c.get(R.DEPLOYMENTS, "bench", "default")
+                d = dep_inf.get("default/bench") or {}
                 min_avail = min(min_avail, int((d.get("status") or {}).get("availableReplicas") or 0))
                 if time.time() - t0 > args.timeout:
                     raise RuntimeError("rolling update timed out")
-                await asyncio.sleep(0.25)
+                await asyncio.sleep(0.05)
             took = time.time() - t0
+            await pods_inf.stop()
+            await dep_inf.stop()
             res["rolling_update"] = {"rolled_out_s": round(took, 2), "pods_per_s": round(args.replicas / took, 1),
                                      "min_available_observed": min_avail, "max_surge": args.max_surge,
                                      "max_unavailable": args.max_unavailable}

@@ -9,6 +9,8 @@
 2. Throughput through a published port (127.0.0.1:HOSTPORT, nft DNAT) vs a direct connection to
    the container's address, same run, same sink server. Goal: ≥ 0.8×.
 3. Time to set up (and tear down) 50 containers on one user network.
+4. (unless --no-engine) `docker run --rm busybox true` through a real `tug daemon`, bridge vs
+   none, as the peers were measured (whole run, CLI included).
 
 Everything runs on kernel objects of its own (instance ``bench``) and is removed at the end.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -162,10 +165,58 @@ def fifty(mgr: NetworkManager) -> dict[str, float]:
     return {"setup_total": t1 - t0, "teardown_total": t2 - t1, "reaped": t3 - t1}
 
 
+def engine_run_cost(runs: int) -> dict[str, float] | None:
+    """`docker run --rm busybox true` through a real `tug daemon`: bridge vs none (interleaved)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return None
+    work = tempfile.mkdtemp(prefix="tug-netbench-engine-")
+    root, sock = os.path.join(work, "root"), os.path.join(work, "tug.sock")
+    env = {**os.environ, "TUG_NETWORK_INSTANCE": "benche", "DOCKER_HOST": f"unix://{sock}",
+           "DOCKER_CONFIG": work}
+    tug = [sys.executable, "-m", "tugboat.cli.main"]
+    boot = subprocess.run([*tug, "--root", root, "image", "bootstrap", "busybox"], capture_output=True, env=env)
+    if boot.returncode != 0:
+        return None
+    log = open(os.path.join(work, "daemon.log"), "wb")  # noqa: SIM115
+    daemon = subprocess.Popen([*tug, "daemon", "--root", root, "--host", f"unix://{sock}"], env=env,
+                              stdout=log, stderr=log)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock) and subprocess.run([docker, "version"], capture_output=True,
+                                                       env=env).returncode == 0:
+                break
+            time.sleep(0.1)
+        times: dict[str, list[float]] = {"none": [], "bridge": []}
+        for i in range(runs + 1):
+            for mode in ("none", "bridge"):
+                t0 = time.perf_counter()
+                r = subprocess.run([docker, "run", "--rm", "--network", mode, "busybox", "true"],
+                                   capture_output=True, env=env, timeout=60)
+                if r.returncode != 0:
+                    return None
+                if i:
+                    times[mode].append(time.perf_counter() - t0)
+        return {m: statistics.median(v) for m, v in times.items()}
+    except (subprocess.TimeoutExpired, OSError):
+        return None
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        log.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--mb", type=int, default=256)
+    ap.add_argument("--no-engine", dest="engine", action="store_false",
+                    help="skip the `docker run` comparison through a real tug daemon")
+    ap.add_argument("--engine-runs", type=int, default=10)
     a = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/network.py needs root (network namespaces, bridges, nftables)")
@@ -199,6 +250,16 @@ def main() -> int:
               f"(veths deleted in the background, all gone after {f['reaped']:.2f} s)")
     finally:
         mgr.shutdown(remove_all=True)
+        shutil.rmtree(root, ignore_errors=True)
+    if a.engine:
+        e = engine_run_cost(a.engine_runs)
+        if e is None:
+            print("docker run through tug daemon: not measured (docker CLI missing or the engine cannot "
+                  "run containers on this checkout)")
+        else:
+            print(f"docker run --rm busybox true via tug daemon, median of {a.engine_runs}: none "
+                  f"{e['none'] * 1000:.0f} ms, bridge {e['bridge'] * 1000:.0f} ms, extra "
+                  f"{(e['bridge'] - e['none']) * 1000:+.0f} ms (docker +0-70 ms, podman +240 ms)")
     return 0
 
 

@@ -277,3 +277,123 @@ def test_protobuf_bodies_from_create_generators(cluster: Cluster) -> None:
     cluster.kubectl("delete", "svc", "pbsvc")
     cluster.kubectl("delete", "hpa", "pb")
     cluster.kubectl("delete", "job", "pbjob")
+
+
+EVERY_KIND = """\
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: k-rs}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: k-rs}}
+  template:
+    metadata: {labels: {app: k-rs}}
+    spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: k-sts}
+spec:
+  serviceName: k-sts
+  selector: {matchLabels: {app: k-sts}}
+  template:
+    metadata: {labels: {app: k-sts}}
+    spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: k-ds}
+spec:
+  selector: {matchLabels: {app: k-ds}}
+  template:
+    metadata: {labels: {app: k-ds}}
+    spec: {containers: [{name: c, image: nginx}]}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: k-job}
+spec:
+  template:
+    spec: {containers: [{name: c, image: busybox, command: [sh, -c, "true"]}], restartPolicy: Never}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: k-hpa}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: ReplicaSet, name: k-rs}
+  minReplicas: 1
+  maxReplicas: 3
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: k-lease}
+spec: {holderIdentity: me, leaseDurationSeconds: 15}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: k-slice}
+addressType: IPv4
+endpoints: [{addresses: [10.0.0.1]}]
+ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: k-ep}
+subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{port: 80}]}]
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: k-sc}
+provisioner: example.com/none
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: k-pv}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/k-pv}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: k-pvc}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: Event
+metadata: {name: k-ev}
+involvedObject: {kind: ReplicaSet, name: k-rs, namespace: default}
+reason: Testing
+message: hello
+type: Normal
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: k-sa}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: k-node, labels: {node-role.kubernetes.io/worker: ""}}
+"""
+
+
+def test_every_kind_with_tables(cluster: Cluster, tmp_path: Path) -> None:
+    f = write(tmp_path / "kinds.yaml", EVERY_KIND)
+    out = cluster.kubectl("apply", "-f", f).stdout
+    assert out.count("created") == 14, out
+    kinds = "rs,sts,ds,jobs,hpa,leases,endpointslices,ep,sc,pv,pvc,events,sa,nodes"
+    r = cluster.kubectl("get", kinds, "-o", "wide")
+    for name in ("k-rs", "k-sts", "k-ds", "k-job", "k-hpa", "k-lease", "k-slice", "k-ep", "k-sc", "k-pv", "k-pvc",
+                 "Testing", "k-sa", "k-node"):
+        assert name in r.stdout, (name, r.stdout)
+    rows = [ln for ln in r.stdout.splitlines() if "node/k-node" not in ln]  # a node without nodeInfo: <unknown>
+    assert "<unknown>" not in "\n".join(rows).replace("cpu: <unknown>", "")
+    assert "ReplicaSet/k-rs" in r.stdout and "10.0.0.1:80" in r.stdout and "worker" in r.stdout
+    assert "k-rs" in cluster.kubectl("get", "all").stdout
+    assert "Testing" in cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=k-rs").stdout
+    assert "Testing" not in cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=x").stdout
+    out = cluster.kubectl("get", "cm", "--chunk-size=1", "-A", "-o", "name").stdout
+    assert out.count("configmap/") == len(json.loads(cluster.kubectl("get", "cm", "-A", "-o", "json").stdout)["items"])
+    cluster.kubectl("delete", "-f", f, "--wait=false")

@@ -28,6 +28,11 @@ def test_names_resolve_on_user_network_and_other_network_is_isolated(lab: Lab) -
         assert r.returncode == 0 and r.stdout == "hello from web", (name, r.stderr)
     r = client.sh("busybox nslookup web 127.0.0.11")
     assert ip in r.stdout
+    # the container may run its own DNS server on :53 (the embedded one only DNATs 127.0.0.11:53)
+    code = ("import socket\nu = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nu.bind(('0.0.0.0', 53))\n"
+            "t = socket.socket()\nt.bind(('0.0.0.0', 53))\nt.listen()\nprint('bound')\n")
+    r = client.sh(f"{sys.executable} -c \"{code}\" && busybox nslookup www 127.0.0.11")
+    assert r.returncode == 0 and "bound" in r.stdout and ip in r.stdout, r.stdout + r.stderr
     # another user network: no route between the bridges, and no names of "front"
     lab.mgr.create("back")
     other = lab.run(Spec(mode="back", name="other"))
@@ -55,7 +60,11 @@ def test_published_port_from_loopback_and_from_another_host(lab: Lab) -> None:
     assert other.sh(f"ip route add {subnet} via {other.host_ip}").returncode == 0
     ip = box.info.networks["bridge"]["IPAddress"]
     assert other.sh(f"curl -sf --max-time 2 http://{ip}/").returncode != 0
-    # hairpin: a container on the same bridge through the host's address
+    # hairpin: the container itself through its gateway, and a container on the same bridge
+    # through the host's address
+    gw = box.info.networks["bridge"]["Gateway"]
+    r = box.sh(f"curl -sf --max-time 5 http://{gw}:{host_port}/")
+    assert r.returncode == 0 and r.stdout == "published", r.stderr
     peer = lab.run(Spec(mode="bridge", name="peer"))
     r = peer.sh(f"curl -sf --max-time 5 http://{other.host_ip}:{host_port}/")
     assert r.returncode == 0 and r.stdout == "published", r.stderr
@@ -154,6 +163,9 @@ def test_bad_input_leaves_nothing_half_configured(lab: Lab) -> None:
         lab.mgr.create("five", subnet="10.213.2.0/24", gateway="10.213.3.1")
     with pytest.raises(Conflict, match="already exists"):
         lab.mgr.create("one")
+    host_net = next(n for n in lab.mgr._host_route_nets() if not n.startswith("0."))
+    with pytest.raises(Conflict, match="host route"):
+        lab.mgr.create("onhost", subnet=host_net)
     names = [n["Name"] for n in lab.mgr.list()]
     assert sorted(names) == ["bridge", "host", "none", "one"]
     box = lab.run(Spec(mode="one", name="busy"))
@@ -170,6 +182,13 @@ def test_bad_input_leaves_nothing_half_configured(lab: Lab) -> None:
     with pytest.raises(Conflict, match="Address already in use"):
         lab.mgr.setup_container(os.urandom(32).hex(),
                                 Spec(mode="one", ips={"one": box.info.networks["one"]["IPAddress"]}))
+    # a container restarted with its --ip gets it back at once (no wait for the veth reaper)
+    fixed_ip = "10.213.0.77"
+    fixed = lab.run(Spec(mode="one", ips={"one": fixed_ip}))
+    lab.mgr.teardown_container(fixed.id)
+    again = lab.mgr.setup_container(fixed.id, Spec(mode="one", ips={"one": fixed_ip}))
+    assert again.networks["one"]["IPAddress"] == fixed_ip
+    lab.mgr.teardown_container(fixed.id)
     lab.mgr.teardown_container(box.id)
     lab.mgr.teardown_container(box.id)  # idempotent
     lab.mgr.remove("one")
@@ -192,6 +211,13 @@ def test_connect_disconnect_and_modes(lab: Lab) -> None:
         lab.mgr.connect(cli.id, "n2")
     lab.mgr.disconnect(cli.id, "n2")
     assert cli.sh("curl -sf --max-time 2 http://srv/").returncode != 0
+    # several networks at creation (API >= 1.44): eth0 and eth1, names on both
+    both = lab.run(Spec(mode="n1", name="both", extra_networks=["n2"], aliases={"n2": ["b2"]}))
+    assert set(both.info.networks) == {"n1", "n2"}
+    r = both.sh("curl -sf --max-time 5 http://srv/")
+    assert r.returncode == 0 and r.stdout == "n2 server", r.stderr
+    r = srv.sh("busybox nslookup b2 127.0.0.11")
+    assert both.info.networks["n2"]["IPAddress"] in r.stdout
     # none: only lo; container:<id>: the same netns; host: no netns
     none = lab.run(Spec(mode="none"))
     r = none.sh("busybox ip -o link")

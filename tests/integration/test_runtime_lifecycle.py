@@ -145,15 +145,30 @@ def test_failed_create_leaves_nothing(runtime: Runtime, bundles: Bundles) -> Non
 def test_hooks_run_in_order(runtime: Runtime, bundles: Bundles, tmp_path) -> None:
     log = tmp_path / "hooks.log"
 
-    def hook(name: str) -> dict:
-        return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > /dev/null; echo {name} >> {log}"]}
+    def hook(name: str, target: str = str(log)) -> dict:
+        return {"path": "/bin/sh", "args": ["sh", "-c", f"cat > /dev/null; echo {name} >> {target}"]}
 
     def edit(c: dict) -> None:
-        c["hooks"] = {k: [hook(k)] for k in ("prestart", "createRuntime", "poststart", "poststop")}
+        c["hooks"] = {k: [hook(k)] for k in ("prestart", "createRuntime", "createContainer", "poststart", "poststop")}
+        # startContainer runs inside the container (after pivot_root): its /bin/sh is busybox
+        c["hooks"]["startContainer"] = [hook("startContainer", "/tmp/hook.log")]
 
-    code, _ = run_capture(runtime, bundles.make(["true"], edit=edit))
+    bundle = bundles.make(["true"], edit=edit, copy_rootfs=True)
+    code, _ = run_capture(runtime, bundle)
     assert code == 0
-    assert log.read_text().split() == ["prestart", "createRuntime", "poststart", "poststop"]
+    assert log.read_text().split() == ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]
+    with open(os.path.join(bundle, "rootfs", "tmp", "hook.log")) as f:
+        assert f.read().split() == ["startContainer"]
+
+
+def test_failing_hook_fails_create(runtime: Runtime, bundles: Bundles) -> None:
+    def edit(c: dict) -> None:
+        c["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": ["sh", "-c", "echo nope >&2; exit 3"]}]}
+
+    with pytest.raises(Exception) as err:
+        runtime.create("hk", bundles.make(["true"], edit=edit))
+    assert "createRuntime hook #0 /bin/sh: exit status 3: nope" in str(err.value)
+    assert runtime.list() == []
 
 
 def test_console_socket_passes_pty(runtime: Runtime, bundles: Bundles, tmp_path) -> None:

@@ -3,6 +3,7 @@ edge cases, and no acknowledged write lost to SIGKILL (real subprocess, real SQL
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -192,8 +193,28 @@ def test_metrics_api(http: Http) -> None:
     assert pods["items"][0]["containers"][0]["usage"]["memory"] == "10Mi"
 
 
-def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
-    api = ApiServerProcess(tmp_path / "crash").start()
+@pytest.mark.parametrize("backend", ["sqlite", "etcd"])
+def test_sigkill_loses_no_acknowledged_write(tmp_path: Path, backend: str) -> None:
+    etcd = None
+    if backend == "etcd":
+        import shutil
+
+        from tugboat.cluster.apiserver.testing import EtcdProcess
+
+        if shutil.which("etcd") is None:
+            from conftest import require_binary
+
+            require_binary("etcd")
+        etcd = EtcdProcess(tmp_path / "etcd").start()
+    try:
+        _sigkill_case(tmp_path, etcd.datastore if etcd else None)
+    finally:
+        if etcd is not None:
+            etcd.stop()
+
+
+def _sigkill_case(tmp_path: Path, datastore: str | None) -> None:
+    api = ApiServerProcess(tmp_path / "crash", datastore).start()
     acked: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -221,7 +242,7 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
     for t in threads:
         t.join(10)
     assert len(acked) > 50
-    api2 = ApiServerProcess(tmp_path / "crash").start()
+    api2 = ApiServerProcess(tmp_path / "crash", datastore).start()
     try:
         items = Http(api2)("GET", "/api/v1/namespaces/default/configmaps").json()["items"]
         have = {i["metadata"]["name"] for i in items}
@@ -233,3 +254,80 @@ def test_sigkill_loses_no_acknowledged_write(tmp_path: Path) -> None:
         assert ev["type"] == "ERROR" and ev["object"]["code"] == 410 and ev["object"]["reason"] == "Expired"
     finally:
         api2.stop()
+
+
+def test_namespace_lifecycle_and_watch_selection(http: Http, server: ApiServerProcess, tmp_path: Path) -> None:
+    assert http("POST", "/api/v1/namespaces", json={"metadata": {"name": "doomed"}}).status_code == 201
+    assert http("POST", "/api/v1/namespaces/doomed/configmaps", json={"metadata": {"name": "c"}}).status_code == 201
+    ns = http("DELETE", "/api/v1/namespaces/doomed").json()
+    assert ns["status"]["phase"] == "Terminating" and ns["metadata"]["deletionTimestamp"]
+    r = http("POST", "/api/v1/namespaces/doomed/configmaps", json={"metadata": {"name": "d"}})
+    assert r.status_code == 403 and "being terminated" in r.json()["message"]
+    ns["spec"]["finalizers"] = []
+    assert http("PUT", "/api/v1/namespaces/doomed/finalize", json=ns).status_code == 200
+    assert http("GET", "/api/v1/namespaces/doomed").status_code == 404
+    # a label change moving an object out of a watch's selection is a DELETED event for that watch
+    http("POST", "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "sel", "labels": {"a": "1"}}})
+    rv = http("GET", "/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+
+    def relabel() -> None:
+        time.sleep(0.3)
+        http("PATCH", "/api/v1/namespaces/default/configmaps/sel", data=json.dumps({"metadata": {"labels": {"a": "2"}}}),
+             headers={"Content-Type": "application/merge-patch+json"})
+        http("PATCH", "/api/v1/namespaces/default/configmaps/sel", data=json.dumps({"metadata": {"labels": {"a": "1"}}}),
+             headers={"Content-Type": "application/merge-patch+json"})
+
+    t = threading.Thread(target=relabel)
+    t.start()
+    r = http("GET", f"/api/v1/namespaces/default/configmaps?watch=1&labelSelector=a%3D1&resourceVersion={rv}"
+                    "&timeoutSeconds=2")
+    t.join()
+    assert [json.loads(x)["type"] for x in r.text.splitlines()] == ["DELETED", "ADDED"]
+    # ownerReferences are validated
+    r = http("POST", "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "o", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "sel"}]}})
+    assert r.status_code == 422 and r.json()["details"]["causes"][0]["field"] == "metadata.ownerReferences.uid"
+    # a client certificate issued for a component works as a kubeconfig
+    from tugboat.cli.cluster import kubeconfig
+    from tugboat.cli.main import Context
+
+    out = tmp_path / "node.kubeconfig"
+    assert kubeconfig(["--data-dir", str(server.dir), "--user", "system:node:n9", "--group", "system:nodes",
+                       "--server", server.url, "-o", str(out)], Context()) == 0
+    import yaml
+
+    kc = yaml.safe_load(out.read_text())
+    user = kc["users"][0]["user"]
+    (tmp_path / "c.crt").write_bytes(base64.b64decode(user["client-certificate-data"]))
+    (tmp_path / "c.key").write_bytes(base64.b64decode(user["client-key-data"]))
+    r = requests.get(server.url + "/api/v1/nodes", verify=server.ca, cert=(str(tmp_path / "c.crt"),
+                                                                          str(tmp_path / "c.key")), timeout=10)
+    assert r.status_code == 200
+
+
+def test_etcd_outage_is_503_then_recovers(tmp_path: Path) -> None:
+    import shutil
+
+    from tugboat.cluster.apiserver.testing import EtcdProcess
+
+    if shutil.which("etcd") is None:
+        from conftest import require_binary
+
+        require_binary("etcd")
+    with EtcdProcess(tmp_path / "etcd") as etcd, ApiServerProcess(tmp_path / "api", etcd.datastore) as api:
+        h = Http(api)
+        assert h("POST", "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "a"}}).status_code == 201
+        rv = h("GET", "/api/v1/namespaces/default/configmaps").json()["metadata"]["resourceVersion"]
+        etcd.stop()
+        r = h("GET", "/api/v1/namespaces/default/configmaps/a")
+        assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable"
+        etcd.start()
+        deadline = time.time() + 15
+        while h("GET", "/api/v1/namespaces/default/configmaps/a").status_code != 200:
+            assert time.time() < deadline
+            time.sleep(0.2)
+        # the watch cache follows etcd again: a watch from before the outage sees a change after it
+        assert h("POST", "/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "b"}}).status_code == 201
+        r = h("GET", f"/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=3")
+        names = [json.loads(x)["object"]["metadata"]["name"] for x in r.text.splitlines()]
+        assert names[:1] == ["b"], r.text

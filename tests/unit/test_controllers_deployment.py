@@ -139,3 +139,33 @@ async def test_recreate_pause_resume_and_progress_deadline(cluster: Cluster) -> 
                    for x in (d.get("status") or {}).get("conditions", []))
 
     await c.wait_for(deadline, timeout=20, what="ProgressDeadlineExceeded")
+
+
+async def test_scaling_mid_rollout_is_proportional(cluster: Cluster) -> None:
+    c = await cluster.start(controllers=["deployment", "replicaset"])
+    dep = deployment("prop", 10, strategy={"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3,
+                                                                                       "maxUnavailable": 2}})
+    await c.client.create(R.DEPLOYMENTS, dep)
+    await c.wait_for(lambda: _rolled_out(c, "prop", 10), what="initial rollout")
+    # the new template never becomes ready: the rollout stalls with two active ReplicaSets
+    await c.client.patch(R.DEPLOYMENTS, "prop", {"spec": {"template": {"metadata": {"annotations": {
+        "sim.tugboat.io/not-ready": "true"}}}}}, "default")
+
+    async def stalled() -> list | None:
+        rss = (await c.client.list(R.REPLICASETS, "default", label_selector="app=prop"))["items"]
+        sizes = sorted(r["spec"]["replicas"] for r in rss)
+        return rss if len(rss) == 2 and sizes == [5, 8] else None
+
+    await asyncio.sleep(1.0)
+    rss = await c.wait_for(stalled, what="stalled rollout (8 old + 5 new)")
+    old_name = next(r["metadata"]["name"] for r in rss if r["spec"]["replicas"] == 8)
+    await c.client.patch(R.DEPLOYMENTS, "prop", {"spec": {"replicas": 20}}, "default", subresource="scale")
+
+    async def scaled() -> dict | None:
+        rss = (await c.client.list(R.REPLICASETS, "default", label_selector="app=prop"))["items"]
+        sizes = {r["metadata"]["name"]: r["spec"]["replicas"] for r in rss}
+        return sizes if sum(sizes.values()) == 23 else None
+
+    sizes = await c.wait_for(scaled, what="proportional scale to 20 (+3 surge)")
+    # 13 -> 23: the 8-replica set gets 8*23/13 ≈ 14, the 5-replica set the rest (9)
+    assert sizes[old_name] == 14 and sum(v for k, v in sizes.items() if k != old_name) == 9, sizes

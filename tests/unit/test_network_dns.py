@@ -102,3 +102,12 @@ def test_servfail_when_no_upstream_answers() -> None:
         assert r.header.rcode == 2  # SERVFAIL
     finally:
         dns.close()
+
+
+def test_redirect_script_replaces_its_table() -> None:
+    from tugboat.network.dns import redirect_script
+
+    text = redirect_script(40001, 40002)
+    assert text.startswith("table ip tugboat-dns {}\ndelete table ip tugboat-dns\n")
+    assert "ip daddr 127.0.0.11 udp dport 53 dnat to 127.0.0.11:40001" in text
+    assert "ip daddr 127.0.0.11 tcp dport 53 dnat to 127.0.0.11:40002" in text

@@ -3,15 +3,13 @@ metrics, and the CLI commands (simulate-nodes + scheduler as processes)."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import subprocess
-import sys
+import os
 
-from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, pod  # noqa: F401
+from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, deployment, pod  # noqa: F401
 
 from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.util import pod_ready
+from tugboat.cluster.controllers.launcher import spawn_control_plane, stop_processes
 
 
 async def test_nodes_register_heartbeat_run_pods_and_report_metrics(cluster: Cluster) -> None:
@@ -71,36 +69,27 @@ async def test_nodes_register_heartbeat_run_pods_and_report_metrics(cluster: Clu
     await c.wait_for(gone, what="pod deleted")
 
 
-async def test_cli_simulate_nodes_and_scheduler(cluster: Cluster, tmp_path) -> None:
+async def test_cli_components_via_launcher(cluster: Cluster, tmp_path) -> None:
+    """simulate-nodes, scheduler and controller-manager as processes (what `tug cluster up` starts)."""
     c = cluster
-    logs = open(tmp_path / "cli.log", "wb")  # noqa: SIM115
-    procs = [subprocess.Popen([sys.executable, "-m", "tugboat.cli.main", "cluster", *args, "--kubeconfig",
-                               c.kubeconfig], stdout=logs, stderr=subprocess.STDOUT)
-             for args in (["simulate-nodes", "--count", "2", "--prefix", "cli-node-", "--heartbeat-seconds", "1"],
-                          ["scheduler", "--leader-elect-lease-duration", "3", "--leader-elect-retry-period", "0.5"])]
+    procs = spawn_control_plane(c.kubeconfig, str(tmp_path / "logs"), simulated_nodes=2)
     try:
         async def nodes() -> bool:
             return len((await c.client.list(R.NODES))["items"]) == 2
 
-        await c.wait_for(nodes, timeout=30, what="2 CLI nodes")
-        await c.client.create(R.PODS, pod("clipod"))
+        await c.wait_for(nodes, timeout=30, what="2 simulated nodes")
+        await c.client.create(R.DEPLOYMENTS, deployment("cli", 3))
 
-        async def running() -> str | None:
-            x = await c.client.get(R.PODS, "clipod", "default")
-            return x["spec"].get("nodeName") if x["status"].get("phase") == "Running" else None
+        async def ready() -> bool:
+            d = await c.client.get(R.DEPLOYMENTS, "cli", "default")
+            return (d.get("status") or {}).get("availableReplicas") == 3
 
-        assert (await c.wait_for(running, timeout=30, what="pod placed by the CLI scheduler")).startswith("cli-node-")
-        lease = await c.client.get(R.LEASES, "kube-scheduler", "kube-system")
-        assert lease["spec"]["holderIdentity"]
+        await c.wait_for(ready, timeout=30, what="deployment through the CLI components")
+        pods = (await c.client.list(R.PODS, "default", label_selector="app=cli"))["items"]
+        assert all(p["spec"]["nodeName"].startswith("sim-node-") and p["status"]["phase"] == "Running" for p in pods)
+        for lease in ("kube-scheduler", "kube-controller-manager"):
+            assert (await c.client.get(R.LEASES, lease, "kube-system"))["spec"]["holderIdentity"]
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        logs.close()
-    assert all(p.returncode == 0 for p in procs), (tmp_path / "cli.log").read_text()[-2000:]
-    await asyncio.sleep(0)
+        stop_processes(procs)
+    logs = "".join((tmp_path / "logs" / f).read_text() for f in os.listdir(tmp_path / "logs"))
+    assert all(p.returncode == 0 for p in procs), logs[-3000:]

@@ -150,10 +150,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
                 elif c.exit_gen != gen:
                     break
                 c.changed.wait(deadline_poll)
-            res: dict[str, Any] = {"StatusCode": int(c.state.get("ExitCode") or 0)}
-            if c.state.get("Error"):
-                res["Error"] = {"Message": c.state["Error"]}
-            return res
+            return {"StatusCode": int(c.state.get("ExitCode") or 0)}
 
     fut = asyncio.get_running_loop().run_in_executor(common.executor(), blocking)
     try:
@@ -320,6 +317,8 @@ async def _pump_stdin(conn: common.Hijacked, pio: Any, stdin_once: bool, detach_
     try:
         while True:
             data = await conn.recv()
+            while not pio.stdin_ready.is_set() and not pio.closed.is_set():
+                await asyncio.sleep(0.005)
             if not data:
                 break
             if detach_keys:
@@ -473,7 +472,22 @@ async def changes(request: web.Request) -> web.StreamResponse:
     return json_response(await run(archive.changes, engine_of(request), request.match_info["id"]))
 
 
+async def commit(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    body = await read_json(request)
+    if body is not None and not isinstance(body, dict):
+        raise InvalidArgument("invalid JSON: expected an object")
+    cid = q.get("container") or ""
+    if not cid:
+        raise InvalidArgument("container is required")
+    image_id = await run(engine_of(request).commit, cid, q.get("repo") or None, q.get("tag") or None,
+                         q.get("comment") or "", q.get("author") or "", q.getall("changes", []),
+                         query_bool(request, "pause", True), body or None)
+    return json_response({"Id": image_id}, 201)
+
+
 def setup(app: web.Application, engine: object) -> None:
+    add_route(app, "POST", "/commit", commit)
     add_route(app, "POST", "/containers/create", create)
     add_route(app, "GET", "/containers/json", list_)
     add_route(app, "POST", "/containers/prune", prune)

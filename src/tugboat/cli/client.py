@@ -108,6 +108,7 @@ def _error_for(status: int, message: str) -> Exception:
     }.get(status, errors.TugError)
     exc = cls(message)
     exc.http_status = status  # type: ignore[misc]
+    exc.from_daemon = True  # type: ignore[attr-defined]
     return exc
 
 

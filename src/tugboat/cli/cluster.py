@@ -14,9 +14,14 @@ from typing import Any
 
 SUBCOMMANDS: dict[str, str] = {
     "apiserver": "tugboat.cli.cluster:apiserver",
+    "kubeconfig": "tugboat.cli.cluster:kubeconfig",  # apiserver area: client certs for components
     "controller-manager": "tugboat.cluster.controllers.cli:controller_manager",  # control-plane area
     "scheduler": "tugboat.cluster.scheduler.cli:scheduler",  # control-plane area
     "simulate-nodes": "tugboat.cluster.sim.cli:simulate_nodes",  # control-plane area
+    "node": "tugboat.cluster.node.cli:node",  # nodes area
+    "up": "tugboat.cluster.up:up",  # nodes area
+    "down": "tugboat.cluster.up:down",  # nodes area
+    "join": "tugboat.cluster.up:join",  # nodes area
 }
 
 USAGE = "Usage:  tug cluster COMMAND [OPTIONS]\n\nCommands:\n"
@@ -61,4 +66,30 @@ def apiserver(args: list[str], ctx: Any) -> int:
     except ImportError:
         pass
     asyncio.run(serve(o.listen, o.datastore, data_dir))
+    return 0
+
+
+def kubeconfig(args: list[str], ctx: Any) -> int:
+    p = argparse.ArgumentParser(prog="tug cluster kubeconfig",
+                                description="Issue a client certificate signed by the cluster CA and write a kubeconfig "
+                                            "for it (for controllers, schedulers, node agents).")
+    p.add_argument("--data-dir", default=None, help="the API server's data dir (default ROOT/cluster)")
+    p.add_argument("--user", required=True, help="user name, e.g. system:node:node-1 or system:kube-scheduler")
+    p.add_argument("--group", action="append", default=[], help="group (repeatable), e.g. system:nodes")
+    p.add_argument("--server", default="https://127.0.0.1:6443")
+    p.add_argument("-o", "--output", required=True, help="where to write the kubeconfig")
+    o = p.parse_args(args)
+    import os
+
+    from tugboat.cluster.apiserver.certs import ClusterPKI
+
+    data_dir = o.data_dir or os.path.join(ctx.data_root, "cluster")
+    pki = ClusterPKI(data_dir)
+    if not os.path.exists(pki.ca_cert):
+        sys.stderr.write(f"no cluster CA in {data_dir}; start `tug cluster apiserver --data-dir {data_dir}` first\n")
+        return 1
+    base = "client-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in o.user)
+    cert, key = pki.issue_client(o.user, o.group, base)
+    pki.write_client_kubeconfig(o.output, o.server, cert, key, o.user)
+    sys.stdout.write(f"{o.output}\n")
     return 0

@@ -131,6 +131,8 @@ def serve(opts: dict) -> int:
         f.write(str(os.getpid()))
     os.rename(opts["pidfile"] + ".tmp", opts["pidfile"])
 
+    sock_ino = [0]
+
     async def main() -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -138,6 +140,7 @@ def serve(opts: dict) -> int:
             site: web.BaseSite = web.UnixSite(runner, path)
             await site.start()
             os.chmod(path, 0o660)
+            sock_ino[0] = os.stat(path).st_ino
             try:
                 import grp
 
@@ -164,7 +167,8 @@ def serve(opts: dict) -> int:
         engine.shutdown()
         if path is not None:
             try:
-                os.unlink(path)
+                if os.stat(path).st_ino == sock_ino[0]:  # not a newer daemon's socket
+                    os.unlink(path)
             except OSError:
                 pass
         try:

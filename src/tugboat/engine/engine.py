@@ -441,6 +441,8 @@ class Engine:
                 pio.writer.close()
                 pio.writer = None
             self._teardown_network(c)
+            pio.abort()
+            c.pio_next = self._new_pio(c)
             raise
         finally:
             for fd in fds_to_close:
@@ -451,6 +453,7 @@ class Engine:
                     os.unlink(console_sock)
         c.pio = pio
         c.pio_next = self._new_pio(c)
+        pio.stdin_ready.set()
         st = c.state
         st.update(
             Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False,
@@ -1107,6 +1110,55 @@ class Engine:
                 self.remove(c.id)
                 deleted.append(c.id)
         return {"ContainersDeleted": deleted, "SpaceReclaimed": 0}
+
+    def commit(self, ref: str, repo: str | None = None, tag: str | None = None, comment: str = "",
+               author: str = "", changes: list[str] | None = None, pause: bool = True,
+               config: dict | None = None) -> str:
+        """``docker commit``: the container's upper layer on top of its image, as a new image."""
+        from tugboat.images.changes import apply_changes
+        from tugboat.oci.image import LayerBlob
+
+        c = self.get(ref)
+        svc = self._image_service()
+        base = svc.resolve(c.data["Image"])
+        paused_here = False
+        if pause and c.running and not c.state.get("Paused"):
+            with contextlib.suppress(TugError):
+                self.runtime.pause(c.id)
+                paused_here = True
+        try:
+            layer = self.snapshotter.diff(c.id)
+        finally:
+            if paused_here:
+                with contextlib.suppress(TugError):
+                    self.runtime.resume(c.id)
+        layers = [LayerBlob(d["digest"], d["mediaType"], diff, int(d["size"]))
+                  for d, diff in zip(base.manifest.get("layers", []), base.layers, strict=False)]
+        layers.append(layer)
+        newcfg = copy.deepcopy(base.config)
+        inner = dict(newcfg.get("config") or {})
+        ccfg = c.data["Config"]
+        for k in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User", "Labels", "ExposedPorts", "Volumes",
+                  "StopSignal", "Healthcheck", "OnBuild"):
+            if ccfg.get(k) is not None:
+                inner[k] = ccfg[k]
+        if config:
+            inner.update(config)
+        inner = apply_changes(inner, changes or [])
+        newcfg["config"] = inner
+        newcfg.pop("created", None)
+        if author:
+            newcfg["author"] = author
+        hist = list(newcfg.get("history") or [])
+        hist.append({"created": now_rfc3339(), "created_by": " ".join([c.data["Path"], *c.data["Args"]]),
+                     "comment": comment or ""})
+        newcfg["history"] = hist
+        tags = []
+        if repo:
+            tags.append(f"{repo}:{tag or 'latest'}")
+        img = svc.create_image(newcfg, layers, tags)
+        self._event(c, "commit")
+        return img.id
 
     # -- misc ---------------------------------------------------------------------------------------
     def _event(self, c: Container, action: str, extra: dict | None = None) -> None:

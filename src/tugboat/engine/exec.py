@@ -183,6 +183,7 @@ def exec_start(engine: Any, eid: str, *, tty: bool | None = None, detach: bool =
             pio.close_stdin()
             pio.publish("stderr", (exc.message + "\r\n").encode())
             pio.closed.set()
+            pio.stdin_ready.set()
             for cb in list(pio.subscribers):
                 cb(None, b"")
             return rec
@@ -212,6 +213,7 @@ def exec_start(engine: Any, eid: str, *, tty: bool | None = None, detach: bool =
                 os.unlink(console)
     rec.pid = pid
     rec.running = True
+    pio.stdin_ready.set()
     engine._event(c, "exec_start: " + " ".join(cfg["Cmd"]))
 
     def on_exit() -> None:

@@ -13,6 +13,7 @@ import logging
 import os
 import selectors
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +35,7 @@ class ProcessIO:
         self.stdin_fd: int | None = None  # write end for stdin (pipe/FIFO, or the pty master)
         self.pty_master: int | None = None
         self.buffer: list[tuple[str, bytes]] | None = None  # kept for exec until first attach
+        self.stdin_ready = threading.Event()  # set once stdin_fd is final (or there is none)
 
     def subscribe(self, cb: Subscriber) -> Callable[[], None]:
         with self.lock:
@@ -77,6 +79,16 @@ class ProcessIO:
         if self.writer is not None:
             self.writer.flush_partial()
         self.closed.set()
+        for cb in subs:
+            cb(None, b"")
+
+    def abort(self) -> None:
+        """The process never started: end every subscriber's stream."""
+        with self.lock:
+            subs = list(self.subscribers)
+            self.subscribers.clear()
+        self.closed.set()
+        self.stdin_ready.set()
         for cb in subs:
             cb(None, b"")
 
@@ -149,11 +161,16 @@ class IOPump:
                 return
 
     def _run(self) -> None:
+        last_reap = 0.0
         while not self._stop:
             try:
                 events = self.sel.select(1.0)
             except OSError:
                 continue
+            now = time.monotonic()
+            if now - last_reap > 1.0:
+                last_reap = now
+                reap_monitors()
             for key, _ in events:
                 kind, a, b = key.data
                 try:
@@ -181,3 +198,29 @@ class IOPump:
     def close(self) -> None:
         self._stop = True
         self._call(lambda: None)
+
+
+def reap_monitors() -> None:
+    """Reap exited ``tug-monitor`` processes reparented to us (we are a child subreaper)."""
+    me = os.getpid()
+    try:
+        tasks = os.listdir(f"/proc/{me}/task")
+    except OSError:
+        return
+    for tid in tasks:
+        try:
+            with open(f"/proc/{me}/task/{tid}/children") as f:
+                kids = f.read().split()
+        except OSError:
+            continue
+        for kid in kids:
+            try:
+                with open(f"/proc/{kid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.find("(") + 1:stat.rfind(")")]
+            state = stat[stat.rfind(")") + 2:stat.rfind(")") + 3]
+            if state == "Z" and comm.startswith("tug-monitor"):
+                with contextlib.suppress(ChildProcessError, OSError):
+                    os.waitpid(int(kid), os.WNOHANG)

@@ -1,8 +1,9 @@
 """The embedded DNS server (docker's 127.0.0.11) for containers on user-defined networks.
 
 One thread in the daemon serves every container: for each container a UDP and a TCP socket are
-opened *inside its network namespace* (``setns`` in a short-lived thread), bound to
-127.0.0.11:53, and all of them are multiplexed by one selector loop in the daemon. Because each
+opened *inside its network namespace* (``setns`` in a short-lived thread), bound to random
+ports of 127.0.0.11 with an nft DNAT from 127.0.0.11:53 in that netns (as docker does, so the
+container may bind :53 itself), and all of them are multiplexed by one selector loop. Because each
 socket belongs to one container we know who asks, and so which networks' names it may see.
 Names we own (container names, ``--network-alias`` aliases, short IDs, ``name.network``) are
 answered directly; every other question is forwarded, from the host's namespace, to the host's
@@ -57,7 +58,8 @@ def host_nameservers(path: str = "/etc/resolv.conf") -> list[str]:
 
 
 class EmbeddedDNS:
-    def __init__(self, resolve: Resolver, upstreams: Upstreams) -> None:
+    def __init__(self, resolve: Resolver, upstreams: Upstreams, redirect: bool = True) -> None:
+        self.redirect = redirect
         self._resolve = resolve
         self._upstreams = upstreams
         self._sel = selectors.DefaultSelector()
@@ -73,21 +75,22 @@ class EmbeddedDNS:
 
     # registration ------------------------------------------------------------------------
     @staticmethod
-    def open_sockets() -> list[socket.socket]:
-        """Sockets bound to 127.0.0.11:53 in the calling thread's netns (lo must be up)."""
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            u.bind((DNS_ADDRESS, 53))
-            t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            t.bind((DNS_ADDRESS, 53))
-            t.listen(64)
-        except OSError:
-            u.close()
-            t.close()
-            raise
-        u.setblocking(False)
-        t.setblocking(False)
+    def open_sockets(redirect: bool = True) -> list[socket.socket]:
+        """Listening sockets for 127.0.0.11:53 in the calling thread's netns (lo must be up).
+
+        With ``redirect`` (docker's way) they are bound to random ports of 127.0.0.11 and an nft
+        table of the netns (``ip tugboat-dns``) DNATs :53 to them, so that the container itself
+        may still bind port 53; without it (or if nftables fails) they bind :53 directly."""
+        if redirect:
+            u, t = _bind_pair(0)
+            try:
+                _install_redirect(u.getsockname()[1], t.getsockname()[1])
+                return [u, t]
+            except Exception as exc:
+                log.warning("embedded DNS: no DNAT in the container netns (%s); binding :53", exc)
+                u.close()
+                t.close()
+        u, t = _bind_pair(53)
         return [u, t]
 
     def add(self, container_id: str, netns_path: str | None = None,
@@ -96,7 +99,7 @@ class EmbeddedDNS:
         if socks is None:
             if netns_path is None:
                 raise ValueError("netns_path or socks required")
-            socks = kernel.in_netns(netns_path, self.open_sockets)
+            socks = kernel.in_netns(netns_path, lambda: self.open_sockets(self.redirect))
         with self._lock:
             old = self._socks.pop(container_id, [])
             self._socks[container_id] = socks
@@ -254,6 +257,58 @@ class EmbeddedDNS:
                     conn.sendall(struct.pack("!H", len(resp)) + resp)
             except (OSError, struct.error):
                 return
+
+
+def _bind_pair(port: int) -> tuple[socket.socket, socket.socket]:
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        u.bind((DNS_ADDRESS, port))
+        t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        t.bind((DNS_ADDRESS, port))
+        t.listen(64)
+    except OSError:
+        u.close()
+        t.close()
+        raise
+    u.setblocking(False)
+    t.setblocking(False)
+    return u, t
+
+
+def redirect_script(udp_port: int, tcp_port: int) -> str:
+    """The netns-local nft table sending 127.0.0.11:53 to the listeners' real ports."""
+    return (
+        "table ip tugboat-dns {}\ndelete table ip tugboat-dns\n"
+        "table ip tugboat-dns {\n"
+        "  chain output {\n"
+        "    type nat hook output priority -100; policy accept;\n"
+        f"    ip daddr {DNS_ADDRESS} udp dport 53 dnat to {DNS_ADDRESS}:{udp_port}\n"
+        f"    ip daddr {DNS_ADDRESS} tcp dport 53 dnat to {DNS_ADDRESS}:{tcp_port}\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+def _install_redirect(udp_port: int, tcp_port: int) -> None:
+    # a libnftables context opens its netlink socket when created: make one in this netns
+    from tugboat.network.nft import Nft
+
+    n = Nft()
+    try:
+        n.run(redirect_script(udp_port, tcp_port))
+    finally:
+        _closer().submit(n.close)  # nft_ctx_free takes ~6 ms: not on the set-up path
+
+
+_CLOSER: ThreadPoolExecutor | None = None
+
+
+def _closer() -> ThreadPoolExecutor:
+    global _CLOSER
+    if _CLOSER is None:
+        _CLOSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tug-nft-free")
+    return _CLOSER
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:

@@ -245,6 +245,15 @@ def ensure_bridge(ipr: Any, ifname: str, gateway: str, prefixlen: int) -> int:
     return idx
 
 
+def set_hairpin(ifname: str) -> None:
+    """Let the bridge send frames back out of the port ``ifname`` they came in by."""
+    try:
+        with open(f"/sys/class/net/{ifname}/brport/hairpin_mode", "w") as f:
+            f.write("1")
+    except OSError as exc:
+        raise Internal(f"cannot set hairpin mode on {ifname}: {exc.strerror}") from None
+
+
 def delete_link(ipr: Any, ifname: str) -> bool:
     """Delete ``ifname`` if present; True when something was deleted."""
     idx = link_index(ipr, ifname)

@@ -71,7 +71,7 @@ class NetworkManager:
 
     def __init__(self, root: str, *, instance: str | None = None, bridge_name: str | None = None,
                  default_subnet: str | None = None, dns_upstreams: list[str] | None = None,
-                 fsync: bool = True) -> None:
+                 fsync: bool = True, dns_redirect: bool = True) -> None:
         self.root = root
         self.dir = os.path.join(root, "network")
         self.instance = instance if instance is not None else os.environ.get("TUG_NETWORK_INSTANCE", "")
@@ -82,6 +82,7 @@ class NetworkManager:
         self.default_subnet = default_subnet
         self.dns_upstreams = dns_upstreams
         self.fsync = fsync
+        self.dns_redirect = dns_redirect
         self.netns_dir = os.path.join(self.dir, "netns")
         self._lock = threading.RLock()
         self._networks: dict[str, NetworkRecord] = {}
@@ -91,6 +92,7 @@ class NetworkManager:
         self._ipr: Any = None
         self._bridge_index: dict[str, int] = {}
         self._reaper: Any = None
+        self._reaping: dict[tuple[str, str], str] = {}  # (network id, ip) -> host veth being deleted
         self._reaper_ipr: Any = None
         self._nft: nft.Nft | None = None
         self._dns: Any = None
@@ -164,7 +166,7 @@ class NetworkManager:
         if self._dns is None:
             from tugboat.network.dns import EmbeddedDNS
 
-            self._dns = EmbeddedDNS(self._dns_resolve, self._dns_upstreams_for)
+            self._dns = EmbeddedDNS(self._dns_resolve, self._dns_upstreams_for, redirect=self.dns_redirect)
         return self._dns
 
     # ------------------------------------------------------------------ lifecycle
@@ -189,6 +191,7 @@ class NetworkManager:
                         br = kernel.link_index(self.ipr, net.bridge)
                         with contextlib.suppress(Exception):
                             self.ipr.link("set", index=idx, master=br, state="up")
+                            kernel.set_hairpin(ep.host_veth)
                 if cid not in self._held:
                     held: list[socket.socket] = []
                     for pm in crec.ports:
@@ -410,6 +413,8 @@ class NetworkManager:
             if subnet:
                 subnet, gw, rng = ipam.plan_network(subnet, gateway, ip_range)
                 ipam.check_overlap(subnet, [(r.subnet, r.name) for r in self._networks.values()])
+                # a bridge route over the host's own networks would cut the host off
+                ipam.check_overlap(subnet, [(n, "a host route") for n in self._host_route_nets()])
             else:
                 if gateway or ip_range:
                     raise InvalidArgument("--gateway and --ip-range need --subnet")
@@ -553,6 +558,12 @@ class NetworkManager:
                 if net.default and (spec.aliases.get(net.name) or spec.aliases.get(net.id)):
                     raise InvalidArgument("network-scoped alias is supported only for containers in user "
                                           "defined networks")
+            extras: list[NetworkRecord] = []  # more networks at create (API >= 1.44, compose)
+            if net is not None:
+                for name in spec.extra_networks:
+                    x = self._find_network(name)
+                    if x.id != net.id and x not in extras:
+                        extras.append(x)
             # ports first: "port is already allocated" before anything is set up
             held: list[socket.socket] = []
             if net is not None:
@@ -566,7 +577,7 @@ class NetworkManager:
             created_ns = False
             dns_socks: list[socket.socket] | None = None
             try:
-                want_dns = net is not None and not net.default
+                want_dns = net is not None and (not net.default or any(not x.default for x in extras))
 
                 def inside() -> list[socket.socket] | None:
                     kernel.lo_up()
@@ -574,7 +585,7 @@ class NetworkManager:
                     if want_dns:
                         from tugboat.network.dns import EmbeddedDNS
 
-                        return EmbeddedDNS.open_sockets()
+                        return EmbeddedDNS.open_sockets(self.dns_redirect)
                     return None
 
                 with contextlib.suppress(FileNotFoundError):
@@ -587,6 +598,12 @@ class NetworkManager:
                                       ip=spec.ips.get(net.name) or spec.ips.get(net.id),
                                       mac=spec.mac_address, default_route=True)
                     crec.endpoints.append(ep)
+                    for n, extra in enumerate(extras, start=1):
+                        crec.endpoints.append(self._attach(
+                            crec, extra, f"eth{n}",
+                            aliases=spec.aliases.get(extra.name) or spec.aliases.get(extra.id) or [],
+                            ip=spec.ips.get(extra.name) or spec.ips.get(extra.id),
+                            default_route=net.internal and not extra.internal and n == 1))
                 self._containers[container_id] = crec
                 self._held[container_id] = held
                 if crec.ports:
@@ -660,6 +677,11 @@ class NetworkManager:
                 aliases: list[str], ip: str | None, mac: str = "", default_route: bool) -> Endpoint:
         """Allocate an address on ``net`` and plug a veth into the container's netns."""
         pool = self._pools[net.id]
+        pending = self._reaping.pop((net.id, ip), None) if ip else None
+        if pending is not None:  # the address of a container just torn down: free it right now
+            with contextlib.suppress(Exception):
+                kernel.delete_link(self.ipr, pending)
+            pool.release(ip or "")
         addr = pool.allocate(ip or None)
         host_veth = "veth" + ipam.random_hex(7)
         mac = mac or ipam.mac_for(addr)
@@ -685,6 +707,9 @@ class NetworkManager:
                     self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
             finally:
                 os.close(fd)
+            # br_netfilter DNATs a container's connection to its own published port while the
+            # frame is still being bridged, and sends it back out of the port it came in by
+            kernel.set_hairpin(host_veth)
             gw = net.gateway if default_route and not net.internal else None
             path = crec.netns_path or ""
             kernel.in_netns(path, lambda: kernel.configure_iface(ifname, addr, plen, gw))
@@ -739,6 +764,8 @@ class NetworkManager:
             if had_ports:
                 self._apply_rules()
             if crec.endpoints:
+                for ep in crec.endpoints:
+                    self._reaping[(ep.network_id, ep.ip)] = ep.host_veth
                 self._reap(list(crec.endpoints))
 
     def _reap(self, eps: list[Endpoint]) -> None:
@@ -758,6 +785,9 @@ class NetworkManager:
                 log.warning("cannot delete %s: %s", ep.host_veth, exc)
         with self._lock:
             for ep in eps:
+                if self._reaping.get((ep.network_id, ep.ip)) != ep.host_veth:
+                    continue  # already reaped synchronously by a set-up that wanted this address
+                del self._reaping[(ep.network_id, ep.ip)]
                 if (pool := self._pools.get(ep.network_id)) is not None:
                     pool.release(ep.ip)
 
@@ -810,6 +840,14 @@ class NetworkManager:
                 self._apply_rules()
             if not self._wants_dns(crec) and self._dns is not None:
                 self._dns.remove(crec.container_id)
+
+    def rename(self, container_id: str, new_name: str) -> None:
+        """``docker rename``: the embedded DNS answers to the new name from now on."""
+        with self._lock:
+            crec = self._containers.get(container_id)
+            if crec is not None:
+                crec.name = new_name.lstrip("/")
+                self._save_container(crec)
 
     def container_info(self, container_id: str) -> ContainerNetworkInfo:
         """The current info of a set-up container (for inspect after connect/disconnect)."""

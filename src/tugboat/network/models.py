@@ -36,6 +36,7 @@ class ContainerNetworkSpec:
     extra_hosts: list[str] = field(default_factory=list)  # "name:ip" (or "name=ip")
     mac_address: str = ""
     domainname: str = ""
+    extra_networks: list[str] = field(default_factory=list)  # attached too, as eth1, eth2 ...
 
 
 @dataclass

@@ -118,33 +118,66 @@ def render_delete(instance: str = "") -> str:
             f"table ip {nat} {{}}\ndelete table ip {nat}\n")
 
 
+_LIB: ctypes.CDLL | None = None
+_LIB_LOADED = False
+_LIB_LOCK = threading.Lock()
+
+
+def _libnftables() -> ctypes.CDLL | None:
+    """libnftables, loaded once per process (None when it is not installed)."""
+    global _LIB, _LIB_LOADED
+    with _LIB_LOCK:
+        if _LIB_LOADED:
+            return _LIB
+        _LIB_LOADED = True
+        for name in ("libnftables.so.1", ctypes.util.find_library("nftables")):
+            if not name:
+                continue
+            try:
+                lib = ctypes.CDLL(name, use_errno=True)
+                lib.nft_ctx_new.restype = ctypes.c_void_p
+                lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+                lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+                lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+                lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+                lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
+                lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
+                lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
+            except (OSError, AttributeError):
+                continue
+            _LIB = lib
+            break
+        return _LIB
+
+
 class Nft:
-    """Runs nft scripts atomically: libnftables in-process when present, else ``nft -f -``."""
+    """Runs nft scripts atomically: libnftables in-process when present, else ``nft -f -``.
+
+    A context talks to the netns of the thread that created it (its netlink socket is opened
+    at creation): make one per netns."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._ctx: int | None = None
-        self._lib: ctypes.CDLL | None = None
-        name = ctypes.util.find_library("nftables") or "libnftables.so.1"
-        try:
-            lib = ctypes.CDLL(name, use_errno=True)
-            lib.nft_ctx_new.restype = ctypes.c_void_p
-            lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
-            lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-            lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
-            lib.nft_ctx_buffer_output.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_buffer_error.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_error_buffer.restype = ctypes.c_char_p
-            lib.nft_ctx_get_output_buffer.argtypes = [ctypes.c_void_p]
-            lib.nft_ctx_get_output_buffer.restype = ctypes.c_char_p
-            ctx = lib.nft_ctx_new(0)
+        self._lib = _libnftables()
+        if self._lib is not None:
+            ctx = self._lib.nft_ctx_new(0)
             if ctx:
-                lib.nft_ctx_buffer_output(ctx)
-                lib.nft_ctx_buffer_error(ctx)
-                self._lib, self._ctx = lib, ctx
-        except (OSError, AttributeError):
-            self._lib = None
+                self._lib.nft_ctx_buffer_output(ctx)
+                self._lib.nft_ctx_buffer_error(ctx)
+                self._ctx = ctx
+            else:
+                self._lib = None
+
+    def close(self) -> None:
+        """Free the libnftables context (and its netlink socket)."""
+        with self._lock:
+            if self._lib is not None and self._ctx is not None:
+                self._lib.nft_ctx_free(self._ctx)
+                self._ctx = None
 
     def run(self, script: str) -> str:
         """Run ``script`` as one transaction; returns nft's output; raises Internal on error."""

@@ -31,6 +31,7 @@ commands:
   resume  ID
   spec    [--bundle DIR] [--rootless]
   features
+  install-launcher PATH   (write a lean `python -I -S` launcher for this command)
 """
 
 VERSION = "tug-runtime version 0.1.0\nspec: 1.0.2\n"
@@ -212,6 +213,13 @@ def _dispatch(
 ) -> int:
     if cmd == "spec":
         return _spec(opts)
+    if cmd == "install-launcher":
+        from tugboat.runtime.launcher import write_launcher
+
+        if not pos:
+            raise UsageError("install-launcher: a path is required")
+        sys.stdout.write(write_launcher(pos[0]) + "\n")
+        return 0
     if cmd == "features":
         sys.stdout.write(json.dumps(_features(), indent=2) + "\n")
         return 0

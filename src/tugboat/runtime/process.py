@@ -202,6 +202,12 @@ class Channel:
 
 
 def _error_text(e: BaseException) -> str:
+    from tugboat.runtime.trace import ENABLED
+
+    if ENABLED:
+        import traceback
+
+        return "".join(traceback.format_exception(e))
     if isinstance(e, OSError):
         text = e.strerror or str(e)
         if e.filename:
@@ -260,6 +266,17 @@ def join_cgroup(procs_files: list[str], pid: int) -> None:
             os.close(fd)
 
 
+def close_fds_except(keep: set[int]) -> None:
+    """Close every fd not in ``keep``: the init must not hold the caller's pipes and sockets."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def start_init(
     spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True
 ) -> Started:
@@ -279,6 +296,9 @@ def start_init(
         try:
             os.close(ch.r)
             os.close(ch.reply_w)
+            keep = {0, 1, 2, ch.w, ch.reply_r, pid_r, pid_w, *range(3, 3 + spec.preserve_fds)}
+            keep.update(fd for fd in (*spec.stdio, spec.fifo_fd) if fd is not None)
+            close_fds_except(keep)
             os.setsid()
             if double_fork and os.fork() != 0:
                 os._exit(0)
@@ -297,6 +317,7 @@ def start_init(
     if double_fork:
         os.waitpid(x, 0)
     init_pid = monitor_pid = 0
+    ready = False
     warnings: list[str] = []
     try:
         if prepare is not None:
@@ -327,6 +348,8 @@ def start_init(
                     on_created_runtime(init_pid)
                 ch.reply()
             if msg.get("ready"):
+                ready = True
+            if ready and init_pid and monitor_pid:  # B's and C's messages may come in any order
                 return Started(init_pid=init_pid, monitor_pid=monitor_pid, warnings=warnings)
     except BaseException:
         # leave nothing half-made: kill whatever got started
@@ -674,6 +697,7 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
         os._exit(255)
     ch.close_parent_ends()
     e2 = 0
+    ready = False
     try:
         while True:
             msg = ch.recv()
@@ -684,6 +708,8 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
             if "pid" in msg:
                 e2 = msg["pid"]
             if msg.get("ready"):
+                ready = True
+            if ready and e2:  # E1's pid message and E2's ready come in either order
                 return e1, e2
     except BaseException:
         if e2:

@@ -175,6 +175,18 @@ class ClusterPKI:
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
+    def write_client_kubeconfig(self, path: str, server_url: str, cert: str, key: str, user: str) -> None:
+        def b64(p: str) -> str:
+            return base64.b64encode(_read(p)).decode()
+
+        doc = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+               "clusters": [{"name": "tugboat", "cluster": {"server": server_url,
+                                                            "certificate-authority-data": b64(self.ca_cert)}}],
+               "users": [{"name": user, "user": {"client-certificate-data": b64(cert), "client-key-data": b64(key)}}],
+               "contexts": [{"name": "tugboat", "context": {"cluster": "tugboat", "user": user}}],
+               "current-context": "tugboat"}
+        _write_atomic(os.path.abspath(path), yaml.safe_dump(doc, sort_keys=False).encode(), 0o600)
+
     def write_kubeconfigs(self, server_url: str) -> str:
         """Write admin.kubeconfig (client certificate) and admin-token.kubeconfig; returns the first's path."""
         def b64(p: str) -> str:

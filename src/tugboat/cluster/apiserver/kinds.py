@@ -90,6 +90,25 @@ def validate_meta(obj: Obj, name_re: re.Pattern[str] = DNS1123_SUBDOMAIN, name_m
         elif not name_re.match(name):
             errs.invalid("metadata.name", name, name_msg)
     _labels(errs, "metadata.labels", md.get("labels"))
+    refs = md.get("ownerReferences")
+    if refs is not None:
+        if not isinstance(refs, list):
+            errs.invalid("metadata.ownerReferences", refs, "must be a list")
+        else:
+            controllers = 0
+            for ref in refs:
+                if not isinstance(ref, dict):
+                    errs.invalid("metadata.ownerReferences", ref, "must be an object")
+                    continue
+                for f, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
+                    if not ref.get(f):
+                        errs.invalid(f"metadata.ownerReferences.{f}", "", f"{what} must not be empty")
+                controllers += bool(ref.get("controller"))
+            if controllers > 1:
+                errs.invalid("metadata.ownerReferences", "[...]", "Only one reference can have Controller set to true")
+    fins = md.get("finalizers")
+    if fins is not None and (not isinstance(fins, list) or any(not isinstance(f, str) or not f for f in fins)):
+        errs.invalid("metadata.finalizers", fins, "finalizers must be non-empty strings")
     ann = md.get("annotations")
     if ann is not None:
         if not isinstance(ann, dict) or any(not isinstance(v, str) for v in ann.values()):
@@ -611,7 +630,7 @@ def _event_row(obj: Obj) -> list[Any]:
     last = obj.get("lastTimestamp") or obj.get("eventTime") or obj["metadata"].get("creationTimestamp")
     return [age(last), obj.get("type", ""), obj.get("reason", ""), f"{(io.get('kind') or '').lower()}/{io.get('name', '')}",
             obj.get("message", ""), f"{(obj.get('source') or {}).get('component', '')}", obj.get("count", 1),
-            age(obj.get("firstTimestamp")), age(last), obj["metadata"]["name"]]
+            age(obj.get("firstTimestamp") or last), age(last), obj["metadata"]["name"]]
 
 
 def _event_fields(obj: Obj) -> dict[str, str]:

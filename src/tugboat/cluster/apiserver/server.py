@@ -25,7 +25,7 @@ from tugboat.cluster.apiserver.kinds import REGISTRY
 from tugboat.cluster.apiserver.meta import ApiError
 from tugboat.cluster.apiserver.patch import json_patch, merge_patch, strategic_merge_patch
 from tugboat.cluster.apiserver.registry import Obj, Registry, ResourceType
-from tugboat.cluster.apiserver.storage.base import Store
+from tugboat.cluster.apiserver.storage.base import Store, StoreUnavailable
 from tugboat.cluster.apiserver.watchcache import CachedEvent, TooOld, WatchCache
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,9 @@ class APIServer:
             return json_response(exc.status(), exc.code)
         except web.HTTPException:
             raise
+        except StoreUnavailable as exc:
+            e = ApiError(503, f"the datastore is unavailable: {exc}", "ServiceUnavailable")
+            return json_response(e.status(), 503, headers={"Retry-After": "1"})
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -233,7 +236,9 @@ class APIServer:
     # --- routing to a resource -------------------------------------------------------------------
     def _resolve(self, group: str, version: str, rest: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:
         ns: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3:
+        if rest[0] == "namespaces" and len(rest) == 3 and rest[2] in ("status", "finalize") and group == "":
+            pass  # a namespace's own subresource
+        elif rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
         elif rest[0] == "watch":
             raise ApiError(404, "the legacy /watch/ paths are not served; use ?watch=true", "NotFound")

@@ -57,10 +57,16 @@ class EtcdProcess:
         self.dir = Path(data_dir)
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.peer = 0
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def restart(self) -> None:
+        """Stop and start again on the same ports and data (an etcd outage)."""
+        self.stop()
+        self.start()
 
     @property
     def datastore(self) -> str:
@@ -71,7 +77,9 @@ class EtcdProcess:
         if binary is None:
             raise FileNotFoundError("etcd is not installed (Debian package etcd-server)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.port, peer = free_port(), free_port()
+        if not self.port:
+            self.port, self.peer = free_port(), free_port()
+        peer = self.peer
         log = self.dir / "etcd.log"
         self.proc = subprocess.Popen(
             [binary, "--name", "tug", "--data-dir", str(self.dir / "data"),
@@ -80,7 +88,7 @@ class EtcdProcess:
              "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
              "--initial-cluster", f"tug=http://127.0.0.1:{peer}", "--log-level", "error",
              "--quota-backend-bytes", str(2 * 1024**3)],
-            stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
+            stdout=open(log, "ab"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
         )
         _wait_port(self.port, self.proc, 20, "etcd", log)
         deadline = time.monotonic() + 20

@@ -14,7 +14,6 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -25,14 +24,32 @@ log = logging.getLogger(__name__)
 _decode = msgspec.json.Decoder().decode
 
 
-@dataclass(slots=True)
 class CachedEvent:
-    type: str  # ADDED MODIFIED DELETED
-    key: str
-    revision: int
-    obj: dict[str, Any]
-    prev: dict[str, Any] | None
-    encoded: dict[str, bytes] = field(default_factory=dict)  # per-view JSON of the object
+    """One change, decoded lazily (most events of a write-heavy load are never watched)."""
+
+    __slots__ = ("_obj", "_prev", "encoded", "key", "prev_value", "revision", "type", "value")
+
+    def __init__(self, type: str, key: str, revision: int, value: bytes, prev_value: bytes | None) -> None:
+        self.type = type  # ADDED MODIFIED DELETED
+        self.key = key
+        self.revision = revision
+        self.value = value
+        self.prev_value = prev_value
+        self._obj: dict[str, Any] | None = None
+        self._prev: dict[str, Any] | None = None
+        self.encoded: dict[str, bytes] = {}  # per-view JSON of the object
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        if self._obj is None:
+            self._obj = _with_rv(self.value, self.revision)
+        return self._obj
+
+    @property
+    def prev(self) -> dict[str, Any] | None:
+        if self._prev is None and self.prev_value:
+            self._prev = _decode(self.prev_value)
+        return self._prev
 
 
 class TooOld(Exception):
@@ -88,7 +105,7 @@ class Watcher:
             self.cache.watchers.discard(self)
 
 
-def _with_rv(value: bytes, rev: int, create_rev: int) -> dict[str, Any]:
+def _with_rv(value: bytes, rev: int) -> dict[str, Any]:
     obj = _decode(value)
     md = obj.setdefault("metadata", {})
     md["resourceVersion"] = str(rev)
@@ -140,25 +157,18 @@ class WatchCache:
         if ev.revision <= self.rev:
             return
         if ev.type == "DELETE":
-            obj = _with_rv(ev.value, ev.revision, ev.create_revision)
-            ce = CachedEvent("DELETED", ev.key, ev.revision, obj, None)
+            ce = CachedEvent("DELETED", ev.key, ev.revision, ev.value, None)
         else:
-            obj = _with_rv(ev.value, ev.revision, ev.create_revision)
-            prev = _decode(ev.prev_value) if ev.prev_value else None
-            ce = CachedEvent("ADDED" if ev.created or prev is None else "MODIFIED", ev.key, ev.revision, obj, prev)
+            typ = "ADDED" if ev.created or not ev.prev_value else "MODIFIED"
+            ce = CachedEvent(typ, ev.key, ev.revision, ev.value, ev.prev_value)
         self.ring.append(ce)
         if len(self.ring) > self.capacity:
             old = self.ring.popleft()
             self.start_rev = old.revision
         self.rev = ev.revision
-        import time as _t
-        _t0 = _t.perf_counter()
         for w in list(self.watchers):
             if ev.key.startswith(w.prefix):
                 w.push(ce)
-        _d = _t.perf_counter() - _t0
-        if _d > 0.005:
-            print("FANOUT", len(self.watchers), round(_d * 1000, 1), flush=True)
         if self._rev_waiters:
             keep = []
             for r, fut in self._rev_waiters:

@@ -243,6 +243,11 @@ class DeploymentController(Controller):
         if spec.get("paused"):
             await self._sync_paused(d, rss)
             return
+        if self._is_scaling_event(d, rss):
+            new, olds = await self._new_rs(d, rss, create=False)
+            await self._scale_event(d, new, olds)
+            await self._status(d, new, olds)
+            return
         strategy = (spec.get("strategy") or {}).get("type") or "RollingUpdate"
         if strategy == "Recreate":
             await self._recreate(d, rss)
@@ -251,13 +256,66 @@ class DeploymentController(Controller):
 
     async def _sync_paused(self, d: dict, rss: list[dict]) -> None:
         new, olds = await self._new_rs(d, rss, create=False)
-        active = [r for r in rss if reps(r) > 0]
+        await self._scale_event(d, new, olds)
+        await self._status(d, new, olds, paused=True)
+
+    def _is_scaling_event(self, d: dict, rss: list[dict]) -> bool:
+        want = str(d["spec"].get("replicas", 1))
+        for rs in rss:
+            if reps(rs) > 0:
+                desired = (rs["metadata"].get("annotations") or {}).get(DESIRED)
+                if desired is not None and desired != want:
+                    return True
+        return False
+
+    async def _scale_event(self, d: dict, new: dict | None, olds: list[dict]) -> None:
+        """kube's sync.go scale(): replicas changed while possibly mid-rollout; scale the active
+        ReplicaSets proportionally (leftovers to the largest)."""
         want = int(d["spec"].get("replicas", 1))
-        target = new if new is not None else (max(active, key=reps) if active else None)
-        total = sum(reps(r) for r in rss)
-        if target is not None and total != want:
-            await self._scale(d, target, max(0, reps(target) + want - total))
-        await self._status(d, new, olds if new is not None else rss, paused=True)
+        everything = ([new] if new is not None else []) + list(olds)
+        active = [r for r in everything if reps(r) > 0]
+        if len(active) <= 1:
+            target = active[0] if active else (new if new is not None else (
+                max(olds, key=lambda r: parse_time(r["metadata"].get("creationTimestamp"))) if olds else None))
+            if target is not None:
+                await self._scale(d, target, want)
+            return
+        if new is not None and reps(new) == want and st(new, "availableReplicas") == want and \
+                (new["metadata"].get("annotations") or {}).get(DESIRED) == str(want):
+            for rs in olds:
+                if reps(rs) > 0:
+                    await self._scale(d, rs, 0)
+            return
+        if ((d["spec"].get("strategy") or {}).get("type") or "RollingUpdate") != "RollingUpdate":
+            return
+        surge, _ = surge_unavailable(d)
+        allowed = want + surge if want > 0 else 0
+        to_add = allowed - sum(reps(r) for r in active)
+        if to_add > 0:
+            active.sort(key=lambda r: (-reps(r), -parse_time(r["metadata"].get("creationTimestamp"))))
+        elif to_add < 0:
+            active.sort(key=lambda r: (-reps(r), parse_time(r["metadata"].get("creationTimestamp"))))
+        added = 0
+        sizes: dict[str, int] = {}
+        for rs in active:
+            prop = 0
+            if to_add != 0 and added != to_add:
+                if want == 0:
+                    frac = -reps(rs)
+                else:
+                    ann = (rs["metadata"].get("annotations") or {}).get(MAX_REPLICAS)
+                    annotated = int(ann) if ann and ann.isdigit() and int(ann) > 0 else max(
+                        1, int((d.get("status") or {}).get("replicas") or 1))
+                    frac = math.floor(reps(rs) * allowed / annotated + 0.5) - reps(rs)
+                left = to_add - added
+                prop = min(frac, left) if to_add > 0 else max(frac, left)
+            sizes[rs["metadata"]["name"]] = reps(rs) + prop
+            added += prop
+        for i, rs in enumerate(active):
+            n = sizes[rs["metadata"]["name"]]
+            if i == 0 and to_add != 0:
+                n = max(0, n + to_add - added)
+            await self._scale(d, rs, n)
 
     async def _rolling(self, d: dict, rss: list[dict]) -> None:
         want = int(d["spec"].get("replicas", 1))

@@ -99,21 +99,31 @@ class HPAController(Controller):
             r = m.get("resource") or {}
             rname = r.get("name", "cpu")
             target = r.get("target") or {}
-            used, requested, n_ready, missing = 0, 0, 0, 0
-            for p in pods:
-                pmx = usage.get(p["metadata"]["name"])
-                if not pod_ready(p) or pmx is None:
-                    missing += 1
-                    continue
-                n_ready += 1
-                used += sum(_usage((c.get("usage") or {}).get(rname, "0"), rname) for c in pmx.get("containers") or [])
-                for c in (p.get("spec") or {}).get("containers") or []:
-                    requested += _usage(((c.get("resources") or {}).get("requests") or {}).get(rname, "0"), rname)
-            if n_ready == 0:
-                continue
             ttype = target.get("type", "Utilization")
+            # kube's replica calculator: ratio from ready pods with metrics; then missing metrics
+            # count as 0 % (scale up) or 100 % of request (scale down), unready pods (cpu) as 0 %
+            # when scaling up; no change if that flips the direction or lands within tolerance
+            ready: list[tuple[int, int]] = []  # (usage, request)
+            missing: list[int] = []  # requests of pods without metrics
+            unready: list[int] = []
+            for p in pods:
+                req = sum(_usage(((c.get("resources") or {}).get("requests") or {}).get(rname, "0"), rname)
+                          for c in (p.get("spec") or {}).get("containers") or [])
+                pmx = usage.get(p["metadata"]["name"])
+                if (p.get("status") or {}).get("phase") == "Pending" or (rname == "cpu" and not pod_ready(p)):
+                    unready.append(req)
+                elif pmx is None:
+                    missing.append(req)
+                else:
+                    used_p = sum(_usage((c.get("usage") or {}).get(rname, "0"), rname) for c in pmx.get("containers") or [])
+                    ready.append((used_p, req))
+            if not ready:
+                continue
+            used = sum(u for u, _ in ready)
+            requested = sum(r for _, r in ready)
+            n_ready = len(ready)
             if ttype == "Utilization":
-                if requested == 0:
+                if requested == 0 or any(r == 0 for _, r in ready):
                     set_condition(status, "ScalingActive", "False", "FailedGetResourceMetric",
                                   f"the HPA was unable to compute the replica count: missing request for {rname}")
                     self.recorder.event(hpa, "Warning", "FailedGetResourceMetric", f"missing request for {rname}")
@@ -125,6 +135,9 @@ class HPAController(Controller):
                     "averageUtilization": round(util),
                     "averageValue": f"{used // n_ready}m" if rname == "cpu" else str(used // n_ready)}}})
                 reason = f"{rname} resource utilization (percentage of request) {'above' if ratio > 1 else 'below'} target"
+
+                def ratio_of(samples: list[tuple[int, int]], tgt: float = tgt) -> float:
+                    return sum(u for u, _ in samples) * 100 / max(1, sum(r for _, r in samples)) / tgt
             else:
                 avg = used / n_ready
                 tq = quantity(target.get("averageValue") or "0")
@@ -135,10 +148,33 @@ class HPAController(Controller):
                 current_metrics.append({"type": "Resource", "resource": {"name": rname, "current": {
                     "averageValue": f"{int(avg)}m" if rname == "cpu" else str(int(avg))}}})
                 reason = f"{rname} resource {'above' if ratio > 1 else 'below'} target"
-            if abs(ratio - 1.0) <= self.ctx.options.hpa_tolerance:
+
+                def ratio_of(samples: list[tuple[int, int]], tv: float = tv) -> float:
+                    return sum(u for u, _ in samples) / max(1, len(samples)) / tv
+            tol = self.ctx.options.hpa_tolerance
+            if not missing and not unready:
+                proposals.append((current if abs(ratio - 1.0) <= tol else math.ceil(ratio * n_ready), reason))
+                continue
+            if abs(ratio - 1.0) <= tol and not (ratio > 1.0 and unready):
                 proposals.append((current, reason))
+                continue
+            samples = list(ready)
+            if ratio < 1.0:
+                # scaling down: pods without metrics count as using their request (Utilization)
+                # or exactly the target (AverageValue)
+                at_target = 0 if ttype == "Utilization" else int(float(quantity(target.get("averageValue") or "0")
+                                                                          * (1000 if rname == "cpu" else 1)))
+                samples += [(r if ttype == "Utilization" else at_target, r) for r in missing]
             else:
-                proposals.append((math.ceil(ratio * n_ready), reason))
+                samples += [(0, r) for r in missing] + [(0, r) for r in unready]
+            new_ratio = ratio_of(samples)
+            if abs(new_ratio - 1.0) <= tol or (ratio < 1.0 < new_ratio) or (ratio > 1.0 > new_ratio):
+                proposals.append((current, reason))
+                continue
+            desired_n = math.ceil(new_ratio * len(samples))
+            if (new_ratio < 1.0 and desired_n > current) or (new_ratio > 1.0 and desired_n < current):
+                desired_n = current
+            proposals.append((desired_n, reason))
         if not proposals:
             set_condition(status, "ScalingActive", "False", "FailedGetResourceMetric",
                           "the HPA was unable to compute the replica count: no metrics returned from resource metrics API")

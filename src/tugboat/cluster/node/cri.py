@@ -44,7 +44,7 @@ class SandboxConfig:
     namespace: str
     name: str
     hostname: str
-    network: str | None  # engine network name of the node's pod network; None = host network
+    network: str | None  # engine NetworkMode of the sandbox ("none": the agent wires it); None = host network
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
@@ -93,6 +93,7 @@ class RuntimeService(Protocol):
     def image_id(self, image: str) -> str | None: ...
     def pull_image(self, image: str, auth: dict | None = None) -> str: ...
     def run_sandbox(self, cfg: SandboxConfig) -> tuple[str, str]: ...
+    def sandbox_pid(self, sandbox_id: str) -> int: ...
     def stop_sandbox(self, sandbox_id: str) -> None: ...
     def create_container(self, sandbox_id: str, pod: SandboxConfig, cfg: ContainerConfig) -> str: ...
     def start_container(self, cid: str) -> None: ...
@@ -165,6 +166,9 @@ class EngineRuntime:
                 ip = n["IPAddress"]
                 break
         return sid, ip
+
+    def sandbox_pid(self, sandbox_id: str) -> int:
+        return int(self.engine.get(sandbox_id).state.get("Pid") or 0)
 
     def stop_sandbox(self, sandbox_id: str) -> None:
         with contextlib.suppress(NotFound):

@@ -84,7 +84,7 @@ class PodState:
     # precomputed topology state
     affinity_domains: list[tuple[str, set[str] | None]] = field(default_factory=list)
     anti_domains: list[tuple[str, set[str]]] = field(default_factory=list)
-    existing_anti_domains: list[tuple[str, set[str]]] = field(default_factory=list)
+    existing_anti_domains: list[tuple[str, Any]] = field(default_factory=list)  # topology key, values in use
     spread_counts: list[tuple[dict, dict[str, int], int]] = field(default_factory=list)
     pref_counts: list[tuple[int, str, collections.Counter]] = field(default_factory=list)
 
@@ -145,7 +145,7 @@ def prepare(pod: dict, cache: Cache) -> PodState:
     for term, owner_ns, counter in cache.anti.values():
         nss = _term_namespaces(term, owner_ns)
         if (nss is None or st.namespace in nss) and match_labels(term.get("labelSelector") or {}, st.labels):
-            st.existing_anti_domains.append((term.get("topologyKey", ""), set(counter)))
+            st.existing_anti_domains.append((term.get("topologyKey", ""), counter))
     # preferred (anti-)affinity: matching pods per domain
     for w, term in st.pref_affinity:
         tk = term.get("topologyKey", "")
@@ -351,6 +351,13 @@ def is_simple(st: PodState) -> bool:
     """True when only resources matter for filtering (the scheduler's fast path)."""
     return not (st.node_selector or st.required_terms is not None or st.ports or st.pvc_terms or st.affinity_domains
                 or st.anti_domains or st.existing_anti_domains or st.spread_counts or st.req.other)
+
+
+def fast_path_ok(st: PodState) -> bool:
+    """Pods the scheduler's one-pass path handles: resources (cpu, memory, pods) and required pod
+    (anti-)affinity only; no node selection terms, ports, volumes, spread or preferences."""
+    return not (st.node_selector or st.required_terms is not None or st.ports or st.pvc_terms or st.spread_counts
+                or st.req.other or st.preferred_terms or st.pref_counts)
 
 
 def normalize(values: list[float], *, reverse: bool = False) -> list[float]:

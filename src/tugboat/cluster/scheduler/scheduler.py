@@ -324,8 +324,7 @@ class Scheduler:
         simple = P.is_simple(st)
         cpu, mem = st.req.cpu, st.req.mem
         order = nodes[start:] + nodes[:start] if start else nodes
-        if simple and not self.cache.tainted and not self.cache.imaged and not st.preferred_terms \
-                and not st.pref_counts and not st.spread_counts:
+        if P.fast_path_ok(st) and not self.cache.tainted and not self.cache.imaged:
             best = self._fast_select(st, order, want)
             if best is not None:
                 self._next_start = (start + best[1]) % n
@@ -360,41 +359,62 @@ class Scheduler:
         self._assume_and_bind(pod, key, best.name)
 
     def _fast_select(self, st: P.PodState, order: list, want: int) -> tuple[Any, int] | None:
-        """Filter (resources only) and score (least allocated + balanced) in one pass; the common
-        case of pods without constraints on plain nodes. None when some node needs the full path."""
+        """Filter and score (least allocated + balanced) in one pass for pods whose only
+        constraints are resources and required pod (anti-)affinity, on untainted clusters: the
+        common case. Returns None when no node fits (the full path then collects the reasons)."""
         cpu, mem = st.req.cpu, st.req.mem
         ncpu = cpu or DEFAULT_MILLI_CPU
         nmem = mem or DEFAULT_MEMORY
+        avoid = st.anti_domains + st.existing_anti_domains
+        need = st.affinity_domains
         best_score = -1.0
         best: list = []
         found = 0
         checked = 0
         for ni in order:
             checked += 1
-            if not ni.plain or ni.nominated:
-                return None
             a = ni.alloc
-            r = ni.requested
             ac, am = a.cpu, a.mem
-            if r.pods < a.pods and r.cpu + cpu <= ac and r.mem + mem <= am and ac > 0 and am > 0:
-                fc = (ni.nonzero_cpu + ncpu) / ac
-                fm = (ni.nonzero_mem + nmem) / am
-                if fc > 1.0:
-                    fc = 1.0
-                if fm > 1.0:
-                    fm = 1.0
-                d = fc - fm
-                score = (2.0 - fc - fm) * 50 + (1.0 - (d if d > 0 else -d) / 2) * 100
-                if score > best_score + 1e-9:
-                    best_score = score
-                    best = [ni]
-                elif score >= best_score - 1e-9:
-                    best.append(ni)
-                found += 1
-                if found >= want:
-                    break
-            else:
-                return None  # let the full path collect the reasons
+            if ni.plain and not ni.nominated:
+                r = ni.requested
+                if not (r.pods < a.pods and r.cpu + cpu <= ac and r.mem + mem <= am):
+                    continue
+                if avoid or need:
+                    labels = ni.labels
+                    bad = False
+                    for tk, doms in avoid:
+                        v = labels.get(tk)
+                        if v is not None and v in doms:
+                            bad = True
+                            break
+                    if not bad:
+                        for tk, doms in need:
+                            v = labels.get(tk)
+                            if v is None or (doms is not None and v not in doms):
+                                bad = True
+                                break
+                    if bad:
+                        continue
+            elif P.filter_node(st, ni) is not None:
+                continue
+            if ac <= 0 or am <= 0:
+                continue
+            fc = (ni.nonzero_cpu + ncpu) / ac
+            fm = (ni.nonzero_mem + nmem) / am
+            if fc > 1.0:
+                fc = 1.0
+            if fm > 1.0:
+                fm = 1.0
+            d = fc - fm
+            score = (2.0 - fc - fm) * 50 + (1.0 - (d if d > 0 else -d) / 2) * 100
+            if score > best_score + 1e-9:
+                best_score = score
+                best = [ni]
+            elif score >= best_score - 1e-9:
+                best.append(ni)
+            found += 1
+            if found >= want:
+                break
         if not best:
             return None
         return (best[0] if len(best) == 1 else random.choice(best)), checked

@@ -110,7 +110,7 @@ class FakeApiServer:
         k = (md.get("namespace") or "", md["name"])
         if k in self.objects[res]:
             raise Status(409, "AlreadyExists", f"{res.plural} \"{md['name']}\" already exists")
-        if res.namespaced and (md["namespace"], ) and ("", md["namespace"]) not in self.objects[R.NAMESPACES]:
+        if res.namespaced and ("", md["namespace"]) not in self.objects[R.NAMESPACES]:
             raise Status(404, "NotFound", f"namespaces \"{md['namespace']}\" not found")
         if res.namespaced and self.objects[R.NAMESPACES][("", md["namespace"])]["metadata"].get("deletionTimestamp"):
             raise Status(403, "Forbidden", f"unable to create new content in namespace {md['namespace']} because it is being terminated")

@@ -81,6 +81,7 @@ class SimNodes:
         self.metrics = metrics
         self.metrics_seconds = metrics_seconds
         self.running_at: dict[str, float] = {}
+        self._published: dict[tuple, tuple[str, float]] = {}
         self._tasks: list[asyncio.Task] = []
 
     # ---- nodes
@@ -222,6 +223,7 @@ class SimNodes:
     def _on_pod_delete(self, pod: dict) -> None:
         key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
         self.usage.pop(key, None)
+        self._published.pop(("pods", pod["metadata"]["namespace"], pod["metadata"]["name"]), None)
         self.running_at.pop(key, None)
         t = self._timers.pop(key, None)
         if t:
@@ -398,8 +400,22 @@ class SimNodes:
                 except ApiError as exc:
                     log.debug("metrics %s: %s", md["name"], exc)
 
-        await asyncio.gather(*(put(R.POD_METRICS, m) for m in self.pod_metrics()),
-                             *(put(R.NODE_METRICS, m) for m in self.node_metrics() if m["metadata"]["name"] not in self.stopped))
+        # only what changed, or what was last sent a while ago (the server keeps metrics for minutes):
+        # a thousand idle pods must not cost a thousand writes every few seconds
+        t = time.monotonic()
+        todo = []
+        for res, items in ((R.POD_METRICS, self.pod_metrics()), (R.NODE_METRICS, self.node_metrics())):
+            for m in items:
+                md = m["metadata"]
+                if res is R.NODE_METRICS and md["name"] in self.stopped:
+                    continue
+                k = (res.plural, md.get("namespace"), md["name"])
+                sig = repr(m.get("containers") or m.get("usage"))
+                last = self._published.get(k)
+                if last is None or last[0] != sig or t - last[1] > 60:
+                    self._published[k] = (sig, t)
+                    todo.append(put(res, m))
+        await asyncio.gather(*todo)
 
     async def _metrics_loop(self) -> None:
         while True:

@@ -8,11 +8,14 @@ Tables:
   reads and lists never need kine's ``MAX(id) GROUP BY name``.
 - ``meta(k, v)``: ``compact_rev``.
 
-One writer thread owns the write connection and commits in groups: every write that queued while
-the previous transaction ran is committed in the next one (WAL, ``synchronous=NORMAL``: a commit
-survives the process being killed; the caller is answered only after its commit). Reads use
-per-thread connections in a small pool. This process is the only writer; watchers are fed from the
-writer thread's commits, and a watch from an older revision first replays the log.
+One writer thread owns the write connection and commits in groups (WAL, ``synchronous=NORMAL``: a
+commit survives the process being killed; the caller is answered only after its commit). The loop
+hands writes over once per loop iteration (a list of all writes submitted in that iteration, so
+one thread wake-up, not one per write), and the writer commits everything queued in one
+transaction; SQLite runs without the GIL, so commits overlap with request handling. Point reads
+and small lists run inline on the loop thread (WAL readers never wait for the writer); large lists
+go to a reader thread. This process is the only writer; watchers are fed from the writer's
+commits, and a watch from an older revision first replays the log.
 """
 
 from __future__ import annotations
@@ -60,7 +63,6 @@ CREATE TABLE IF NOT EXISTS kv (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 """
 
-_STOP = object()
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -83,7 +85,9 @@ class _Op:
 class SQLiteStore(Store):
     def __init__(self, path: str) -> None:
         self.path = path
-        self._q: queue.Queue[Any] = queue.Queue()
+        self._pending: list[_Op] = []
+        self._flush_handle: asyncio.Handle | None = None
+        self._q: queue.Queue[list[_Op] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-read")
         self._local = threading.local()
@@ -113,15 +117,19 @@ class SQLiteStore(Store):
         row = conn.execute("SELECT v FROM meta WHERE k='compact_rev'").fetchone()
         self._compact_rev = int(row[0]) if row else 0
         self._wconn = conn
+        self._main_conn = _connect(self.path)  # inline reads on the loop thread
         self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
         self._writer.start()
 
     async def close(self) -> None:
         if self._writer is not None:
-            self._q.put(_STOP)
+            if self._pending:
+                self._handoff()
+            self._q.put(None)
             await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
             self._writer = None
             self._wconn.close()
+            self._main_conn.close()
         for q in list(self._subscribers):
             q.put_nowait(None)
         self._readers.shutdown(wait=True)
@@ -151,10 +159,14 @@ class SQLiteStore(Store):
         return KeyValue(key, bytes(row[2]), row[0], row[1])
 
     async def get(self, key: str) -> KeyValue | None:
-        return await self._read(self._get_sync, key)
+        row = self._main_conn.execute("SELECT revision, create_revision, value FROM kv WHERE name=?", (key,)).fetchone()
+        if row is None:
+            return None
+        return KeyValue(key, bytes(row[2]), row[0], row[1])
 
-    def _list_sync(self, prefix: str, revision: int, start_after: str, limit: int) -> ListResult:
-        conn = self._rconn()
+    def _list_sync(self, prefix: str, revision: int, start_after: str, limit: int,
+                   conn: sqlite3.Connection | None = None) -> ListResult:
+        conn = conn or self._rconn()
         lo = max(prefix, start_after + "\x00") if start_after else prefix
         hi = prefix_end(prefix)
         lim = limit + 1 if limit else -1
@@ -188,6 +200,8 @@ class SQLiteStore(Store):
         return ListResult([KeyValue(r[0], bytes(r[3]), r[1], r[2]) for r in rows], at, more)
 
     async def list(self, prefix: str, *, revision: int = 0, start_after: str = "", limit: int = 0) -> ListResult:
+        if 0 < limit <= 100 and not revision:
+            return self._list_sync(prefix, revision, start_after, limit, self._main_conn)
         return await self._read(self._list_sync, prefix, revision, start_after, limit)
 
     def _count_sync(self, prefix: str) -> int:
@@ -212,7 +226,10 @@ class SQLiteStore(Store):
             else:
                 fut.set_result(result)
 
-        self._q.put(_Op(kind, args, done))
+        self._pending.append(_Op(kind, args, done))
+        if self._flush_handle is None:
+            # run after everything else this loop iteration submits: one transaction for all
+            self._flush_handle = loop.call_soon(self._handoff)
         return await fut
 
     async def create(self, key: str, value: bytes) -> int:
@@ -227,23 +244,29 @@ class SQLiteStore(Store):
     async def compact(self, revision: int) -> None:
         await self._submit("compact", revision)
 
+    def _handoff(self) -> None:
+        self._flush_handle = None
+        batch, self._pending = self._pending, []
+        if batch:
+            self._q.put(batch)
+
     def _write_loop(self) -> None:
         conn = self._wconn
         stop = False
         while not stop:
             first = self._q.get()
-            if first is _STOP:
+            if first is None:
                 break
-            batch = [first]
-            while len(batch) < 512:
+            batch = list(first)
+            while len(batch) < 2048:
                 try:
                     nxt = self._q.get_nowait()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
+                if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             results: list[tuple[_Op, Any, BaseException | None]] = []
             events: list[Event] = []
             try:

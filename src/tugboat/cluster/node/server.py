@@ -1,0 +1,372 @@
+"""The node agent's HTTP API, which the API server proxies ``pods/log``, ``exec``, ``attach`` and
+``portforward`` to (contract in :mod:`tugboat.cluster.apiserver.nodeproxy`):
+
+- ``GET /containerLogs/{ns}/{pod}/{container}?follow&tailLines&timestamps&sinceSeconds&sinceTime
+  &previous&limitBytes`` -> text/plain (chunked while following);
+- ``GET /exec/{ns}/{pod}/{container}?command=…&stdin&stdout&stderr&tty`` -> WebSocket, channel
+  protocol (v5/v4.channel.k8s.io: first byte of each binary message is the stream: 0 stdin,
+  1 stdout, 2 stderr, 3 error/status JSON, 4 resize JSON, 255 close-stream (v5));
+- ``GET /attach/{ns}/{pod}/{container}`` -> WebSocket: the container's output from now on and its
+  stdin when the container has ``stdin: true``;
+- ``GET /portForward/{ns}/{pod}?ports=P,…`` -> WebSocket, channel protocol as the Python client
+  speaks it (port i: data channel 2i, error channel 2i+1; first frame per channel = the port,
+  uint16 little-endian);
+- ``GET /healthz`` -> ok.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import WSMsgType, web
+
+from tugboat.errors import TugError
+
+if TYPE_CHECKING:
+    from tugboat.cluster.node.agent import NodeAgent
+    from tugboat.cluster.node.worker import CState, PodWorker
+
+PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
+
+
+def _agent(request: web.Request) -> NodeAgent:
+    return request.app["agent"]
+
+
+def _find(agent: NodeAgent, ns: str, pod: str, container: str | None) -> tuple[PodWorker, CState | None]:
+    for w in agent.workers.values():
+        md = w.pod["metadata"]
+        if md["namespace"] == ns and md["name"] == pod:
+            if container is None:
+                return w, None
+            c = w.cs.get(container)
+            if c is None:
+                raise web.HTTPNotFound(text=f"container {container} is not valid for pod {pod}")
+            return w, c
+    raise web.HTTPNotFound(text=f'pod "{pod}" not found on node {agent.name}')
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("1", "true", "yes")
+
+
+def _rfc3339nano(ts: str) -> str:
+    return ts
+
+
+async def container_logs(request: web.Request) -> web.StreamResponse:
+    from tugboat.engine.logs import follow_from, parse_line, read_logs, rfc3339_to_ts
+
+    agent = _agent(request)
+    ns, pod, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+    w, c = _find(agent, ns, pod, cname)
+    assert c is not None
+    previous = _flag(request, "previous")
+    cid = c.prev_cid if previous else c.cid
+    if cid is None:
+        if previous:
+            raise web.HTTPBadRequest(text=f'previous terminated container "{cname}" in pod "{pod}" not found')
+        reason = c.waiting_reason or "ContainerCreating"
+        raise web.HTTPBadRequest(text=f'container "{cname}" in pod "{pod}" is waiting to start: {reason}')
+    try:
+        path = agent.engine.inspect(cid).get("LogPath") or ""
+    except TugError:
+        raise web.HTTPNotFound(text=f"container {cname} of pod {pod} has no logs") from None
+    tail = int(request.query["tailLines"]) if request.query.get("tailLines") else None
+    since = None
+    if request.query.get("sinceSeconds"):
+        since = time.time() - int(request.query["sinceSeconds"])
+    elif request.query.get("sinceTime"):
+        since = rfc3339_to_ts(request.query["sinceTime"])
+    limit = int(request.query["limitBytes"]) if request.query.get("limitBytes") else None
+    timestamps = _flag(request, "timestamps")
+    follow = _flag(request, "follow") and not previous
+    loop = asyncio.get_running_loop()
+    entries, offset = await loop.run_in_executor(agent.executor, lambda: read_logs(path, tail=tail, since=since))
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+    await resp.prepare(request)
+    sent = 0
+
+    async def emit(ts: str, data: bytes) -> bool:
+        nonlocal sent
+        out = (ts.encode() + b" " + data) if timestamps else data
+        if limit is not None:
+            out = out[: max(0, limit - sent)]
+        if out:
+            await resp.write(out)
+            sent += len(out)
+        return limit is None or sent < limit
+
+    more = True
+    for _stream, ts, data in entries:
+        if not await emit(ts, data):
+            more = False
+            break
+    if follow and more:
+        it = follow_from(path, offset)
+        while True:
+            _off, lines = next(it)
+            for line in lines:
+                ent = parse_line(line)
+                if ent is not None and not await emit(ent[1], ent[2]):
+                    more = False
+                    break
+            if not more:
+                break
+            st = c.status
+            if (c.cid != cid or st is None or st.state == "exited" or w.gone) and not lines:
+                # drain once more after the container ended
+                _off, lines = next(it)
+                for line in lines:
+                    ent = parse_line(line)
+                    if ent is not None:
+                        await emit(ent[1], ent[2])
+                break
+            await asyncio.sleep(0.2)
+    await resp.write_eof()
+    return resp
+
+
+class Channel:
+    """Channel-protocol WebSocket helpers."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
+        self.ws = ws
+        self.v5 = ws.ws_protocol == "v5.channel.k8s.io"
+        self.base64 = False
+
+    async def send(self, ch: int, data: bytes) -> None:
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await self.ws.send_bytes(bytes([ch]) + data)
+
+    async def status(self, code: int | None, message: str = "") -> None:
+        if code == 0:
+            body: dict[str, Any] = {"metadata": {}, "status": "Success"}
+        elif code is None:
+            body = {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
+        else:
+            body = {"metadata": {}, "status": "Failure",
+                    "message": f"command terminated with non-zero exit code: error executing command, exit code {code}",
+                    "reason": "NonZeroExitCode",
+                    "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+        await self.send(3, json.dumps(body).encode())
+
+
+async def exec_handler(request: web.Request) -> web.StreamResponse:
+    from tugboat.engine.exec import exec_create, exec_resize, exec_start
+
+    agent = _agent(request)
+    ns, pod, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+    _w, c = _find(agent, ns, pod, cname)
+    assert c is not None
+    cmd = request.query.getall("command", [])
+    if not cmd:
+        raise web.HTTPBadRequest(text="you must specify at least one command for the container")
+    if c.cid is None or c.status is None or c.status.state != "running":
+        raise web.HTTPBadRequest(text=f"container {cname} is not running")
+    want_stdin, tty = _flag(request, "stdin"), _flag(request, "tty")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    ch = Channel(ws)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str | None, bytes]] = asyncio.Queue()
+
+    def sub(stream: str | None, data: bytes) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, (stream, data))
+
+    cid = c.cid
+    try:
+        eid = await loop.run_in_executor(agent.executor, lambda: exec_create(agent.engine, cid, {
+            "Cmd": cmd, "AttachStdin": want_stdin, "AttachStdout": True, "AttachStderr": True, "Tty": tty}))
+        rec = await loop.run_in_executor(agent.executor, lambda: exec_start(agent.engine, eid, subscriber=sub))
+    except TugError as e:
+        await ch.status(None, str(e))
+        await ws.close()
+        return ws
+
+    async def pump_in() -> None:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+                continue
+            chan, data = msg.data[0], msg.data[1:]
+            pio = rec.pio
+            if chan == 0 and pio is not None and pio.stdin_fd is not None:
+                with contextlib.suppress(OSError):
+                    await loop.run_in_executor(None, _write_all, pio.stdin_fd, data)
+            elif chan == 4:
+                with contextlib.suppress(Exception):
+                    size = json.loads(data)
+                    exec_resize(agent.engine, eid, int(size.get("Height", 0)), int(size.get("Width", 0)))
+            elif chan == 255 and data[:1] == b"\x00" and pio is not None:
+                pio.close_stdin()
+
+    tin = asyncio.create_task(pump_in())
+    try:
+        while True:
+            stream, data = await queue.get()
+            if stream is None:
+                break
+            await ch.send(2 if stream == "stderr" else 1, data)
+        await loop.run_in_executor(agent.executor, rec.done.wait, 30)
+        await ch.status(rec.exit_code if rec.exit_code is not None else 255)
+    finally:
+        tin.cancel()
+        await ws.close()
+    return ws
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    import select
+
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+            view = view[n:]
+        except BlockingIOError:
+            select.select([], [fd], [], 1)
+
+
+async def attach_handler(request: web.Request) -> web.StreamResponse:
+    agent = _agent(request)
+    ns, pod, cname = request.match_info["ns"], request.match_info["pod"], request.match_info["container"]
+    _w, c = _find(agent, ns, pod, cname)
+    assert c is not None
+    if c.cid is None:
+        raise web.HTTPBadRequest(text=f"container {cname} is not running")
+    ctr = agent.engine.get(c.cid)
+    pio = ctr.pio
+    if pio is None:
+        raise web.HTTPBadRequest(text=f"container {cname} is not running")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    ch = Channel(ws)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str | None, bytes]] = asyncio.Queue()
+    unsub = pio.subscribe(lambda s, d: loop.call_soon_threadsafe(queue.put_nowait, (s, d)))
+
+    async def pump_in() -> None:
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY and msg.data and msg.data[0] == 0 and pio.stdin_fd is not None:
+                with contextlib.suppress(OSError):
+                    await loop.run_in_executor(None, _write_all, pio.stdin_fd, msg.data[1:])
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                break
+
+    tin = asyncio.create_task(pump_in())
+    try:
+        while True:
+            get = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait({get, tin}, return_when=asyncio.FIRST_COMPLETED)
+            if get not in done:
+                get.cancel()
+                break
+            stream, data = get.result()
+            if stream is None:
+                await ch.status(0)
+                break
+            await ch.send(2 if stream == "stderr" else 1, data)
+    finally:
+        unsub()
+        tin.cancel()
+        await ws.close()
+    return ws
+
+
+async def port_forward(request: web.Request) -> web.StreamResponse:
+    agent = _agent(request)
+    ns, pod = request.match_info["ns"], request.match_info["pod"]
+    w, _ = _find(agent, ns, pod, None)
+    ports = [int(p) for p in ",".join(request.query.getall("ports", [])).split(",") if p.strip()]
+    if not ports:
+        raise web.HTTPBadRequest(text="query parameter \"port\" is required")
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+    await ws.prepare(request)
+    ch = Channel(ws)
+    writers: dict[int, asyncio.StreamWriter] = {}
+    tasks: list[asyncio.Task] = []
+    host = w.pod_ip or "127.0.0.1"
+    for i, port in enumerate(ports):
+        await ch.send(2 * i, struct.pack("<H", port))
+        await ch.send(2 * i + 1, struct.pack("<H", port))
+        try:
+            r, wr = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        except (TimeoutError, OSError) as e:
+            await ch.send(2 * i + 1, f"error forwarding port {port} to pod {pod}: {e}".encode())
+            continue
+        writers[i] = wr
+
+        async def pump_out(idx: int = i, reader: asyncio.StreamReader = r) -> None:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                await ch.send(2 * idx, data)
+            await ws.close()
+
+        tasks.append(asyncio.create_task(pump_out()))
+    try:
+        async for msg in ws:
+            if msg.type != WSMsgType.BINARY or not msg.data:
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+                continue
+            chan = msg.data[0]
+            if chan % 2 == 0 and chan // 2 in writers:
+                writers[chan // 2].write(msg.data[1:])
+                await writers[chan // 2].drain()
+    finally:
+        for t in tasks:
+            t.cancel()
+        for wr in writers.values():
+            wr.close()
+        await ws.close()
+    return ws
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return web.Response(text="ok")
+
+
+async def pods_list(request: web.Request) -> web.Response:
+    agent = _agent(request)
+    items = [w.pod for w in agent.workers.values()]
+    return web.json_response({"kind": "PodList", "apiVersion": "v1", "items": items})
+
+
+def make_app(agent: NodeAgent) -> web.Application:
+    app = web.Application()
+    app["agent"] = agent
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/pods", pods_list)
+    app.router.add_get("/containerLogs/{ns}/{pod}/{container}", container_logs)
+    app.router.add_get("/exec/{ns}/{pod}/{container}", exec_handler)
+    app.router.add_post("/exec/{ns}/{pod}/{container}", exec_handler)
+    app.router.add_get("/attach/{ns}/{pod}/{container}", attach_handler)
+    app.router.add_get("/portForward/{ns}/{pod}", port_forward)
+    return app
+
+
+async def start_server(agent: NodeAgent, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(make_app(agent), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    if port == 0:
+        srv = site._server
+        if srv is not None and srv.sockets:  # type: ignore[union-attr]
+            agent.port = srv.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner
+
+
+_ = dt
