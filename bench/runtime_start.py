@@ -45,12 +45,22 @@ def make_bundle(base: str, network: bool) -> str:
     return bundle
 
 
-def timed(cmd: list[str]) -> float:
+CPU: dict[str, list[float]] = {}
+
+
+def timed(cmd: list[str], key: str | None = None) -> float:
+    """Wall time of one run (the CPU figures in CPU count only reaped children: not comparable
+    between runtimes whose container processes are reaped by different parents)."""
     t = time.perf_counter()
-    r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read() if proc.stderr else b""
+    _, status, ru = os.wait4(proc.pid, 0)
     dt = time.perf_counter() - t
-    if r.returncode != 0:
-        raise SystemExit(f"{cmd[0]} failed ({r.returncode}): {r.stderr.decode().strip()}")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}): {err.decode().strip()}")
+    if key:
+        CPU.setdefault(key, []).append(ru.ru_utime + ru.ru_stime)
     return dt
 
 
@@ -81,7 +91,7 @@ def main() -> int:
             for i in range(args.runs):
                 for name, cmd in runtimes.items():
                     try:
-                        times[name].append(timed([*cmd, "run", "--bundle", bundle, f"b{i}"]))
+                        times[name].append(timed([*cmd, "run", "--bundle", bundle, f"b{i}"], f"{name}/{network}"))
                     except SystemExit as e:
                         if name == "crun":  # crun refuses hybrid cgroups (peer-baselines gotcha 1)
                             print(f"  crun skipped: {e}")
@@ -93,7 +103,8 @@ def main() -> int:
             for name, xs in times.items():
                 if not xs:
                     continue
-                line = f"  {name:34s} median {statistics.median(xs) * 1000:6.1f} ms (min {min(xs) * 1000:5.1f}, max {max(xs) * 1000:5.1f})"
+                line = (f"  {name:34s} median {statistics.median(xs) * 1000:6.1f} ms "
+                        f"(min {min(xs) * 1000:5.1f}, max {max(xs) * 1000:5.1f})")
                 if ref and name != "runc":
                     ratios = [a / b for a, b in zip(xs, ref, strict=False)]
                     line += f"  ratio to runc: median {statistics.median(ratios):.2f} (min {min(ratios):.2f}, max {max(ratios):.2f})"

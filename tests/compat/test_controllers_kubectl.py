@@ -45,6 +45,8 @@ async def test_kubectl_rollout_scale_describe(cluster: Cluster, tmp_path) -> Non
     pod = rows[0][0]
     desc = await k("describe", "pod", pod)
     assert f"Successfully assigned default/{pod} to sim-node-" in desc and "default-scheduler" in desc
+    logs = await k("logs", pod)
+    assert f"simulated container nginx of pod default/{pod} started" in logs
     desc = await k("describe", "deployment", "web")
     assert "ScalingReplicaSet" in desc and "deployment-controller" in desc
     assert "NewReplicaSetAvailable" in desc

@@ -66,6 +66,11 @@ def test_version_and_discovery(cluster: Cluster) -> None:
     assert "metrics.k8s.io/v1beta1" in cluster.kubectl("api-versions").stdout
     pods = cluster.kubectl("api-resources", "--api-group=", "-o", "name").stdout.split()
     assert "pods" in pods and "namespaces" in pods
+    who = cluster.kubectl("auth", "whoami").stdout
+    assert "admin" in who and "system:masters" in who
+    # the bearer-token kubeconfig authenticates as the same user
+    who = cluster.kubectl("auth", "whoami", "--kubeconfig", cluster.api.token_kubeconfig).stdout
+    assert "admin" in who
 
 
 def test_explain(cluster: Cluster) -> None:

@@ -136,6 +136,45 @@ def scrub(root: str, instance: str) -> None:
     mgr.shutdown(remove_all=True)
 
 
+@contextlib.contextmanager
+def outside_server(prefix: str, body: str) -> Iterator[str]:
+    """A netns wired to the host by a veth pair (prefix.1 host side, prefix.2 inside) running
+    busybox httpd on :8000; yields the server's address. Everything is removed afterwards."""
+    import tempfile
+
+    from tugboat.network import kernel
+
+    work = tempfile.mkdtemp(prefix="tug-outside-")
+    path = os.path.join(work, "ns")
+    host_if = "tbo" + os.urandom(3).hex()
+    kernel.create_netns(path, kernel.lo_up)
+    ipr = kernel.iproute()
+    proc = None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            ipr.link("add", ifname=host_if, kind="veth", state="up", peer={"ifname": "eth0", "net_ns_fd": fd})
+        finally:
+            os.close(fd)
+        ipr.addr("add", index=kernel.link_index(ipr, host_if), address=f"{prefix}.1", prefixlen=24)
+        kernel.in_netns(path, lambda: kernel.configure_iface("eth0", f"{prefix}.2", 24, None))
+        with open(os.path.join(work, "index.html"), "w") as f:
+            f.write(body)
+        proc = subprocess.Popen(["nsenter", f"--net={path}", "busybox", "httpd", "-f", "-p", "8000", "-h", work])
+        time.sleep(0.3)
+        yield f"{prefix}.2"
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+        kernel.delete_link(ipr, host_if)
+        ipr.close()
+        kernel.remove_netns(path)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def _ip(d: TugDaemon, name: str, net: str) -> str:
     out = d.docker("inspect", name).stdout
     return json.loads(out)[0]["NetworkSettings"]["Networks"][net]["IPAddress"]
@@ -170,17 +209,35 @@ def test_docker_cli_networks_names_ports_and_restart(tugd: TugDaemon) -> None:
     assert r.returncode != 0
     # connect the running container to the other network too: now reachable by name from there
     d.docker("network", "connect", "--alias", "web2", "othernet", "web")
+    nets = json.loads(d.docker("inspect", "web").stdout)[0]["NetworkSettings"]["Networks"]
+    assert set(nets) == {"appnet", "othernet"} and "web2" in nets["othernet"]["DNSNames"]
     r = d.docker("run", "--rm", "--network", "othernet", "busybox", "sh", "-c",
                  "timeout 5 wget -q -O - http://web2/hostname; exit $?", check=False)
     assert r.returncode == 0 and r.stdout.strip(), r.stderr
     d.docker("network", "disconnect", "othernet", "web")
     r = d.docker("run", "--rm", "--network", "othernet", "busybox", "nslookup", "web2", check=False)
     assert r.returncode != 0
+    # a created (not started) container connected to a second network gets both at start
+    d.docker("create", "--name", "late", "--network", "appnet", "busybox", "httpd", "-f", "-p", "80", "-h",
+             "/etc")
+    d.docker("network", "connect", "othernet", "late")
+    d.docker("start", "late")
+    nets = json.loads(d.docker("inspect", "late").stdout)[0]["NetworkSettings"]["Networks"]
+    assert set(nets) == {"appnet", "othernet"}
+    r = d.docker("run", "--rm", "--network", "othernet", "busybox", "sh", "-c",
+                 "timeout 5 wget -q -O - http://late/hostname; exit $?", check=False)
+    assert r.returncode == 0 and r.stdout.strip(), r.stderr
     # the published port, from the host's loopback
     port = d.docker("port", "web", "80").stdout.strip().rsplit(":", 1)[1]
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/hostname", timeout=5) as resp:
         first = resp.read()
     assert first.strip()
+    # egress: a netns of this test acting as an outside server, with no route back to the
+    # container subnet: only the masquerade lets the reply come back
+    with outside_server("198.18.81", "from outside") as server_ip:
+        r = d.docker("run", "--rm", "busybox", "sh", "-c",
+                     f"timeout 5 wget -q -O - http://{server_ip}:8000/index.html; exit $?", check=False)
+        assert r.returncode == 0 and r.stdout == "from outside", r.stderr
     # rm a network in use fails; the daemon restarts and the port still works
     r = d.docker("network", "rm", "appnet", check=False)
     assert r.returncode != 0 and "active endpoints" in r.stderr

@@ -1,3 +1,4 @@
+# ruff: noqa: F811
 """The builder end to end on the real kernel: RUN in containers, COPY/ADD, cache, stages, errors."""
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def test_dockerignore(env: BuildEnv, tmp_path) -> None:
     assert env.read(img, "/ctx/logs/a.log") is None
     assert env.read(img, "/ctx/logs/keep.log") == b"keep"
     ctx2 = env.context(tmp_path, "FROM busybox\nCOPY secret.txt /s\n")
-    with pytest.raises(NotFound, match="excluded by .dockerignore"):
+    with pytest.raises(NotFound, match=r"excluded by \.dockerignore"):
         env.build(ctx2)
 
 
@@ -168,7 +169,7 @@ def test_add_extracts_local_tars_and_downloads_urls(env: BuildEnv, tmp_path) -> 
     served = b"downloaded\n"
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(served)))
             self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
@@ -269,3 +270,39 @@ def test_parse_errors_point_at_the_line(env: BuildEnv, tmp_path) -> None:
     ctx = env.context(tmp_path, "FROM busybox\nRUN true\nFORM x\n")
     with pytest.raises(InvalidArgument, match=r"^Dockerfile:3: unknown instruction: FORM"):
         env.build(ctx)
+
+
+def test_independent_stages_build_in_parallel(env: BuildEnv, tmp_path) -> None:
+    ctx = env.context(tmp_path, """
+        FROM busybox AS a
+        RUN sleep 2; echo a > /a
+        FROM busybox AS b
+        RUN sleep 2; echo b > /b
+        FROM busybox
+        COPY --from=a /a /a
+        COPY --from=b /b /b
+    """)
+    img = env.build(ctx, no_cache=True)
+    assert env.read(img, "/a") == b"a\n" and env.read(img, "/b") == b"b\n"
+    order = [(e["type"], e["stage"]) for e in env.events
+             if e["type"] in ("step", "step-done") and e.get("n") in (2, 4)]
+    starts = [i for i, (t, _s) in enumerate(order) if t == "step"]
+    first_done = min(i for i, (t, _s) in enumerate(order) if t == "step-done")
+    assert len(starts) == 2 and max(starts) < first_done  # both RUNs started before either finished
+
+
+def test_run_mounts_cache_bind_tmpfs(env: BuildEnv, tmp_path) -> None:
+    ctx = env.context(tmp_path, """
+        FROM busybox
+        RUN --mount=type=cache,target=/var/cache/app echo run >> /var/cache/app/log && wc -l < /var/cache/app/log > /count
+        RUN --mount=type=bind,source=data,target=/mnt/data cat /mnt/data/in.txt > /copied
+        RUN --mount=type=tmpfs,target=/scratch echo tmp > /scratch/x && cat /scratch/x > /tmp-ok
+    """, {"data/in.txt": "bound\n"})
+    img = env.build(ctx)
+    assert env.read(img, "/copied") == b"bound\n"
+    assert env.read(img, "/tmp-ok") == b"tmp\n"
+    assert env.lookup(img, "/mnt/data") is None  # mount points are not left in the layers
+    assert env.lookup(img, "/scratch") is None
+    first = int(env.read(img, "/count"))
+    img2 = env.build(ctx, no_cache=True)
+    assert int(env.read(img2, "/count")) == first + 1  # the cache mount persisted between builds

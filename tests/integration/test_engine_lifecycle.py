@@ -9,10 +9,13 @@ import signal
 import tarfile
 import time
 
+import engine_fixtures
 import pytest
-from engine_fixtures import Daemon, daemon  # noqa: F401
+from engine_fixtures import Daemon
 
 from tugboat.errors import Conflict, InvalidArgument, NotFound
+
+daemon = engine_fixtures.daemon
 
 
 def _wait_until(fn, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
@@ -106,11 +109,11 @@ def test_bad_input_is_400_and_nothing_left_behind(daemon: Daemon) -> None:
     before = len(c.get("/containers/json", query={"all": "1"}))
     with pytest.raises(InvalidArgument, match="invalid JSON"):
         c.call("POST", "/containers/create", raw_body=b"{not json", headers={"Content-Type": "application/json"})
-    with pytest.raises(InvalidArgument, match="HostConfig.Memory"):
+    with pytest.raises(InvalidArgument, match=r"HostConfig\.Memory"):
         c.post("/containers/create", {"Image": "busybox", "HostConfig": {"Memory": -5}})
     with pytest.raises(InvalidArgument, match="CPUs"):
         c.post("/containers/create", {"Image": "busybox", "HostConfig": {"NanoCpus": 10_000 * 10**9}})
-    with pytest.raises(InvalidArgument, match="Config.Env"):
+    with pytest.raises(InvalidArgument, match=r"Config\.Env"):
         c.post("/containers/create", {"Image": "busybox", "Env": "A=1"})
     with pytest.raises(NotFound, match="No such image: nosuchimage:latest"):
         c.post("/containers/create", {"Image": "nosuchimage"})
@@ -254,3 +257,17 @@ def test_events_and_system_df(daemon: Daemon) -> None:
         assert a in actions
     df = c.get("/system/df")
     assert any("busybox:latest" in i["RepoTags"] for i in df["Images"])
+
+
+def test_health_check_states(daemon: Daemon) -> None:
+    c = daemon.client()
+    cid = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "30"], "Healthcheck": {
+        "Test": ["CMD-SHELL", "test -e /tmp/ok"], "Interval": 300_000_000, "Retries": 2}})["Id"]
+    c.post(f"/containers/{cid}/start")
+    assert _wait_until(lambda: c.get(f"/containers/{cid}/json")["State"]["Health"]["Status"] == "unhealthy", 10)
+    assert "(unhealthy)" in daemon.tug("ps", "--format", "{{.Status}}", "--filter", f"id={cid}").stdout.decode()
+    assert daemon.tug("exec", cid, "touch", "/tmp/ok").returncode == 0
+    assert _wait_until(lambda: c.get(f"/containers/{cid}/json")["State"]["Health"]["Status"] == "healthy", 10)
+    h = c.get(f"/containers/{cid}/json")["State"]["Health"]
+    assert h["FailingStreak"] == 0 and h["Log"][-1]["ExitCode"] == 0 and len(h["Log"]) <= 5
+    c.delete(f"/containers/{cid}", query={"force": "1"})

@@ -120,6 +120,11 @@ def test_egress_is_masqueraded_and_internal_networks_have_none(lab: Lab) -> None
     b = lab.run(Spec(mode="lonely", name="b"))
     assert b.sh("curl -sf --max-time 2 http://a/").returncode != 0  # no inter-container traffic
     assert b.sh(f"curl -sf --max-time 5 http://{outside.ip}:8000/").returncode == 0  # egress still
+    lab.mgr.create("small", options={"com.docker.network.driver.mtu": "1400"})
+    small = lab.run(Spec(mode="small"))
+    assert "mtu 1400" in small.sh("busybox ip link show eth0").stdout
+    with pytest.raises(InvalidArgument, match="MTU"):
+        lab.mgr.create("tiny", options={"com.docker.network.driver.mtu": "12"})
     lab.mgr.create("sealed", internal=True)
     inner = lab.run(Spec(mode="sealed"))
     assert inner.sh(f"curl -sf --max-time 2 http://{outside.ip}:8000/").returncode != 0

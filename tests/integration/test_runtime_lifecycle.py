@@ -75,8 +75,12 @@ def test_monitor_is_small(runtime: Runtime, bundles: Bundles) -> None:
     runtime.run("m1", bundles.make(["sleep", "100"]), detach=True)
     with open(os.path.join(runtime.root, "m1", "state.json")) as f:
         mon = json.load(f)["monitorPid"]
-    with open(f"/proc/{mon}/status") as f:
-        status = dict(line.split(":", 1) for line in f if ":" in line)
+    for _ in range(200):  # A execs the monitor right after learning the init's pid
+        with open(f"/proc/{mon}/status") as f:
+            status = dict(line.split(":", 1) for line in f if ":" in line)
+        if status["Name"].strip() == "tug-monitor":
+            break
+        time.sleep(0.01)
     rss_kib = int(status["VmRSS"].split()[0])
     assert status["Name"].strip() == "tug-monitor"
     assert rss_kib < 2048, rss_kib
@@ -283,6 +287,12 @@ def test_api_from_a_threaded_caller_uses_helper(runtime: Runtime, bundles: Bundl
         with pytest.raises(Exception) as err:
             runtime.create("h2", bundles.make(["no-such-binary"]))
         assert "executable file not found" in str(err.value)
+        runtime.run("h3", bundles.make(["sleep", "100"]), detach=True, stdout=os.open(os.devnull, os.O_WRONLY))
+        proc = {"args": ["sh", "-c", "exit 6"], "cwd": "/", "env": ["PATH=/bin"]}
+        assert runtime.exec("h3", proc) == 6
+        pid = runtime.exec("h3", dict(proc, args=["sleep", "30"]), detach=True)
+        assert pid in runtime.ps("h3")
+        runtime.delete("h3", force=True)
     finally:
         stop.set()
         t.join()

@@ -106,7 +106,7 @@ class Cluster:
             self._tasks.append(asyncio.ensure_future(self.scheduler.run()))
         if controllers != []:
             opts = options or Options(node_monitor_grace_seconds=3, node_monitor_period=0.5, hpa_sync_period=0.5,
-                                      hpa_downscale_window=3)
+                                      hpa_downscale_window=3, job_backoff_seconds=0.2)
             self.cm = ControllerManager(self.new_client(), options=opts, controllers=controllers)
             self._tasks.append(asyncio.ensure_future(self.cm.run()))
         return self

@@ -234,13 +234,15 @@ def _sigkill_case(tmp_path: Path, datastore: str | None) -> None:
             n += 1
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
-    for t in threads:
-        t.start()
-    time.sleep(1.5)
-    api.kill()
-    stop.set()
-    for t in threads:
-        t.join(10)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+    finally:
+        api.kill()
+        stop.set()
+        for t in threads:
+            t.join(10)
     assert len(acked) > 50
     api2 = ApiServerProcess(tmp_path / "crash", datastore).start()
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from controlplane_fixtures import apiserver_fixture  # noqa: F401
 
 from tugboat.cluster.client import ApiClient, Informer, LeaderElector, WorkQueue, load_kubeconfig
 from tugboat.cluster.client.resources import CONFIGMAPS, LEASES
+from tugboat.cluster.client.resources import NAMESPACES as R_NAMESPACES
 from tugboat.cluster.client.rest import ConflictError, GoneError, NotFoundError
 from tugboat.cluster.client.util import match_labels, milli, quantity, whole
 from tugboat.cluster.sim.fakeapi import FakeApiServer
@@ -143,3 +145,45 @@ def test_quantities_and_selectors() -> None:
     assert match_labels(sel, {"a": "1", "b": "y"})
     assert not match_labels(sel, {"a": "1", "b": "y", "c": ""})
     assert match_labels({}, {"z": "1"}) and not match_labels(None, {})
+
+
+def test_kubeconfig_variants(tmp_path) -> None:
+    import base64
+
+    import yaml
+
+    (tmp_path / "ca.pem").write_text("CA")
+    (tmp_path / "tok").write_text("s3cret\n")
+    doc = {"current-context": "b", "clusters": [
+        {"name": "c1", "cluster": {"server": "https://127.0.0.1:6443/", "certificate-authority": "ca.pem"}},
+        {"name": "c2", "cluster": {"server": "https://127.0.0.1:7443",
+                                   "certificate-authority-data": base64.b64encode(b"CA2").decode(),
+                                   "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u1", "user": {"token": "abc"}}, {"name": "u2", "user": {"tokenFile": str(tmp_path / "tok")}}],
+        "contexts": [{"name": "a", "context": {"cluster": "c1", "user": "u1"}},
+                     {"name": "b", "context": {"cluster": "c2", "user": "u2", "namespace": "team"}}]}
+    (tmp_path / "kc").write_text(yaml.safe_dump(doc))
+    kc = load_kubeconfig(str(tmp_path / "kc"))
+    assert (kc.server, kc.namespace, kc.token, kc.ca_data, kc.insecure) == (
+        "https://127.0.0.1:7443", "team", "s3cret", b"CA2", True)
+    kc = load_kubeconfig(str(tmp_path / "kc"), context="a")
+    assert (kc.server, kc.token, kc.ca_data) == ("https://127.0.0.1:6443", "abc", b"CA")
+
+
+async def test_real_api_server_with_client_cert_and_token(apiserver) -> None:
+    import os
+
+    for name in ("admin.kubeconfig", "admin-token.kubeconfig"):
+        path = os.path.join(apiserver.dir, name)
+        if not os.path.exists(path):
+            continue
+        async with ApiClient.from_kubeconfig(path) as c:
+            nss = await c.list(R_NAMESPACES)
+            assert "default" in {n["metadata"]["name"] for n in nss["items"]}
+            cm = await c.create(CONFIGMAPS, {"metadata": {"name": name.split(".")[0]}, "data": {"a": "1"}})
+            seen = []
+            async for ev in c.watch(CONFIGMAPS, "default", resource_version="0", timeout_seconds=1):
+                seen.append(ev["object"]["metadata"]["name"])
+                if cm["metadata"]["name"] in seen:
+                    break
+            assert cm["metadata"]["name"] in seen

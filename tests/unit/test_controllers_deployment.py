@@ -169,3 +169,22 @@ async def test_scaling_mid_rollout_is_proportional(cluster: Cluster) -> None:
     sizes = await c.wait_for(scaled, what="proportional scale to 20 (+3 surge)")
     # 13 -> 23: the 8-replica set gets 8*23/13 ≈ 14, the 5-replica set the rest (9)
     assert sizes[old_name] == 14 and sum(v for k, v in sizes.items() if k != old_name) == 9, sizes
+
+
+async def test_replicaset_adopts_matching_orphans(cluster: Cluster) -> None:
+    c = await cluster.start(controllers=["replicaset"])
+    await c.client.create(R.PODS, {"metadata": {"name": "stray", "labels": {"app": "adopt"}},
+                                   "spec": {"containers": [{"name": "c", "image": "nginx"}]}})
+    rs = {"metadata": {"name": "adopt"}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "adopt"}},
+                                                  "template": {"metadata": {"labels": {"app": "adopt"}},
+                                                               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}
+    await c.client.create(R.REPLICASETS, rs)
+
+    async def adopted() -> list | None:
+        pods = (await c.client.list(R.PODS, "default", label_selector="app=adopt"))["items"]
+        owned = [p for p in pods if any(r.get("kind") == "ReplicaSet" and r.get("controller")
+                                        for r in p["metadata"].get("ownerReferences") or [])]
+        return pods if len(pods) == 2 and len(owned) == 2 else None
+
+    pods = await c.wait_for(adopted, what="stray pod adopted, one more created")
+    assert "stray" in {p["metadata"]["name"] for p in pods}

@@ -60,3 +60,20 @@ async def test_dead_node_is_tainted_and_its_pods_move(cluster: Cluster) -> None:
         return len(pods) == 6 and not any(p["metadata"].get("deletionTimestamp") for p in pods)
 
     await c.wait_for(no_leftovers, timeout=20, what="terminating pods cleaned up")
+
+
+async def test_cordon_taints_node(cluster: Cluster) -> None:
+    c = await cluster.start(nodes=1, controllers=["nodelifecycle"], scheduler=False)
+    await c.client.patch(R.NODES, "sim-node-0", {"spec": {"unschedulable": True}})
+
+    async def taints() -> set:
+        n = await c.client.get(R.NODES, "sim-node-0")
+        return {(t["key"], t["effect"]) for t in n["spec"].get("taints") or []}
+
+    await c.wait_for(lambda: _has(taints, True), what="unschedulable taint")
+    await c.client.patch(R.NODES, "sim-node-0", {"spec": {"unschedulable": None}})
+    await c.wait_for(lambda: _has(taints, False), what="taint removed")
+
+
+async def _has(taints, want: bool) -> bool:
+    return (("node.kubernetes.io/unschedulable", "NoSchedule") in await taints()) == want

@@ -44,6 +44,17 @@ async def test_job_completions_parallelism_and_backoff(cluster: Cluster) -> None
     j = await c.wait_for(failed, timeout=30, what="job failed")
     assert _cond(j, "Failed")["reason"] == "BackoffLimitExceeded"
     assert j["status"]["failed"] == 2
+    # ttlSecondsAfterFinished removes a finished job
+    tmpl = {"metadata": {"annotations": {"sim.tugboat.io/complete-after": "100ms"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "busybox"}]}}
+    await c.client.create(R.JOBS, {"metadata": {"name": "brief"}, "spec": {"ttlSecondsAfterFinished": 1,
+                                                                          "template": tmpl}})
+
+    async def cleaned() -> bool:
+        jobs = {x["metadata"]["name"] for x in (await c.client.list(R.JOBS, "default"))["items"]}
+        return "brief" not in jobs
+
+    await c.wait_for(cleaned, timeout=20, what="job removed after its TTL")
 
 
 async def test_statefulset_ordered_with_volumes_and_pvc_provisioning(cluster: Cluster) -> None:

@@ -156,3 +156,27 @@ async def test_host_ports_and_priority_preemption(cluster: Cluster) -> None:
     remaining = [p for p in (await c.client.list(R.PODS, "default"))["items"] if p["metadata"]["name"].startswith("low-")]
     assert len(remaining) == 2
     assert not any(p["spec"].get("nodeName") == node for p in remaining)
+
+
+async def test_volume_node_affinity(cluster: Cluster) -> None:
+    c = await cluster.start(nodes=3, controllers=[])
+    pv = {"metadata": {"name": "pv-local"}, "spec": {
+        "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+        "local": {"path": "/data"},
+        "claimRef": {"namespace": "default", "name": "claim"},
+        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["sim-node-1"]}]}]}}}}
+    await c.client.create(R.PVS, pv)
+    await c.client.create(R.PVCS, {"metadata": {"name": "claim"}, "spec": {
+        "accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": "pv-local",
+        "resources": {"requests": {"storage": "1Gi"}}}})
+    await asyncio.sleep(0.3)
+    names = [f"vol-{i}" for i in range(3)]
+    for n in names:
+        await c.client.create(R.PODS, pod(n, volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "claim"}}]))
+    placed = await c.wait_for(lambda: _all_bound(c, names), what="pods with the local volume")
+    assert set(placed.values()) == {"sim-node-1"}
+    # a claim that does not exist keeps the pod pending with kube's message
+    await c.client.create(R.PODS, pod("novol", volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "nope"}}]))
+    cond = await c.wait_for(lambda: _scheduled_condition(c, "novol"), what="missing claim")
+    assert 'persistentvolumeclaim "nope" not found' in cond["message"]

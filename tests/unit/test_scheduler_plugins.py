@@ -61,3 +61,17 @@ def test_scores_prefer_emptier_nodes() -> None:
     st = P.prepare(pod("p"), cache)
     scores = dict(zip([n.name for n in cache.node_list], P.score_resources_all(st, cache.node_list), strict=True))
     assert scores["idle"] > scores["busy"]
+
+
+def test_image_locality_prefers_nodes_with_the_image() -> None:
+    cache = Cache()
+    with_img = node("has")
+    with_img["status"]["images"] = [{"names": ["docker.io/library/postgres:16"], "sizeBytes": 400 * 2**20}]
+    cache.set_node(with_img)
+    cache.set_node(node("empty"))
+    p = pod("db")
+    p["spec"]["containers"][0]["image"] = "postgres:16"
+    st = P.prepare(p, cache)
+    has, empty = cache.nodes["has"], cache.nodes["empty"]
+    assert P.score_images(st, has, {"postgres:16": 0.5}) > 0
+    assert P.score_images(st, empty, {"postgres:16": 0.5}) == 0

@@ -204,6 +204,7 @@ async def _run_build(request: web.Request, builder: Any, ctx_path: str, *, quiet
             await stream.error(exc.message)
             return await stream.finish()
         if quiet:
+            await stream.send({"aux": {"ID": image.id}})
             await stream.send({"stream": image.id + "\n"})
             return await stream.finish()
         await stream.send({"aux": {"ID": image.id}})

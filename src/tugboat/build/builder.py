@@ -22,13 +22,9 @@ import copy
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -79,6 +75,35 @@ class _ImageView:
         self.chain_ids = compute_chain_ids(self.layers)
 
 
+class _Future:
+    """A stage's result, set by its thread (concurrent.futures costs import time we do not need)."""
+
+    def __init__(self) -> None:
+        self._ev = threading.Event()
+        self._res: Any = None
+        self._exc: BaseException | None = None
+
+    def set_result(self, r: Any) -> None:
+        self._res = r
+        self._ev.set()
+
+    def set_exception(self, e: BaseException) -> None:
+        self._exc = e
+        self._ev.set()
+
+    def done(self) -> bool:
+        return self._ev.is_set()
+
+    def exception(self) -> BaseException | None:
+        return self._exc
+
+    def result(self) -> Any:
+        self._ev.wait()
+        if self._exc is not None:
+            raise self._exc
+        return self._res
+
+
 @dataclass
 class _Run:
     """Per-build mutable state shared by the stage threads."""
@@ -90,7 +115,7 @@ class _Run:
     progress: Progress
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancel: threading.Event = field(default_factory=threading.Event)
-    futures: dict[int, Future[State]] = field(default_factory=dict)
+    futures: dict[int, _Future] = field(default_factory=dict)
     step_base: dict[int, int] = field(default_factory=dict)
     total: int = 0
     image_cache: dict[str, Any] = field(default_factory=dict)
@@ -164,44 +189,68 @@ class Builder:
                     merged = dict(cfg.get("Labels") or {})
                     merged.update(opts.labels)
                     cfg["Labels"] = merged
-                image = self.images.create_image(config, final.layers, tags=list(tags))
+                image = self._existing(config, final.layers, list(tags))
+                if image is None:
+                    image = self.images.create_image(config, final.layers, tags=list(tags))
             progress({"type": "done", "id": image.id, "tags": list(tags)})
             return image
         finally:
             ctx.close()
 
+    def _existing(self, config: dict[str, Any], layers: list[LayerBlob], tags: list[str]) -> Any:
+        """The image a fully cached build gives again, when it exists with every tag already on it
+        (saves the image store's write and fsyncs on a cached rebuild)."""
+        import hashlib
+
+        import msgspec
+
+        cfg = dict(config)
+        cfg["rootfs"] = {"type": "layers", "diff_ids": [lb.diff_id for lb in layers]}
+        if "created" not in cfg or "architecture" not in cfg or "os" not in cfg:
+            return None
+        image_id = "sha256:" + hashlib.sha256(msgspec.json.encode(cfg)).hexdigest()
+        try:
+            img = self.images.resolve(image_id)
+            for t in tags:
+                if self.images.resolve(t).id != image_id:
+                    return None
+        except TugError:
+            return None
+        return img
+
     # ---- stages -------------------------------------------------------------------------------
 
     def _build_stages(self, run: _Run, needed: list[int]) -> State:
+        for i in needed:
+            run.futures[i] = _Future()
         if len(needed) == 1:
-            f: Future[State] = Future()
-            run.futures[needed[0]] = f
+            f = run.futures[needed[0]]
             try:
                 f.set_result(self._build_stage(run, run.df.stages[needed[0]]))
             except BaseException as exc:
                 f.set_exception(exc)
                 raise
             return f.result()
-        with ThreadPoolExecutor(max_workers=len(needed), thread_name_prefix="build-stage") as pool:
-            for i in needed:
-                run.futures[i] = Future()
 
-            def work(i: int) -> None:
-                fut = run.futures[i]
-                try:
-                    fut.set_result(self._build_stage(run, run.df.stages[i]))
-                except BaseException as exc:
-                    run.cancel.set()
-                    fut.set_exception(exc)
-
-            for i in needed:
-                pool.submit(work, i)
+        def work(i: int) -> None:
+            fut = run.futures[i]
             try:
-                while not all(run.futures[i].done() for i in needed):
-                    time.sleep(0.005)
-            except BaseException:
+                fut.set_result(self._build_stage(run, run.df.stages[i]))
+            except BaseException as exc:
                 run.cancel.set()
-                raise
+                fut.set_exception(exc)
+
+        threads = [threading.Thread(target=work, args=(i,), name=f"build-stage-{i}", daemon=True) for i in needed]
+        for t in threads:
+            t.start()
+        try:
+            while not all(run.futures[i].done() for i in needed):
+                time.sleep(0.005)
+        except BaseException:
+            run.cancel.set()
+            for t in threads:
+                t.join()
+            raise
         errors = [run.futures[i].exception() for i in needed if run.futures[i].exception() is not None]
         real = [e for e in errors if not isinstance(e, BuildCancelled)]
         if real:
@@ -277,8 +326,10 @@ class Builder:
                 if run.opts.get("pull"):
                     with contextlib.suppress(NotFound):
                         return self.images.resolve(ref)
-                raise NotFound(f"pull access denied for {ref}, repository does not exist or may require "
-                               f"'docker login': {exc.message}") from None
+                if isinstance(exc, NotFound):
+                    raise NotFound(f"pull access denied for {ref}, repository does not exist or may require "
+                                   f"'docker login': {exc.message}") from None
+                raise type(exc)(f"{ref} is not here and could not be pulled: {exc.message}") from None
             except Exception as exc:  # the registry client may fail in many ways (network)
                 if run.opts.get("pull"):
                     with contextlib.suppress(NotFound):
@@ -409,13 +460,54 @@ class Builder:
         if network not in ("default", "host", "none"):
             raise InvalidArgument(f"unsupported network mode {network!r} for RUN (default, host, none)")
         text = ss.run_created_by(argv)
-        key = step_key(state.key, text, json.dumps(ins.flags, sort_keys=True), json.dumps(ss.run_env()))
+        mounts = self._run_mounts(run, stage, ss, ins)
+        extra = [f"{m['type']}:{m['target']}:{m.get('digest', '')}" for m in mounts]
+        key = step_key(state.key, text, json.dumps(ins.flags, sort_keys=True), json.dumps(ss.run_env()), *extra)
         hit = self._lookup(run, key)
         if hit is not None:
             self._event(run, stage, {"type": "cached", "n": n})
             return hit
-        layer = self._execute_run(run, stage, ss, state, argv, network, shebang_script, n)
+        layer = self._execute_run(run, stage, ss, state, argv, network, shebang_script, n, mounts)
         return self._finish(run, ss, state, key, text, layer)
+
+    def _run_mounts(self, run: _Run, stage: Stage, ss: planmod.StageState, ins: Instruction) -> list[dict[str, Any]]:
+        """RUN --mount=type=cache|bind|tmpfs,target=… (secret/ssh are refused)."""
+        out: list[dict[str, Any]] = []
+        lex = Lex(run.df.escape)
+        env = ss.expansion_env()
+        for spec in ins.flags.get("mount", []):
+            m: dict[str, Any] = {"type": "bind"}
+            for part in lex.process_word(spec, env).split(","):
+                k, eq, v = part.strip().partition("=")
+                k = k.lower()
+                if k in ("target", "dst", "destination"):
+                    m["target"] = v
+                elif k in ("source", "src"):
+                    m["source"] = v
+                elif k in ("readonly", "ro"):
+                    m["readonly"] = (not eq) or v.lower() == "true"
+                elif k in ("rw", "readwrite"):
+                    m["readonly"] = not ((not eq) or v.lower() == "true")
+                elif k:
+                    m[k] = v
+            if m["type"] not in ("bind", "cache", "tmpfs"):
+                raise InvalidArgument(f"RUN --mount=type={m['type']} is not supported (bind, cache, tmpfs)")
+            if not m.get("target"):
+                raise InvalidArgument(f"RUN --mount {spec!r}: a target is required")
+            if not m["target"].startswith("/"):
+                m["target"] = posixpath_join(ss.workdir(), m["target"])
+            if m["type"] == "bind":
+                src = m.get("source", ".")
+                if m.get("from"):
+                    st = self._from_state(run, stage, m["from"])
+                    m["state"] = st
+                    m["digest"] = st.key + ":" + src
+                else:
+                    pairs = run.ctx.resolve(src)
+                    m["source_path"] = os.path.join(run.ctx.root, pairs[0][1]) if pairs[0][1] != "." else run.ctx.root
+                    m["digest"] = run.ctx.checksum([pairs[0][1]])
+            out.append(m)
+        return out
 
     def _check_runtime(self) -> None:
         if self._runtime_checked:
@@ -425,9 +517,10 @@ class Builder:
         self._runtime_checked = True
 
     def _execute_run(self, run: _Run, stage: Stage, ss: planmod.StageState, state: State, argv: list[str],
-                     network: str, shebang_script: str | None, n: int = 0) -> LayerBlob:
+                     network: str, shebang_script: str | None, n: int = 0,
+                     mounts: list[dict[str, Any]] | None = None) -> LayerBlob:
         self._check_runtime()
-        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        key = f"build-{os.getpid()}-{os.urandom(6).hex()}"
         view = _ImageView(state.key, state.layers) if state.layers else None
         self.snapshotter.prepare(key, view)
         bundle = os.path.join(self.run_dir, key)
@@ -436,6 +529,7 @@ class Builder:
         mounted = False
         placeholders: list[str] = []
         ok = False
+        stack = contextlib.ExitStack()
         try:
             self.snapshotter.spec(key).mount(rootfs)
             mounted = True
@@ -470,6 +564,30 @@ class Builder:
                         continue
                     spec["mounts"].append({"destination": "/" + dst, "type": "bind", "source": src,
                                            "options": ["rbind", "ro"]})
+            for m in mounts or []:
+                target = m["target"]
+                host_t = scoped_join(rootfs, target)
+                if not os.path.lexists(host_t):
+                    placeholders.append(target.strip("/"))
+                if m["type"] == "tmpfs":
+                    opts = ["nosuid", "nodev"] + ([f"size={m['size']}"] if m.get("size") else [])
+                    spec["mounts"].append({"destination": target, "type": "tmpfs", "source": "tmpfs",
+                                           "options": opts})
+                    continue
+                if m["type"] == "cache":
+                    cache_id = m.get("id") or target
+                    src = os.path.join(self.build_dir, "mounts", "cache", step_key("", cache_id)[7:23])
+                    os.makedirs(src, exist_ok=True)
+                    ro = bool(m.get("readonly"))
+                else:
+                    if "state" in m:
+                        view = stack.enter_context(self._mounted_readonly(m["state"]))
+                        src = scoped_join(view, m.get("source", "."))
+                    else:
+                        src = m["source_path"]
+                    ro = True
+                spec["mounts"].append({"destination": target, "type": "bind", "source": src,
+                                       "options": ["rbind", "ro" if ro else "rw"]})
             if shebang_script is not None:
                 script_dir = os.path.join(bundle, "pipes")
                 os.makedirs(script_dir, exist_ok=True)
@@ -489,6 +607,7 @@ class Builder:
                 )
             ok = True
         finally:
+            stack.close()
             if mounted:
                 _umount(rootfs)
             shutil.rmtree(bundle, ignore_errors=True)
@@ -499,8 +618,10 @@ class Builder:
         for p in placeholders:
             with contextlib.suppress(OSError):
                 f = os.path.join(upper, p)
-                if os.path.isfile(f) and os.path.getsize(f) == 0:
+                if os.path.isfile(f) and not os.path.islink(f) and os.path.getsize(f) == 0:
                     os.unlink(f)
+                elif os.path.isdir(f) and not os.path.islink(f) and not os.listdir(f) and not _is_opaque(f):
+                    os.rmdir(f)
                 # the copy-up of the parent that creating the mount point caused, when nothing else changed
                 parent = os.path.dirname(f)
                 if parent != upper and not os.listdir(parent) and not _is_opaque(parent):
@@ -527,6 +648,8 @@ class Builder:
         upper = sn.upperdir(key)
         os.makedirs(sn.tmp_dir, exist_ok=True)
         os.makedirs(sn.layers_dir, exist_ok=True)
+        import tempfile
+
         tmp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=sn.tmp_dir)
         try:
             os.rename(upper, os.path.join(tmp, "fs"))
@@ -574,11 +697,11 @@ class Builder:
         r, w = os.pipe()
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            if rt is not None and threading.active_count() <= 1:
-                code = self._run_with_api(rt, run, cid, bundle, devnull, r, w, emit)
-            elif rt is not None:
-                # a threaded caller (the daemon, parallel stages): the runtime's own CLI forks for us
+            mode = os.environ.get("TUG_BUILD_RUNTIME", "tugboat")
+            if rt is not None and mode == "tugboat-cli":
                 code = self._run_with_cli(rt, run, cid, bundle, devnull, r, w, emit)
+            elif rt is not None:
+                code = self._run_with_api(rt, run, cid, bundle, devnull, r, w, emit)
             else:
                 code = self._run_with_runc(run, cid, bundle, devnull, r, w, emit)
         finally:
@@ -653,6 +776,7 @@ class Builder:
 
     def _run_with_cli(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
                       emit: Callable[[bytes], None]) -> int:
+        import subprocess
         import sys
 
         import tugboat
@@ -688,6 +812,8 @@ class Builder:
 
     def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
                        emit: Callable[[bytes], None]) -> int:
+        import subprocess
+
         runc = shutil.which("runc")
         if runc is None:
             raise Unavailable("no container runtime: tugboat.runtime.api is missing and runc is not installed")
@@ -811,6 +937,7 @@ class Builder:
     def _download(self, url: str, checksum: str | None) -> tuple[str, float | None, str]:
         import email.utils
         import hashlib
+        import tempfile
         import urllib.request
 
         os.makedirs(self.tmp_dir, exist_ok=True)
@@ -839,13 +966,15 @@ class Builder:
     def _mounted_readonly(self, state: State) -> Any:
         self._check_runtime()
         if not state.layers:
+            import tempfile
+
             d = tempfile.mkdtemp(prefix=f"{os.getpid()}-empty-", dir=self._tmp())
             try:
                 yield d
             finally:
                 shutil.rmtree(d, ignore_errors=True)
             return
-        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        key = f"build-{os.getpid()}-{os.urandom(6).hex()}"
         view = _ImageView(state.key, state.layers)
         self.snapshotter.prepare(key, view, readonly=True)
         target = os.path.join(self.run_dir, key)
@@ -882,7 +1011,7 @@ class Builder:
                       resolved: list[list[tuple[str, str]]], downloads: dict[str, tuple[str, float | None]],
                       dest: str, flags: dict[str, Any], chmod: int | None, src_root: str, excluded: Any,
                       matcher: Any, cmd: str, n_args: int) -> LayerBlob:
-        key = f"build-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        key = f"build-{os.getpid()}-{os.urandom(6).hex()}"
         view = _ImageView(state.key, state.layers) if state.layers else None
         self.snapshotter.prepare(key, view)
         rootfs = os.path.join(self.run_dir, key)
@@ -933,6 +1062,19 @@ class Builder:
     def cleanup(self) -> int:
         """Remove what killed builds left: mounts and bundles under build/run, build-* snapshots."""
         n = 0
+        rt_root = os.path.join(self.build_dir, "runtime")
+        if os.path.isdir(rt_root) and any(_dead_owner(c) for c in os.listdir(rt_root)):
+            with contextlib.suppress(ImportError):
+                from tugboat.runtime.api import Runtime  # type: ignore[import-not-found]
+
+                rt = Runtime(rt_root)
+                for cid in os.listdir(rt_root):
+                    if _dead_owner(cid):
+                        with contextlib.suppress(Exception):
+                            rt.kill(cid, 9, all=True)
+                        with contextlib.suppress(Exception):
+                            rt.delete(cid, force=True)
+                        n += 1
         for d in (self.run_dir,):
             with contextlib.suppress(FileNotFoundError):
                 for name in os.listdir(d):
@@ -964,6 +1106,12 @@ class Builder:
     def prune(self) -> int:
         """Forget every cache record (``tug builder prune``)."""
         return self.cache.clear()
+
+
+def posixpath_join(a: str, b: str) -> str:
+    import posixpath
+
+    return posixpath.normpath(posixpath.join(a, b))
 
 
 def _is_opaque(path: str) -> bool:

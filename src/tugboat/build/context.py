@@ -14,8 +14,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tarfile
-import tempfile
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -61,10 +59,11 @@ def go_match(pattern: str, name: str) -> bool:
     return re.fullmatch("".join(rx), name, re.S) is not None
 
 
-def safe_extract(tf: tarfile.TarFile, dest: str) -> None:
+def safe_extract(tf: Any, dest: str) -> None:
     """Extract a tar refusing absolute paths and escapes, keeping modes and times."""
+    import tarfile
 
-    def flt(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    def flt(member: Any, path: str) -> Any:
         mode = member.mode
         new = tarfile.tar_filter(member, path)
         if new.isfile() or new.isdir():
@@ -88,6 +87,9 @@ class BuildContext:
         if isinstance(source, str) and os.path.isdir(source):
             ctx = cls(source)
         else:
+            import tarfile
+            import tempfile
+
             os.makedirs(tmp_dir, exist_ok=True)
             d = tempfile.mkdtemp(prefix=f"{os.getpid()}-ctx-", dir=tmp_dir)
             try:

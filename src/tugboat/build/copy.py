@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import stat
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -186,6 +185,9 @@ class Copier:
                 continue
             sub = path[len(base) + 1 :] if base != "." else path
             dst = self._target_in(target, sub)
+            parent = os.path.dirname(dst)
+            if not os.path.isdir(parent):  # an ignored directory with a re-included file inside
+                self.mkdir_p("/" + os.path.relpath(parent, self.rootfs))
             self.copy_entry(os.path.join(src_root, path), dst, st)
             if stat.S_ISDIR(st.st_mode):
                 dirs.append((dst, st))
@@ -201,6 +203,7 @@ class Copier:
         return os.path.join(scoped_join(self.rootfs, rel_parent), name)
 
     def extract(self, archive: str, target_dir: str) -> None:
+        import tarfile
         with tarfile.open(archive, mode="r:*") as tf:
             if self.opts.chown is not None:
                 members = tf.getmembers()
@@ -239,8 +242,6 @@ def copy_sources(
         st = os.stat(src) if os.path.islink(src) else os.lstat(src)
         if stat.S_ISDIR(st.st_mode):
             target = cp.mkdir_p(dest_abs)
-            if dest_abs.rstrip("/") not in ("", "/") and not os.path.islink(target):
-                pass
             cp.copy_tree(src_root, real, target, excluded, matcher)
             continue
         if opts.add and stat.S_ISREG(st.st_mode) and is_archive(src):

@@ -131,7 +131,7 @@ class PlainProgress:
 
 def build_cmd(args: list[str], ctx: Context) -> int:
     o = _parser().parse_args(args)
-    from tugboat.build.builder import BuildError, Builder
+    from tugboat.build.builder import Builder, BuildError
     from tugboat.errors import TugError
     from tugboat.images.service import ImageService
 

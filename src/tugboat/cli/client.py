@@ -7,17 +7,36 @@ HTTP errors become :mod:`tugboat.errors` classes carrying the daemon's ``message
 
 from __future__ import annotations
 
-import json
-import socket
-from collections.abc import Iterator
-from typing import Any
-from urllib.parse import quote, urlencode
+import _socket
+
+from tugboat.cli import fastjson as json
+
+TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
 
 API_VERSION = "1.50"
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def quote(s: str, safe: str = "/") -> str:
+    ok = _SAFE | frozenset(safe.encode())
+    return "".join(chr(b) if b in ok else f"%{b:02X}" for b in s.encode())
+
+
+def urlencode(query: dict, doseq: bool = True) -> str:
+    parts = []
+    for k, v in query.items():
+        vals = v if isinstance(v, list | tuple) and doseq else [v]
+        for x in vals:
+            parts.append(f"{quote(str(k), '')}={quote(str(x), '')}")
+    return "&".join(parts)
 
 
 class Response:
-    def __init__(self, sock: socket.socket, status: int, reason: str, headers: dict[str, str], rest: bytes) -> None:
+    def __init__(self, sock: _socket.socket, status: int, reason: str, headers: dict[str, str], rest: bytes) -> None:
         self.sock = sock
         self.status = status
         self.reason = reason
@@ -121,20 +140,22 @@ class DaemonClient:
         self.host = host
         self.version = version
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None
 
     # -- connection ---------------------------------------------------------------------------
-    def connect(self) -> socket.socket:
+    def connect(self) -> _socket.socket:
         h = self.host
         try:
             if h.startswith("unix://") or h.startswith("/"):
                 path = h[7:] if h.startswith("unix://") else h
-                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
                 s.settimeout(self.timeout)
                 s.connect(path)
             elif h.startswith("tcp://"):
                 hostport = h[6:].rstrip("/")
                 host, _, port = hostport.rpartition(":")
+                import socket
+
                 s = socket.create_connection((host, int(port)), timeout=self.timeout)
             else:
                 raise ValueError(h)
@@ -201,7 +222,7 @@ class DaemonClient:
             resp = self._read_head(sock)
         return resp
 
-    def _read_head(self, sock: socket.socket) -> Response:
+    def _read_head(self, sock: _socket.socket) -> Response:
         buf = b""
         while b"\r\n\r\n" not in buf:
             data = sock.recv(65536)
@@ -224,7 +245,7 @@ class DaemonClient:
             msg = data.decode(errors="replace").strip()
             if resp.headers.get("content-type", "").startswith("application/json"):
                 try:
-                    msg = json.loads(data).get("message", msg)
+                    msg = json.loads(data).get("message", msg)  # type: ignore[union-attr]
                 except (ValueError, AttributeError):
                     pass
             if not msg:
@@ -277,7 +298,6 @@ class DaemonClient:
         return self._check(self.request(method, path, fresh=True, **kw))
 
     def json_stream(self, method: str, path: str, **kw: Any) -> Iterator[Any]:
-        dec = json.JSONDecoder()
         buf = ""
         for chunk in self.stream(method, path, **kw):
             buf += chunk.decode(errors="replace")
@@ -286,13 +306,13 @@ class DaemonClient:
                 if not buf:
                     break
                 try:
-                    obj, end = dec.raw_decode(buf)
+                    obj, end = json.raw_decode(buf)
                 except ValueError:
                     break
                 buf = buf[end:]
                 yield obj
 
-    def hijack(self, path: str, *, query: dict | None = None, body: Any = None) -> tuple[socket.socket, bytes]:
+    def hijack(self, path: str, *, query: dict | None = None, body: Any = None) -> tuple[_socket.socket, bytes]:
         """POST with ``Upgrade: tcp``; returns the raw socket and any bytes already read."""
         resp = self.request("POST", path, query=query, body=body, upgrade=True,
                             headers=None if body is not None else {"Content-Type": "text/plain"})

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
 
+from tugboat.cli import fastjson as json
 from tugboat.cli.client import DaemonClient, q
 from tugboat.cli.flags import FlagError, parse
 from tugboat.errors import NotFound, TugError
+
+TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 
 def _client(ctx: Any) -> DaemonClient:
@@ -51,21 +55,60 @@ def _fmt():  # type: ignore[no-untyped-def]
 
 def _render_rows(fmt: str | None, rows: list[dict], default_cols: list[tuple[str, str]],
                  quiet_key: str | None = None) -> str:
-    f = _fmt()
     if fmt == "json":
         return "".join(json.dumps(r) + "\n" for r in rows)
     if fmt and fmt != "table":
         headers = {k: h for h, k in default_cols}
-        return f.format_rows(fmt, rows, headers)
+        return _fmt().format_rows(fmt, rows, headers)
     table = [[h for h, _ in default_cols]]
     for r in rows:
         table.append([str(r.get(k, "")) for _, k in default_cols])
-    return f.tabwrite(table)
+    return tabwrite(table)
+
+
+def tabwrite(rows: list[list[str]], minwidth: int = 10, padding: int = 3) -> str:
+    """Go's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0) as docker uses it (lean: no imports)."""
+    if not rows:
+        return ""
+    widths = [0] * max(len(r) for r in rows)
+    for r in rows:
+        for i, c in enumerate(r[:-1]):
+            widths[i] = max(widths[i], len(c) + padding, minwidth)
+    out = []
+    for r in rows:
+        line = "".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + (r[-1] if r else "")
+        out.append(line.rstrip() if not r[-1] else line)
+    return "\n".join(out) + "\n"
+
+
+def human_duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
 
 
 def _ago(ts: float) -> str:
-    from tugboat.engine.util import human_duration
-
     return human_duration(time.time() - ts) + " ago"
 
 
@@ -917,7 +960,7 @@ def cmd_top(args: list[str], ctx: Any) -> int:
     if not pos:
         raise FlagError('"tug top" requires at least 1 argument.')
     res = _client(ctx).get(f"/containers/{q(pos[0])}/top", query={"ps_args": " ".join(pos[1:]) or None})
-    sys.stdout.write(_fmt().tabwrite([res["Titles"], *res["Processes"]]))
+    sys.stdout.write(tabwrite([res["Titles"], *res["Processes"]]))
     return 0
 
 

@@ -8,7 +8,11 @@ With ``interspersed=False`` parsing stops at the first positional (``tug run IMA
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
+
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class FlagError(Exception):

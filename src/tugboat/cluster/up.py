@@ -190,7 +190,7 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
                 ns = None
             else:
                 ns = f"tug-{name}-n{i}"
-                node_ip = str(hosts[i])
+                node_ip = str(hosts[i] if isolated else hosts[i - 1])
                 subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
                 state["namespaces"].append(ns)
                 _write_state(path, state)
@@ -207,7 +207,8 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
                     "--node-ip", node_ip, "--port", str(kport), "--listen", node_ip, "--cleanup-on-exit",
                     *(node_args or [])]
             if ns:
-                argv = ["ip", "netns", "exec", ns, *argv]
+                # nsenter, not `ip netns exec`: that one also remounts /sys, hiding the cgroup hierarchies
+                argv = ["nsenter", f"--net=/var/run/netns/{ns}", *argv]
             else:
                 state["host_tables"] += ["tugboat-svc", "tugboat-podnet"]
                 state["host_bridges"].append("tugpods0")
@@ -304,8 +305,8 @@ def _remove_engine_leftovers(node: dict[str, Any], problems: list[str]) -> None:
     code = ("import sys\nfrom tugboat.engine.engine import Engine\ne = Engine(sys.argv[1])\n"
             "for c in e.containers():\n    e.remove(c.id, force=True)\ne.shutdown()\n")
     argv = [sys.executable, "-c", code, root]
-    if node.get("netns"):
-        argv = ["ip", "netns", "exec", node["netns"], *argv]
+    if node.get("netns") and os.path.exists(f"/var/run/netns/{node['netns']}"):
+        argv = ["nsenter", f"--net=/var/run/netns/{node['netns']}", *argv]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         problems.append(f"removing containers of {node['name']}: {r.stderr.strip()[-300:]}")

@@ -117,6 +117,9 @@ class Engine:
         self.volumes = VolumeStore(os.path.join(self.root, "volumes"))
         self.events = EventBus()
         self.pump = IOPump()
+        from tugboat.engine.health import HealthMonitor
+
+        self.health = HealthMonitor(self)
         self.images: Any = None
         self.snapshotter: Any = None
         self.network: Any = None
@@ -206,6 +209,8 @@ class Engine:
         pio = c.pio_next or self._new_pio(c)
         c.pio_next = self._new_pio(c)
         c.pio = pio
+        pio.writer = self._log_writer(c)
+        pio.stdin_ready.set()
         for stream in ("stdout", "stderr"):
             fifo = os.path.join(c.dir, stream)
             if os.path.exists(fifo) and not c.data["Config"].get("Tty"):
@@ -213,6 +218,10 @@ class Engine:
                 self.pump.add_output(fd, stream, pio)
         if c.data["Config"].get("Tty") or not os.path.exists(os.path.join(c.dir, "stdout")):
             pio.closed.set()
+        from tugboat.engine.health import health_config
+
+        if health_config(c) is not None:
+            self.health.container_started(c)
         self.pump.watch_exit(pid, lambda: self._on_exit(c, pid), drain=pio)
 
     # -- lookups ---------------------------------------------------------------------------------
@@ -366,13 +375,7 @@ class Engine:
         netinfo = self._setup_network(c)
         fds_to_close: list[int] = []
         pio = c.pio_next or self._new_pio(c)
-        opts = (hc.get("LogConfig") or {}).get("Config") or {}
-        log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
-        pio.writer = (
-            JsonFileWriter(c.data["LogPath"], opts.get("max-size"), opts.get("max-file"))
-            if log_type in ("json-file", "local")
-            else None
-        )
+        pio.writer = self._log_writer(c)
         console_sock = None
         master_box: list[int] = []
         try:
@@ -462,12 +465,20 @@ class Engine:
         )
         c.tug["WantRunning"] = True
         c.tug["PidStart"] = _proc_start_time(pid)
+        self.health.container_started(c)
         if netinfo is not None:
             c.data["NetworkSettings"] = specmod.network_settings(netinfo, c)
         c.save()
         self._event(c, "start")
         c.changed.notify_all()
         self.pump.watch_exit(pid, lambda: self._on_exit(c, pid), drain=pio)
+
+    def _log_writer(self, c: Container) -> JsonFileWriter | None:
+        lc = c.data["HostConfig"].get("LogConfig") or {}
+        opts = lc.get("Config") or {}
+        if (lc.get("Type") or "json-file") not in ("json-file", "local"):
+            return None
+        return JsonFileWriter(c.data["LogPath"], opts.get("max-size"), opts.get("max-file"))
 
     def _console_listener(self, c: Container) -> tuple[str, socket.socket]:
         path = os.path.join("/tmp", f"tug-console-{c.id[:12]}-{secrets.token_hex(4)}.sock")
@@ -524,6 +535,7 @@ class Engine:
                 pio.writer.close()
                 pio.writer = None
         st = c.state
+        self.health.forget(c.id)
         st.update(Status="exited", Running=False, Paused=False, Restarting=False, Pid=0,
                   ExitCode=code, FinishedAt=now_rfc3339())
         if code == 137 and _oom_killed(c):
@@ -773,8 +785,7 @@ class Engine:
     # -- inspect/list -----------------------------------------------------------------------------
     def inspect(self, ref: str, size: bool = False) -> dict:
         c = self.get(ref)
-        with c.lock:
-            out = copy.deepcopy(c.data)
+        out = _snapshot(c)
         out.pop("Tug", None)
         for m in out.get("Mounts") or []:
             for k in [k for k in m if k.startswith("Tug_")]:
@@ -824,13 +835,16 @@ class Engine:
         filters = filters or {}
         cs = sorted(self.containers(), key=lambda c: c.data.get("Created", ""), reverse=True)
         out = []
-        for c in cs:
-            with c.lock:
-                if not all_ and not c.running and not filters.get("status") and not (limit and limit > 0):
+        for c in cs:  # no container lock: a slow start must not block `ps`
+            if not all_ and not c.running and not filters.get("status") and not (limit and limit > 0):
+                continue
+            for _ in range(5):
+                try:
+                    if _match_filters(self, c, filters):
+                        out.append(self._summary(c, size))
+                    break
+                except RuntimeError:  # changed while we read it
                     continue
-                if not _match_filters(self, c, filters):
-                    continue
-                out.append(self._summary(c, size))
             if limit is not None and limit > 0 and len(out) >= limit:
                 break
         return out
@@ -891,7 +905,51 @@ class Engine:
         with c.lock:
             c.data["Name"] = nn
             c.save()
+        if self.network is not None:  # network helper: the embedded DNS follows the new name
+            with contextlib.suppress(Exception):
+                self.network.rename(c.id, nn)
         self._event(c, "rename", {"oldName": old})
+
+    # -- network connect/disconnect (network helper; used by tugboat.api.networks) -------------
+    def network_connect(self, ref: str, network: str, aliases: list[str] | None = None,
+                        ip: str | None = None) -> None:
+        """Attach a container to one more network: now if it runs, at its next start anyway."""
+        if self.network is None:
+            raise TugError("networking is not available on this daemon")
+        c = self.get(ref)
+        name = self.network.inspect(network)["Name"]
+        with c.lock:
+            epc = c.tug.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
+            mode = c.data["HostConfig"].get("NetworkMode") or "bridge"
+            if mode in ("host", "none") or mode.startswith("container:"):
+                raise Conflict("container sharing network namespace with another container or host "
+                               "cannot be connected to any other network")
+            if c.running:
+                self.network.connect(c.id, name, aliases=list(aliases or []), ip=ip)
+                c.data["NetworkSettings"] = specmod.network_settings(self.network.container_info(c.id), c)
+            elif name in epc or name == mode:
+                raise Conflict(f"endpoint with name {c.name.lstrip('/')} already exists in network {name}")
+            epc[name] = {"Aliases": list(aliases or []) or None,
+                         "IPAMConfig": {"IPv4Address": ip} if ip else None}
+            c.save()
+
+    def network_disconnect(self, ref: str, network: str, force: bool = False) -> None:
+        if self.network is None:
+            raise TugError("networking is not available on this daemon")
+        c = self.get(ref)
+        name = self.network.inspect(network)["Name"]
+        with c.lock:
+            epc = c.tug.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
+            if c.running:
+                self.network.disconnect(c.id, name, force=force)
+                c.data["NetworkSettings"] = specmod.network_settings(self.network.container_info(c.id), c)
+            elif name not in epc and not force:
+                raise NotFound(f"container {c.id[:12]} is not connected to network {name}")
+            epc.pop(name, None)
+            if (c.data["HostConfig"].get("NetworkMode") or "bridge") == name:
+                # docker leaves a stopped container without that network: start it on none
+                c.data["HostConfig"]["NetworkMode"] = "none" if not epc else next(iter(epc))
+            c.save()
 
     def update(self, ref: str, body: dict) -> dict:
         c = self.get(ref)
@@ -1198,6 +1256,7 @@ class Engine:
     def shutdown(self) -> None:
         """Stop serving: leave containers running (live restore), stop threads."""
         self.shutting_down = True
+        self.health.close()
         for c in self.containers():
             if c.restart_timer is not None:
                 c.restart_timer.cancel()
@@ -1207,6 +1266,17 @@ class Engine:
                 self.network.shutdown(remove_all=not any(c.running for c in self.containers()))
             except Exception:
                 log.exception("network shutdown failed")
+
+
+def _snapshot(c: Container) -> dict:
+    """A deep copy of a record without waiting for the container's lock (retried on races)."""
+    for _ in range(10):
+        try:
+            return copy.deepcopy(c.data)
+        except RuntimeError:
+            continue
+    with c.lock:
+        return copy.deepcopy(c.data)
 
 
 def _accept_master(listener: socket.socket, box: list[int]) -> None:

@@ -508,23 +508,28 @@ def _resources(hc: dict) -> dict:
 
 
 def apply_resources_live(c: Any) -> None:
-    """``docker update`` on a running container: write the v1 cgroup files directly."""
+    """``docker update`` on a running container: write the v1 cgroup files of its init directly."""
+    from tugboat.engine.rt import _cgroup_paths
+
     hc = c.data["HostConfig"]
+    paths = _cgroup_paths(int(c.state.get("Pid") or 0))
     base = "/sys/fs/cgroup"
-    path = f"/tugboat/{c.id}"
     writes = []
-    if hc.get("Memory"):
-        writes.append((f"{base}/memory{path}/memory.limit_in_bytes", str(hc["Memory"])))
-    if hc.get("NanoCpus"):
-        writes.append((f"{base}/cpu{path}/cpu.cfs_period_us", "100000"))
-        writes.append((f"{base}/cpu{path}/cpu.cfs_quota_us", str(int(hc["NanoCpus"]) * 100000 // 10**9)))
-    if hc.get("CpuShares"):
-        writes.append((f"{base}/cpu{path}/cpu.shares", str(hc["CpuShares"])))
-    if hc.get("PidsLimit"):
-        writes.append((f"{base}/pids{path}/pids.max", str(hc["PidsLimit"])))
+    if hc.get("Memory") and "memory" in paths:
+        writes.append((f"{base}/memory{paths['memory']}/memory.limit_in_bytes", str(hc["Memory"])))
+    if hc.get("NanoCpus") and "cpu" in paths:
+        writes.append((f"{base}/cpu{paths['cpu']}/cpu.cfs_period_us", "100000"))
+        writes.append((f"{base}/cpu{paths['cpu']}/cpu.cfs_quota_us", str(int(hc["NanoCpus"]) * 100000 // 10**9)))
+    if hc.get("CpuShares") and "cpu" in paths:
+        writes.append((f"{base}/cpu{paths['cpu']}/cpu.shares", str(hc["CpuShares"])))
+    if hc.get("PidsLimit") and "pids" in paths:
+        writes.append((f"{base}/pids{paths['pids']}/pids.max", str(hc["PidsLimit"])))
     for p, v in writes:
-        with contextlib.suppress(OSError), open(p, "w") as f:
-            f.write(v)
+        try:
+            with open(p, "w") as f:
+                f.write(v)
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot update container: {p}: {exc.strerror}") from None
 
 
 def _write_etc_files(c: Any, hostname: str, netinfo: Any) -> None:
@@ -594,6 +599,8 @@ def network_spec(c: Any) -> Any:
     )
     if mode.startswith("container:"):
         kwargs["mode"] = mode
+    elif mode not in ("host", "none"):  # network helper: the other EndpointsConfig networks too
+        kwargs["extra_networks"] = [n for n in netcfg if n not in (mode, "default")]
     return ContainerNetworkSpec(**kwargs)
 
 

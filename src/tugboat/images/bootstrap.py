@@ -383,4 +383,8 @@ def bootstrap(images: Any, name: str, progress: Callable[[str], None] | None = N
         return bootstrap_busybox(images, str(ref))
     if repo == "debian":
         return bootstrap_debian(images, str(ref), progress)
+    from tugboat.build.library import bootstrap_library, known  # builder's library/ Dockerfiles
+
+    if known(name):
+        return bootstrap_library(images, name, progress)
     raise NotFound(f"tug image bootstrap: no recipe for {name!r} (known: busybox, debian:bookworm, debian:bookworm-slim)")

@@ -304,6 +304,12 @@ def _install_redirect(udp_port: int, tcp_port: int) -> None:
 _CLOSER: ThreadPoolExecutor | None = None
 
 
+def wait_closed() -> None:
+    """Wait for the background libnftables context frees (benchmarks, tests)."""
+    if _CLOSER is not None:
+        _CLOSER.submit(lambda: None).result()
+
+
 def _closer() -> ThreadPoolExecutor:
     global _CLOSER
     if _CLOSER is None:

@@ -220,9 +220,10 @@ class NetworkManager:
         """Stop serving. ``remove_all``: also tear down every endpoint, bridge, nft table of
         ours and put ip_forward back to what it was (records of networks stay on disk)."""
         with self._lock:
-            if self._dns is not None:
-                self._dns.close()
-                self._dns = None
+            dns, self._dns = self._dns, None
+        if dns is not None:
+            dns.close()  # outside the lock: its thread may be waiting for it in a lookup
+        with self._lock:
             for cid in list(self._held):
                 ports.release(self._held.pop(cid))
             if remove_all:
@@ -421,6 +422,9 @@ class NetworkManager:
                 taken = [r.subnet for r in self._networks.values()] + self._host_route_nets()
                 subnet, gw, rng = ipam.plan_network(ipam.pick_subnet(taken), None, None)
             nid = os.urandom(32).hex()
+            mtu_opt = options.get("com.docker.network.driver.mtu")
+            if mtu_opt is not None and not (mtu_opt.isdigit() and 68 <= int(mtu_opt) <= 65535):
+                raise InvalidArgument(f"invalid MTU {mtu_opt!r}: must be a number from 68 to 65535")
             bridge = options.get(BRIDGE_NAME_OPT) or f"br-{nid[:12]}"
             if len(bridge) > 15:
                 raise InvalidArgument(f"invalid bridge name {bridge!r}: at most 15 characters")
@@ -451,7 +455,7 @@ class NetworkManager:
             if name_or_id in ("host", "none"):
                 return self._pseudo(name_or_id)
             for p in ("host", "none"):
-                if self._pseudo(p)["Id"] == name_or_id:
+                if len(name_or_id) >= 3 and self._pseudo(p)["Id"].startswith(name_or_id):
                     return self._pseudo(p)
             if not any(r.default for r in self._networks.values()) and name_or_id == "bridge":
                 self._ensure_started()
@@ -579,18 +583,13 @@ class NetworkManager:
             try:
                 want_dns = net is not None and (not net.default or any(not x.default for x in extras))
 
-                def inside() -> list[socket.socket] | None:
+                def inside() -> None:
                     kernel.lo_up()
                     kernel.container_sysctls()
-                    if want_dns:
-                        from tugboat.network.dns import EmbeddedDNS
-
-                        return EmbeddedDNS.open_sockets(self.dns_redirect)
-                    return None
 
                 with contextlib.suppress(FileNotFoundError):
                     kernel.remove_netns(path)
-                dns_socks = kernel.create_netns(path, inside)
+                kernel.create_netns(path, inside)
                 created_ns = True
                 if net is not None:
                     ep = self._attach(crec, net, "eth0",
@@ -604,6 +603,12 @@ class NetworkManager:
                             aliases=spec.aliases.get(extra.name) or spec.aliases.get(extra.id) or [],
                             ip=spec.ips.get(extra.name) or spec.ips.get(extra.id),
                             default_route=net.internal and not extra.internal and n == 1))
+                if want_dns:
+                    # after the veths: moving a device into a netns that already has the DNS
+                    # DNAT table (conntrack, nat hooks) costs the kernel several ms more
+                    from tugboat.network.dns import EmbeddedDNS
+
+                    dns_socks = kernel.in_netns(path, lambda: EmbeddedDNS.open_sockets(self.dns_redirect))
                 self._containers[container_id] = crec
                 self._held[container_id] = held
                 if crec.ports:
@@ -694,9 +699,15 @@ class NetworkManager:
             fd = os.open(crec.netns_path or "", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 # host side: enslaved and up in the same request
-                peer = {"ifname": ifname, "net_ns_fd": fd, "address": mac}
+                peer: dict[str, Any] = {"ifname": ifname, "net_ns_fd": fd, "address": mac}
+                extra: dict[str, Any] = {}
+                mtu = _mtu(net)
+                if mtu:
+                    peer["mtu"] = mtu
+                    extra["mtu"] = mtu
                 try:
-                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
+                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer,
+                                  **extra)
                 except Exception:
                     if kernel.link_index(self.ipr, net.bridge) == br:
                         raise
@@ -704,7 +715,8 @@ class NetworkManager:
                     self._bridge_index.pop(net.bridge, None)
                     self._ensure_bridge(net)
                     br = self._bridge_index[net.bridge]
-                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer)
+                    self.ipr.link("add", ifname=host_veth, kind="veth", master=br, state="up", peer=peer,
+                                  **extra)
             finally:
                 os.close(fd)
             # br_netfilter DNATs a container's connection to its own published port while the
@@ -792,10 +804,15 @@ class NetworkManager:
                     pool.release(ep.ip)
 
     def flush(self) -> None:
-        """Wait until background veth deletions are done (do not call with the lock held)."""
+        """Wait until background veth deletions (and nft context frees) are done; do not call
+        with the lock held."""
         reaper = self._reaper
         if reaper is not None:
             reaper.submit(lambda: None).result()
+        if self._dns is not None:
+            from tugboat.network.dns import wait_closed
+
+            wait_closed()
 
     def connect(self, container_id: str, network: str, aliases: tuple[str, ...] | list[str] = (),
                 ip: str | None = None) -> dict[str, Any]:
@@ -970,6 +987,14 @@ class NetworkManager:
             servers = (crec.dns if crec is not None and crec.dns else None) or self.dns_upstreams \
                 or host_nameservers()
         return [parse_upstream(s) for s in servers]
+
+
+def _mtu(net: NetworkRecord) -> int | None:
+    """com.docker.network.driver.mtu, when set (validated at create)."""
+    raw = net.options.get("com.docker.network.driver.mtu")
+    if not raw or net.default:
+        return None
+    return int(raw)
 
 
 def _opt_bool(value: str | None, default: bool) -> bool:

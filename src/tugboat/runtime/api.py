@@ -201,8 +201,15 @@ class Runtime:
 
             mgr.create()  # directories now (the init bind-mounts them); limits in parallel below
 
+            resources = dict(linux.get("resources") or {})
+            if resources.get("devices") is not None and linux.get("devices"):
+                # devices the config creates are allowed implicitly (as runc does)
+                resources["devices"] = [*resources["devices"], *(
+                    {"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
+                     "access": "rwm"} for d in linux["devices"])]
+
             def prepare_cgroup() -> None:
-                cg_warnings.extend(mgr.apply(linux.get("resources") or {}))
+                cg_warnings.extend(mgr.apply(resources))
                 mark("create: cgroup ready")
             os.mkfifo(sd.fifo, 0o622)
             os.chmod(sd.fifo, 0o622)
@@ -276,11 +283,7 @@ class Runtime:
 
     def _cleanup_failed(self, sd: StateDir, mgr: Any) -> None:
         if mgr is not None:
-            for pid in mgr.pids():
-                try:
-                    os.kill(pid, 9)
-                except OSError:
-                    pass
+            signal_cgroup(mgr, 9)
             try:
                 mgr.destroy()
             except OSError as e:
@@ -380,17 +383,8 @@ class Runtime:
             raise Conflict("container not running")
         if all:
             mgr = self._manager(record)
-            for pid in mgr.pids() if mgr is not None else []:
-                try:
-                    fd = k.pidfd_open(pid)
-                except OSError:
-                    continue
-                try:
-                    k.pidfd_send_signal(fd, sig)
-                except OSError:
-                    pass
-                finally:
-                    os.close(fd)
+            if mgr is not None:
+                signal_cgroup(mgr, sig)
             return
         fd = self._pidfd(record)
         if fd is None:
@@ -431,11 +425,7 @@ class Runtime:
                 _wait_fd(fd, 10.0)
                 os.close(fd)
         if mgr is not None:
-            for pid in mgr.pids():
-                try:
-                    os.kill(pid, 9)
-                except OSError:
-                    pass
+            signal_cgroup(mgr, 9)
         mfd = self._pidfd(record, "monitorPid")
         if mfd is not None:
             _wait_fd(mfd, 5.0)
@@ -643,7 +633,8 @@ class Runtime:
         import tugboat
 
         pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
-        fds = [fd if fd is not None else i for i, fd in enumerate(stdio)]
+        # duplicates above 2: the helper's own 0/1/2 are /dev/null and an error pipe
+        fds = [os.dup(fd if fd is not None else i) for i, fd in enumerate(stdio)]
         r, w = os.pipe()
         cmd = [
             sys.executable, "-I", "-S", "-c",
@@ -656,6 +647,8 @@ class Runtime:
                                     stderr=subprocess.PIPE, pass_fds=[*fds, w], close_fds=True)
         finally:
             os.close(w)
+            for fd in fds:
+                os.close(fd)
         with os.fdopen(r, "rb") as rf:
             # one line, written when the helper is done (the container may keep a copy open
             # until it execs, so do not wait for EOF)
@@ -684,6 +677,29 @@ class Runtime:
 
             raise Internal(err.decode(errors="replace").strip() or "tug-runtime helper gave no result")
         return result
+
+
+def signal_cgroup(mgr: Any, sig: int) -> None:
+    """Signal every process of a cgroup through pidfds: a pid is used only after its pidfd is
+    open and the pid is seen in the cgroup again (so a recycled pid is never signalled)."""
+    pids = mgr.pids()
+    fds: dict[int, int] = {}
+    for pid in pids:
+        try:
+            fds[pid] = k.pidfd_open(pid)
+        except OSError:
+            continue
+    try:
+        still = set(mgr.pids())
+        for pid, fd in fds.items():
+            if pid in still:
+                try:
+                    k.pidfd_send_signal(fd, sig)
+                except OSError:
+                    pass
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _wait_fd(fd: int, timeout: float | None) -> bool:

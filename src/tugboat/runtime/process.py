@@ -167,6 +167,8 @@ class Channel:
         self._buf = b""
 
     def send(self, msg: dict[str, Any]) -> None:
+        if self.w < 0:
+            raise OSError(errno.EPIPE, "sync channel closed")
         data = (json.dumps(msg) + "\n").encode()
         while data:
             n = os.write(self.w, data)
@@ -192,13 +194,17 @@ class Channel:
     def close_parent_ends(self) -> None:
         os.close(self.w)
         os.close(self.reply_r)
+        self.w = self.reply_r = -1
 
     def close_all(self) -> None:
+        # never close a number twice: it may already belong to another fd (a pidfd)
         for fd in (self.r, self.w, self.reply_r, self.reply_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.r = self.w = self.reply_r = self.reply_w = -1
 
 
 def _error_text(e: BaseException) -> str:
@@ -266,6 +272,14 @@ def join_cgroup(procs_files: list[str], pid: int) -> None:
             os.close(fd)
 
 
+def _hold(held: dict[str, int], key: str, pid: int) -> None:
+    """Open a pidfd for a child-reported pid right away (it is alive: it is talking to us)."""
+    try:
+        held[key] = k.pidfd_open(pid)
+    except OSError:
+        pass
+
+
 def close_fds_except(keep: set[int]) -> None:
     """Close every fd not in ``keep``: the init must not hold the caller's pipes and sockets."""
     for name in os.listdir("/proc/self/fd"):
@@ -318,6 +332,8 @@ def start_init(
         os.waitpid(x, 0)
     init_pid = monitor_pid = 0
     ready = False
+    cgroupns_waiting = False
+    held: dict[str, int] = {}
     warnings: list[str] = []
     try:
         if prepare is not None:
@@ -332,17 +348,26 @@ def start_init(
                 warnings.append(msg["warning"])
             if "monitor" in msg:
                 monitor_pid = msg["monitor"]
+                _hold(held, "monitor", monitor_pid)
             if "userns" in msg:
                 write_id_maps(msg["userns"], spec.config)
                 ch.reply()
             if "pid" in msg:
                 init_pid = msg["pid"]
+                _hold(held, "init", init_pid)
                 try:
                     join_cgroup(spec.cgroup_procs, init_pid)
                 except OSError as e:
                     if e.errno != errno.ESRCH:
                         raise
                     # the init already died: its own error message follows on the channel
+                if cgroupns_waiting:
+                    ch.reply()
+            if "cgroupns" in msg:
+                if init_pid:
+                    ch.reply()
+                else:
+                    cgroupns_waiting = True
             if "hooks" in msg:
                 if on_created_runtime is not None:
                     on_created_runtime(init_pid)
@@ -352,16 +377,17 @@ def start_init(
             if ready and init_pid and monitor_pid:  # B's and C's messages may come in any order
                 return Started(init_pid=init_pid, monitor_pid=monitor_pid, warnings=warnings)
     except BaseException:
-        # leave nothing half-made: kill whatever got started
-        for pid in (init_pid, monitor_pid):
-            if pid:
-                try:
-                    os.kill(pid, 9)
-                except OSError:
-                    pass
+        # leave nothing half-made: kill whatever got started (through pidfds opened on receipt)
+        for fd in held.values():
+            try:
+                k.pidfd_send_signal(fd, 9)
+            except OSError:
+                pass
         raise
     finally:
         ch.close_all()
+        for fd in held.values():
+            os.close(fd)
 
 
 # ---------------------------------------------------------------- A: monitor-to-be
@@ -424,7 +450,7 @@ def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
         _setns_path(path, t)
     flags = 0
     for t in new:
-        if t != "user":
+        if t not in ("user", "cgroup"):  # a cgroup ns is made by the init once P moved it
             flags |= k.NAMESPACE_FLAGS[t]
     from tugboat.runtime.trace import mark
 
@@ -491,6 +517,10 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
 
         console = cons.connect(spec.console_socket)
     fifo_fd = spec.fifo_fd  # opened (O_PATH) by P: the state dir may be unreachable from a user ns
+    if "cgroup" in new:
+        ch.send({"cgroupns": True})
+        ch.wait_reply()  # P has moved us into the container's cgroups: that becomes the ns root
+        k.unshare(k.CLONE_NEWCGROUP)
     if "mount" not in new:
         raise OSError(errno.EINVAL, "linux.namespaces must include a new mount namespace")
     rf.prepare_root(ctx)
@@ -547,6 +577,7 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
     ch.send({"ready": True})
     os.close(ch.w)
     os.close(ch.reply_r)
+    ch.w = ch.reply_r = -1
     if fifo_fd is not None:
         k.prctl(k.PR_SET_DUMPABLE, 1)
         try:
@@ -714,7 +745,9 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
     except BaseException:
         if e2:
             try:
-                os.kill(e2, 9)
+                fd = k.pidfd_open(e2)
+                k.pidfd_send_signal(fd, 9)
+                os.close(fd)
             except OSError:
                 pass
         try:
@@ -762,8 +795,9 @@ def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
                 pass
         os._exit(255)
     ch.send({"pid": e2})
-    # wait for E2 to report ready (it closes its copy of the channel at exec)
+    # E2 reports ready itself (its copy of the channel closes at exec)
     os.close(ch.w)
+    ch.w = -1
     if detach:
         os._exit(0)
     devnull = os.open("/dev/null", os.O_RDWR)

@@ -14,11 +14,12 @@ AGG_V2 = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList"
 
 # groups served outside the generic registry
-METRICS_GROUP = "metrics.k8s.io"
-METRICS_RESOURCES = [
-    {"name": "nodes", "kind": "NodeMetrics", "namespaced": False},
-    {"name": "pods", "kind": "PodMetrics", "namespaced": True},
-]
+# group -> (version, [resource name, kind, namespaced, verbs])
+VIRTUAL_GROUPS: dict[str, tuple[str, list[tuple[str, str, bool, list[str]]]]] = {
+    "metrics.k8s.io": ("v1beta1", [("nodes", "NodeMetrics", False, ["get", "list"]),
+                                   ("pods", "PodMetrics", True, ["get", "list"])]),
+    "authentication.k8s.io": ("v1", [("selfsubjectreviews", "SelfSubjectReview", False, ["create"])]),
+}
 
 
 def _rt_disc(rt: ResourceType) -> dict[str, Any]:
@@ -73,18 +74,18 @@ class Discovery:
         for g in self.group_names:
             items.append({"metadata": {"name": g, "creationTimestamp": None},
                           "versions": [self._agg_version(g, v) for v in registry.groups[g]]})
-        items.append({"metadata": {"name": METRICS_GROUP, "creationTimestamp": None}, "versions": [{
-            "version": "v1beta1", "freshness": "Current",
-            "resources": [{"resource": r["name"], "responseKind": {"group": METRICS_GROUP, "version": "v1beta1",
-                                                                   "kind": r["kind"]},
-                           "scope": "Namespaced" if r["namespaced"] else "Cluster", "verbs": ["get", "list"]}
-                          for r in METRICS_RESOURCES]}]})
+        for vg, (vv, vres) in VIRTUAL_GROUPS.items():
+            items.append({"metadata": {"name": vg, "creationTimestamp": None}, "versions": [{
+                "version": vv, "freshness": "Current",
+                "resources": [{"resource": name, "responseKind": {"group": vg, "version": vv, "kind": kind},
+                               "scope": "Namespaced" if nsd else "Cluster", "verbs": verbs}
+                              for name, kind, nsd, verbs in vres]}]})
         self.agg_apis = enc({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
                              "metadata": {}, "items": items})
         # legacy
         self.legacy_api = enc({"kind": "APIVersions", "versions": ["v1"],
                                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
-        self.legacy_groups = {g: self._legacy_group(g) for g in [*self.group_names, METRICS_GROUP]}
+        self.legacy_groups = {g: self._legacy_group(g) for g in [*self.group_names, *VIRTUAL_GROUPS]}
         self.legacy_apis = enc({"kind": "APIGroupList", "apiVersion": "v1",
                                 "groups": list(self.legacy_groups.values())})
         self.resource_lists: dict[tuple[str, str], bytes] = {}
@@ -95,17 +96,18 @@ class Discovery:
                     res.extend(_rt_legacy(rt))
                 self.resource_lists[(g, v)] = enc({"kind": "APIResourceList", "apiVersion": "v1",
                                                    "groupVersion": f"{g}/{v}" if g else v, "resources": res})
-        self.resource_lists[(METRICS_GROUP, "v1beta1")] = enc({
-            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{METRICS_GROUP}/v1beta1",
-            "resources": [{"name": r["name"], "singularName": "", "namespaced": r["namespaced"], "kind": r["kind"],
-                           "verbs": ["get", "list"]} for r in METRICS_RESOURCES]})
+        for vg, (vv, vres) in VIRTUAL_GROUPS.items():
+            self.resource_lists[(vg, vv)] = enc({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{vg}/{vv}",
+                "resources": [{"name": name, "singularName": "", "namespaced": nsd, "kind": kind, "verbs": verbs}
+                              for name, kind, nsd, verbs in vres]})
 
     def _agg_version(self, group: str, version: str) -> dict[str, Any]:
         rts = sorted(self.registry.in_group_version(group, version), key=lambda r: r.plural)
         return {"version": version, "freshness": "Current", "resources": [_rt_disc(rt) for rt in rts]}
 
     def _legacy_group(self, g: str) -> dict[str, Any]:
-        versions = self.registry.groups.get(g) or ["v1beta1"]
+        versions = self.registry.groups.get(g) or [VIRTUAL_GROUPS[g][0]]
         vs = [{"groupVersion": f"{g}/{v}", "version": v} for v in versions]
         return {"name": g, "versions": vs, "preferredVersion": vs[0]}
 

@@ -14,7 +14,6 @@ import ipaddress
 import os
 import random
 import time
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +40,8 @@ _uid_rng = random.Random(os.urandom(32))  # object UIDs need uniqueness, not sec
 
 
 def new_uid() -> str:
-    return str(uuid.UUID(int=_uid_rng.getrandbits(128), version=4))
+    h = f"{_uid_rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
 NAME_CHARS = "bcdfghjklmnpqrstvwxz2456789"
@@ -590,7 +590,17 @@ class _Retry(Exception):
     pass
 
 
+_zero_status: dict[tuple[str, str, str], Obj] = {}
+
+
 def required_zero_status(rt: ResourceType) -> Obj:
+    key = (rt.group, rt.version, rt.plural)
+    if key not in _zero_status:
+        _zero_status[key] = _required_zero_status(rt)
+    return dict(_zero_status[key])
+
+
+def _required_zero_status(rt: ResourceType) -> Obj:
     """The status a new object starts with: required integer fields as 0 (what Go's zero values
     without omitempty look like on the wire, and what typed clients insist on)."""
     from tugboat.cluster.apiserver.schema import definitions

@@ -75,8 +75,14 @@ def invalid(kind: str, group: str, name: str, causes: list[tuple[str, str, str]]
     return ApiError(422, msg, "Invalid", details)
 
 
+_now_cache: list[Any] = [0, ""]
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    t = int(time.time())
+    if _now_cache[0] != t:
+        _now_cache[0], _now_cache[1] = t, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+    return str(_now_cache[1])
 
 
 def parse_time(s: str | None) -> float | None:

@@ -101,6 +101,7 @@ class APIServer:
         self._bg.append(asyncio.create_task(self._follow_namespaces()))
         await self._bootstrap()
         self._bg.append(asyncio.create_task(self._compactor()))
+        self._bg.append(asyncio.create_task(self._expire_events()))
 
     async def stop(self) -> None:
         for t in self._bg:
@@ -140,6 +141,33 @@ class APIServer:
                 "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
                 "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1",
                          "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}})
+
+    event_ttl = 3600.0  # kube-apiserver's --event-ttl default
+
+    async def _expire_events(self, interval: float = 60.0) -> None:
+        """Events live one hour (kube-apiserver keeps them in etcd with a lease of --event-ttl)."""
+        rt = self.registry.get("", "v1", "events")
+        assert rt is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.expire_events_once(rt)
+            except Exception:
+                log.exception("event expiry failed")
+
+    async def expire_events_once(self, rt: ResourceType) -> int:
+        cutoff = time.time() - self.event_ttl
+        res = await self.store.list(rt.key_prefix(None))
+        n = 0
+        for kv in res.items:
+            ev = _dec.decode(kv.value)
+            md = ev.get("metadata") or {}
+            last = meta.parse_time(ev.get("lastTimestamp") or ev.get("eventTime") or md.get("creationTimestamp"))
+            if last is not None and last < cutoff:
+                with contextlib.suppress(Exception):
+                    await self.store.delete(kv.key, kv.mod_revision)
+                    n += 1
+        return n
 
     async def _compactor(self, interval: float = 300.0, keep: int = 10000) -> None:
         while True:
@@ -229,9 +257,26 @@ class APIServer:
                            {"causes": [{"reason": "UnexpectedServerResponse", "message": "404 page not found"}]})
         if group == "metrics.k8s.io":
             return await self.metrics.handle(self, request, version, rest)
+        if group == "authentication.k8s.io":
+            return await self.self_subject_review(request, version, rest)
         if not rest:
             return self.discovery.resource_list(group, version)
         return await self.resource_request(request, group, version, rest)
+
+    async def self_subject_review(self, request: web.Request, version: str, rest: list[str]) -> web.Response:
+        """``kubectl auth whoami``: who the request's credentials say the caller is."""
+        if version != "v1":
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        if not rest:
+            return self.discovery.resource_list("authentication.k8s.io", "v1")
+        if rest != ["selfsubjectreviews"] or request.method != "POST":
+            raise ApiError(404, "the server could not find the requested resource", "NotFound")
+        await self.read_body(request)
+        user = self.authenticate(request) or User("system:anonymous", ["system:unauthenticated"])
+        groups = [*user.groups, "system:authenticated"] if user.name != "system:anonymous" else user.groups
+        return json_response({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                              "metadata": {"creationTimestamp": meta.now_rfc3339()},
+                              "status": {"userInfo": {"username": user.name, "groups": groups}}}, 201)
 
     # --- routing to a resource -------------------------------------------------------------------
     def _resolve(self, group: str, version: str, rest: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:

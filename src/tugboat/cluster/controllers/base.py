@@ -33,6 +33,7 @@ class Options:
     hpa_downscale_window: float | None = None  # override spec.behavior / the 300 s default
     hpa_tolerance: float = 0.1
     local_volume_dir: str = "/var/lib/tugboat/local-volumes"
+    job_backoff_seconds: float = 10.0  # delay before replacing failed Job pods (doubles, capped at 6 min)
     workers: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -24,6 +24,12 @@ def _usage(q: str, resource: str) -> int:
     return milli(q) if resource == "cpu" else whole(q)
 
 
+def _current(mtype: str, rname: str, container: str | None, current: dict) -> dict:
+    if mtype == "ContainerResource":
+        return {"type": mtype, "containerResource": {"name": rname, "container": container, "current": current}}
+    return {"type": mtype, "resource": {"name": rname, "current": current}}
+
+
 class HPAController(Controller):
     name = "horizontalpodautoscaling"
     component = "horizontal-pod-autoscaler"
@@ -94,11 +100,13 @@ class HPAController(Controller):
         proposals: list[tuple[int, str]] = []
         current_metrics = []
         for m in metrics:
-            if m.get("type") != "Resource":
+            mtype = m.get("type")
+            if mtype not in ("Resource", "ContainerResource"):
                 continue
-            r = m.get("resource") or {}
+            r = (m.get("resource") if mtype == "Resource" else m.get("containerResource")) or {}
             rname = r.get("name", "cpu")
             target = r.get("target") or {}
+            only = r.get("container") if mtype == "ContainerResource" else None
             ttype = target.get("type", "Utilization")
             # kube's replica calculator: ratio from ready pods with metrics; then missing metrics
             # count as 0 % (scale up) or 100 % of request (scale down), unready pods (cpu) as 0 %
@@ -108,14 +116,15 @@ class HPAController(Controller):
             unready: list[int] = []
             for p in pods:
                 req = sum(_usage(((c.get("resources") or {}).get("requests") or {}).get(rname, "0"), rname)
-                          for c in (p.get("spec") or {}).get("containers") or [])
+                          for c in (p.get("spec") or {}).get("containers") or [] if only is None or c.get("name") == only)
                 pmx = usage.get(p["metadata"]["name"])
                 if (p.get("status") or {}).get("phase") == "Pending" or (rname == "cpu" and not pod_ready(p)):
                     unready.append(req)
                 elif pmx is None:
                     missing.append(req)
                 else:
-                    used_p = sum(_usage((c.get("usage") or {}).get(rname, "0"), rname) for c in pmx.get("containers") or [])
+                    used_p = sum(_usage((c.get("usage") or {}).get(rname, "0"), rname) for c in pmx.get("containers") or []
+                                 if only is None or c.get("name") == only)
                     ready.append((used_p, req))
             if not ready:
                 continue
@@ -131,9 +140,9 @@ class HPAController(Controller):
                 util = used * 100 / requested
                 tgt = float(target.get("averageUtilization") or 80)
                 ratio = util / tgt
-                current_metrics.append({"type": "Resource", "resource": {"name": rname, "current": {
+                current_metrics.append(_current(mtype, rname, only, {
                     "averageUtilization": round(util),
-                    "averageValue": f"{used // n_ready}m" if rname == "cpu" else str(used // n_ready)}}})
+                    "averageValue": f"{used // n_ready}m" if rname == "cpu" else str(used // n_ready)}))
                 reason = f"{rname} resource utilization (percentage of request) {'above' if ratio > 1 else 'below'} target"
 
                 def ratio_of(samples: list[tuple[int, int]], tgt: float = tgt) -> float:
@@ -145,8 +154,8 @@ class HPAController(Controller):
                 if tv <= 0:
                     continue
                 ratio = avg / tv
-                current_metrics.append({"type": "Resource", "resource": {"name": rname, "current": {
-                    "averageValue": f"{int(avg)}m" if rname == "cpu" else str(int(avg))}}})
+                current_metrics.append(_current(mtype, rname, only, {
+                    "averageValue": f"{int(avg)}m" if rname == "cpu" else str(int(avg))}))
                 reason = f"{rname} resource {'above' if ratio > 1 else 'below'} target"
 
                 def ratio_of(samples: list[tuple[int, int]], tv: float = tv) -> float:

@@ -51,6 +51,8 @@ class JobController(Controller):
         succeeded = max(int(st.get("succeeded") or 0), sum(1 for p in pods if p["status"].get("phase") == "Succeeded"))
         failed = max(int(st.get("failed") or 0), sum(1 for p in pods if p["status"].get("phase") == "Failed"))
         finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in st.get("conditions") or [])
+        if finished:
+            await self._ttl(job, st)
         completions = spec.get("completions")
         parallelism = int(spec.get("parallelism", 1))
         backoff = int(spec.get("backoffLimit", 6))
@@ -86,7 +88,7 @@ class JobController(Controller):
                                   "Reached expected number of succeeded pods", probe_time=True)
                     st["completionTime"] = now()
                     self.recorder.event(job, "Normal", "Completed", "Job completed")
-        elif self.exp.satisfied(key):
+        elif self.exp.satisfied(key) and not self._backing_off(key, pods, failed):
             if completions is not None:
                 want = min(parallelism, int(completions) - succeeded)
             else:
@@ -139,6 +141,44 @@ class JobController(Controller):
             except NotFoundError:
                 pass
         _ = condition
+        if not finished and (fail_reason or complete):
+            await self._ttl(job, st)
+
+    def _backing_off(self, key: str, pods: list[dict], failed: int) -> bool:
+        """kube's pod failure back-off: after the n-th failure wait base * 2^(n-1) (≤ 6 min) from
+        the last failure before creating replacements."""
+        if failed <= 0:
+            return False
+        last = 0.0
+        for p in pods:
+            if (p.get("status") or {}).get("phase") == "Failed":
+                for cs in (p.get("status") or {}).get("containerStatuses") or []:
+                    last = max(last, parse_time(((cs.get("state") or {}).get("terminated") or {}).get("finishedAt")))
+        if not last:
+            return False
+        delay = min(self.ctx.options.job_backoff_seconds * 2 ** (failed - 1), 360.0)
+        left = last + delay - time.time()
+        if left > 0:
+            self.enqueue_after(key, left + 0.05)
+            return True
+        return False
+
+    async def _ttl(self, job: dict, st: dict) -> None:
+        """ttlSecondsAfterFinished: delete the finished Job (and, in the background, its pods)."""
+        ttl = (job.get("spec") or {}).get("ttlSecondsAfterFinished")
+        if ttl is None:
+            return
+        done_at = max((parse_time(c.get("lastTransitionTime")) for c in st.get("conditions") or []
+                       if c.get("type") in ("Complete", "Failed")), default=0.0)
+        left = (done_at or time.time()) + int(ttl) - time.time()
+        if left > 0:
+            self.enqueue_after(f"{job['metadata']['namespace']}/{job['metadata']['name']}", left + 0.05)
+            return
+        try:
+            await self.client.delete(R.JOBS, job["metadata"]["name"], job["metadata"]["namespace"],
+                                     propagation="Background", preconditions={"uid": job["metadata"]["uid"]})
+        except (NotFoundError, ConflictError):
+            pass
 
 
 _ = asyncio

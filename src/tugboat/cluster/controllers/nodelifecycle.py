@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"
+UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 
 
 class NodeLifecycleController(Controller):
@@ -87,7 +88,8 @@ class NodeLifecycleController(Controller):
                 await self._mark_unknown(node)
                 continue
             want_taint = UNREACHABLE if (stale or rstatus == "Unknown") else (NOT_READY if rstatus == "False" else None)
-            await self._ensure_taints(node, want_taint)
+            node = await self._ensure_taints(node, want_taint) or node
+            await self._ensure_unschedulable_taint(node)
             await self._evict(node)
         for n in list(self._observed):
             if n not in names:
@@ -138,21 +140,39 @@ class NodeLifecycleController(Controller):
                 except ApiError:
                     pass
 
-    async def _ensure_taints(self, node: dict, want: str | None) -> None:
+    async def _ensure_unschedulable_taint(self, node: dict) -> None:
+        """kube's TaintNodesByCondition: a cordoned node carries node.kubernetes.io/unschedulable."""
+        spec = node.get("spec") or {}
+        taints = list(spec.get("taints") or [])
+        has = any(t.get("key") == UNSCHEDULABLE for t in taints)
+        want = bool(spec.get("unschedulable"))
+        if has == want:
+            return
+        new = copy.deepcopy(node)
+        new.setdefault("spec", {})["taints"] = ([*taints, {"key": UNSCHEDULABLE, "effect": "NoSchedule",
+                                                           "timeAdded": now()}] if want else
+                                                [t for t in taints if t.get("key") != UNSCHEDULABLE])
+        try:
+            await self.client.update(R.NODES, new)
+        except ApiError as exc:
+            log.debug("unschedulable taint %s: %s", node["metadata"]["name"], exc)
+
+    async def _ensure_taints(self, node: dict, want: str | None) -> dict | None:
         taints = list((node.get("spec") or {}).get("taints") or [])
         ours = [x for x in taints if x.get("key") in (UNREACHABLE, NOT_READY)]
         desired = [] if want is None else [{"key": want, "effect": "NoSchedule"},
                                            {"key": want, "effect": "NoExecute", "timeAdded": now()}]
         have = {(x["key"], x.get("effect")) for x in ours}
         if have == {(x["key"], x["effect"]) for x in desired}:
-            return
+            return None
         keep = [x for x in taints if x.get("key") not in (UNREACHABLE, NOT_READY)]
         new = copy.deepcopy(node)
         new.setdefault("spec", {})["taints"] = keep + desired
         try:
-            await self.client.update(R.NODES, new)
+            return await self.client.update(R.NODES, new)
         except ApiError as exc:
             log.debug("taint %s: %s", node["metadata"]["name"], exc)
+            return None
 
     async def _evict(self, node: dict) -> None:
         taints = [x for x in (node.get("spec") or {}).get("taints") or [] if x.get("effect") == "NoExecute"]

@@ -86,6 +86,9 @@ class ReplicaSetController(Controller):
     def setup(self) -> None:
         self.rs = self.ctx.informer(R.REPLICASETS)
         self.pods = self.ctx.informer(R.PODS)
+        if "orphan" not in self.pods._indexers:
+            self.pods.add_index("orphan", lambda p: [p["metadata"].get("namespace") or ""]
+                                if controller_of(p) is None else [])
         self.exp = Expectations()
         self.rs.add_handler(*self.handlers(self.enqueue))
         self.pods.add_handler(self._pod_add, self._pod_update, self._pod_delete)
@@ -139,7 +142,7 @@ class ReplicaSetController(Controller):
         pods = owned_by(self.pods, rs)
         # adopt orphans matching the selector
         if not rs["metadata"].get("deletionTimestamp"):
-            for p in self.pods.list(ns):
+            for p in self.pods.by_index("orphan", ns or ""):
                 if controller_of(p) is None and pod_active(p) and match_labels(selector, p["metadata"].get("labels")) \
                         and selector:
                     try:

@@ -115,6 +115,7 @@ class EngineRuntime:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self._pull_lock = threading.Lock()
+        self._oom_kills_at_start: dict[str, int] = {}
 
     # ---- images
     def image_id(self, image: str) -> str | None:
@@ -222,6 +223,7 @@ class EngineRuntime:
         return str(self.engine.create(body, name=name)["Id"])
 
     def start_container(self, cid: str) -> None:
+        self._oom_kills_at_start[cid] = oom_kills()
         self.engine.start(cid)
 
     def stop_container(self, cid: str, timeout: int) -> None:
@@ -247,7 +249,7 @@ class EngineRuntime:
         if state == "exited":
             oom = bool(st.get("OOMKilled")) or (
                 code == 137 and bool((c.data.get("HostConfig") or {}).get("Memory"))
-                and not c.tug.get("StoppedByAgent") and _recent_oom(c))
+                and not c.tug.get("StoppedByAgent") and oom_kills() > self._oom_kills_at_start.get(c.id, 1 << 62))
             reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
         return ContainerStatus(
             id=c.id, name=labels.get(LABEL_CONTAINER, c.name), state=state, exit_code=code, reason=reason,
@@ -288,17 +290,17 @@ class EngineRuntime:
         return dict(self.engine.runtime.stats(c.id, int(c.state.get("Pid") or 0)))
 
 
-def _recent_oom(c: Any) -> bool:
-    """The kernel said it killed something for memory (the engine removed the cgroup already)."""
-    _ = c
+def oom_kills() -> int:
+    """The kernel's count of OOM kills (the engine removes a container's cgroup at exit, so a
+    SIGKILLed container with a memory limit is judged OOM-killed when this grew while it ran)."""
     try:
         with open("/proc/vmstat") as f:
             for line in f:
                 if line.startswith("oom_kill "):
-                    return int(line.split()[1]) > 0
+                    return int(line.split()[1])
     except OSError:
         pass
-    return True
+    return 0
 
 
 def now() -> float:

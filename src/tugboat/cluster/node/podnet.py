@@ -121,8 +121,7 @@ class PodNetwork:
         _ip("link", "del", hif, check=False)
         _ip("link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
         _ip("link", "set", hif, "master", self.bridge)
-        with contextlib.suppress(OSError), open(f"/sys/class/net/{self.bridge}/brif/{hif}/hairpin_mode", "w") as f:
-            f.write("1")
+        _ip("link", "set", hif, "type", "bridge_slave", "hairpin", "on")
         _ip("link", "set", hif, "up")
         cmds = (f"ip addr add {ip}/{self.prefix} dev eth0 && ip link set eth0 up && "
                 f"ip route add default via {self.gateway}")

@@ -69,7 +69,10 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
     w, c = _find(agent, ns, pod, cname)
     assert c is not None
     previous = _flag(request, "previous")
-    cid = c.prev_cid if previous else c.cid
+    cid = c.cid
+    if previous:
+        # the last terminated instance: the current one while it waits for its restart
+        cid = c.cid if (c.status is not None and c.status.state == "exited" and c.restart_count) else c.prev_cid
     if cid is None:
         if previous:
             raise web.HTTPBadRequest(text=f'previous terminated container "{cname}" in pod "{pod}" not found')
@@ -287,6 +290,11 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
     agent = _agent(request)
     ns, pod = request.match_info["ns"], request.match_info["pod"]
     w, _ = _find(agent, ns, pod, None)
+    offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    if "SPDY/3.1+portforward.k8s.io" in offered:  # kubectl: SPDY frames inside the WebSocket
+        from tugboat.cluster.node import spdy
+
+        return await spdy.serve(request, w.pod_ip or "127.0.0.1")
     ports = [int(p) for p in ",".join(request.query.getall("ports", [])).split(",") if p.strip()]
     if not ports:
         raise web.HTTPBadRequest(text="query parameter \"port\" is required")

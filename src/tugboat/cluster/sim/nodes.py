@@ -82,6 +82,8 @@ class SimNodes:
         self.metrics_seconds = metrics_seconds
         self.running_at: dict[str, float] = {}
         self._published: dict[tuple, tuple[str, float]] = {}
+        self.agent_port = 0
+        self._agent: Any = None
         self._tasks: list[asyncio.Task] = []
 
     # ---- nodes
@@ -106,9 +108,10 @@ class SimNodes:
                 "allocatable": res,
                 "phase": "Running",
                 "conditions": self._conditions(t, t),
-                "addresses": [{"type": "InternalIP", "address": f"10.0.{i // 250}.{i % 250 + 1}"},
+                # the node "agent" of every simulated node is this process, on loopback
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
                               {"type": "Hostname", "address": name}],
-                "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": self.agent_port}},
                 "nodeInfo": {"architecture": "amd64", "operatingSystem": "linux", "kubeletVersion": "v1.32.0-tugboat-sim",
                              "kubeProxyVersion": "v1.32.0-tugboat-sim", "containerRuntimeVersion": "sim://1.0",
                              "kernelVersion": "6.1.0", "osImage": "tugboat simulated node", "machineID": "", "systemUUID": "",
@@ -268,7 +271,7 @@ class SimNodes:
         ready = "False" if ann.get(ANN + "not-ready") == "true" else "True"
         node_obj = self._nodes_seen.get(node, {}) if hasattr(self, "_nodes_seen") else {}
         host_ip = next((a["address"] for a in (node_obj.get("status") or {}).get("addresses") or []
-                        if a.get("type") == "InternalIP"), "10.0.0.1")
+                        if a.get("type") == "InternalIP"), "127.0.0.1")
         ip = self._ip_for(key)
         status = {
             "phase": "Running",
@@ -425,9 +428,52 @@ class SimNodes:
             except Exception as exc:
                 log.debug("metrics: %s", exc)
 
+    # ---- a minimal node-agent endpoint: synthetic container logs (kubectl logs via the API server)
+    async def _start_agent(self) -> None:
+        from aiohttp import web
+
+        async def logs(request: web.Request) -> web.StreamResponse:
+            ns, pod, ctr = request.match_info["ns"], request.match_info["pod"], request.match_info["ctr"]
+            obj = self.pods.get(f"{ns}/{pod}")
+            if obj is None:
+                return web.Response(status=404, text=f"pod {ns}/{pod} not found on this node")
+            started = self.running_at.get(f"{ns}/{pod}", time.time())
+            lines = [f"simulated container {ctr} of pod {ns}/{pod} started",
+                     f"image {next((c.get('image') for c in obj['spec'].get('containers') or [] if c['name'] == ctr), '?')}"]
+            ts = request.query.get("timestamps") in ("true", "1")
+
+            def fmt(line: str, t: float) -> str:
+                import datetime as _dt
+
+                stamp = _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+                return (stamp + " " + line if ts else line) + "\n"
+
+            if request.query.get("follow") not in ("true", "1"):
+                return web.Response(text="".join(fmt(x, started) for x in lines), content_type="text/plain")
+            resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+            await resp.prepare(request)
+            for x in lines:
+                await resp.write(fmt(x, started).encode())
+            n = 0
+            while self.pods.get(f"{ns}/{pod}") is not None:
+                await asyncio.sleep(1.0)
+                n += 1
+                await resp.write(fmt(f"tick {n}", time.time()).encode())
+            return resp
+
+        app = web.Application()
+        app.router.add_get("/containerLogs/{ns}/{pod}/{ctr}", logs)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self.agent_port)
+        await site.start()
+        self._agent = runner
+        self.agent_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
     # ---- running
     async def start(self) -> None:
         self._nodes_seen: dict[str, dict] = {}
+        await self._start_agent()
         self.nodes = Informer(self.client, R.NODES, label_selector="type=sim")
         self.nodes.add_handler(lambda o: self._nodes_seen.__setitem__(o["metadata"]["name"], o),
                                lambda a, b: self._nodes_seen.__setitem__(b["metadata"]["name"], b))
@@ -452,6 +498,9 @@ class SimNodes:
         await self.pods.stop()
         if hasattr(self, "nodes"):
             await self.nodes.stop()
+        if self._agent is not None:
+            await self._agent.cleanup()
+            self._agent = None
 
     async def run(self) -> None:
         await self.start()

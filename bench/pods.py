@@ -1,0 +1,144 @@
+"""Pod start-up latency, service update propagation and node agent memory on a `tug cluster up` cluster.
+
+    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3]
+
+Start-up latency: from the pod's POST returning to the agent reporting Ready (image present on
+the node), seen through a watch; p50/p99/max over all pods, created 10 at a time. Kubernetes'
+SLO is p99 <= 5 s. Service propagation: from the Service's POST to its ClusterIP being in every
+node's nftables map. RSS: VmRSS of each node agent process after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from tugboat.cluster.client import resources as R  # noqa: E402
+from tugboat.cluster.client.rest import ApiClient  # noqa: E402
+from tugboat.cluster.up import cluster_down, cluster_up  # noqa: E402
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+async def startup(kubeconfig: str, n: int) -> list[float]:
+    async with ApiClient.from_kubeconfig(kubeconfig) as c:
+        created: dict[str, float] = {}
+        ready: dict[str, float] = {}
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            lst = await c.list(R.PODS, "default")
+            rv = lst.get("metadata", {}).get("resourceVersion") if isinstance(lst, dict) else None
+            async for ev in c.watch(R.PODS, "default", resource_version=rv, label_selector="bench=startup"):
+                obj = ev.get("object") or {}
+                name = obj.get("metadata", {}).get("name")
+                if name and name not in ready and any(
+                        cd.get("type") == "Ready" and cd.get("status") == "True"
+                        for cd in (obj.get("status") or {}).get("conditions") or []):
+                    ready[name] = time.monotonic()
+                    if len(ready) >= n:
+                        done.set()
+                        return
+
+        w = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        sem = asyncio.Semaphore(10)
+
+        async def make(i: int) -> None:
+            name = f"bench-{i}"
+            body = {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": name, "labels": {"bench": "startup"}},
+                    "spec": {"terminationGracePeriodSeconds": 0, "containers": [
+                        {"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
+                         "command": ["sleep", "3600"]}]}}
+            async with sem:
+                await c.create(R.PODS, body, "default")
+                created[name] = time.monotonic()
+
+        await asyncio.gather(*(make(i) for i in range(n)))
+        await asyncio.wait_for(done.wait(), 300)
+        w.cancel()
+        return [ready[k] - created[k] for k in created if k in ready]
+
+
+async def propagation(kubeconfig: str, nodes: list[dict], rounds: int = 5) -> list[float]:
+    out = []
+    async with ApiClient.from_kubeconfig(kubeconfig) as c:
+        for r in range(rounds):
+            name = f"prop-{r}-{uuid.uuid4().hex[:4]}"
+            t0 = time.monotonic()
+            svc = await c.create(R.SERVICES, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+                                              "spec": {"selector": {"bench": "startup"},
+                                                       "ports": [{"port": 80, "targetPort": 8080}]}}, "default")
+            vip = svc["spec"]["clusterIP"]
+            pending = list(nodes)
+            while pending:
+                for n in list(pending):
+                    cmd = ["nft", "list", "map", "ip", "tugboat-svc", "service-ips"]
+                    if n.get("netns"):
+                        cmd = ["ip", "netns", "exec", n["netns"], *cmd]
+                    if vip in subprocess.run(cmd, capture_output=True, text=True).stdout:
+                        pending.remove(n)
+                await asyncio.sleep(0.01)
+            out.append(time.monotonic() - t0)
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pods", type=int, default=30)
+    ap.add_argument("--nodes", type=int, default=1)
+    o = ap.parse_args()
+    base = tempfile.mkdtemp(prefix="tug-bench-pods-")
+    state_dir = os.path.join(base, "c")
+    name = "b" + uuid.uuid4().hex[:5]
+    try:
+        t0 = time.monotonic()
+        st = cluster_up(state_dir=state_dir, nodes=o.nodes, name=name, isolated=True,
+                        subnet=f"172.29.{random.randint(1, 250)}.0/24", cluster_cidr="10.246.0.0/16")
+        print(f"cluster up ({o.nodes} nodes): {time.monotonic() - t0:.1f} s")
+        lat = asyncio.run(startup(st["kubeconfig"], o.pods))
+        print(f"pod startup ({o.pods} pods, {o.nodes} node(s)): p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
+              f"max {max(lat):.3f} s")
+        prop = asyncio.run(propagation(st["kubeconfig"], st["nodes"]))
+        print(f"service -> nftables on all nodes: p50 {pct(prop, 50) * 1000:.0f} ms, max {max(prop) * 1000:.0f} ms")
+        agents = [p for p in st["processes"] if p["name"].startswith(f"{name}-node-")]
+        rss = [rss_mib(p["pid"]) for p in agents]
+        print(f"node agent RSS with {o.pods // max(1, o.nodes)} pods each: "
+              + ", ".join(f"{r:.0f} MiB" for r in rss))
+        print(json.dumps({"pods": o.pods, "nodes": o.nodes, "p50": pct(lat, 50), "p99": pct(lat, 99),
+                          "propagation_max_s": max(prop), "agent_rss_mib": rss}))
+    finally:
+        t1 = time.monotonic()
+        problems = cluster_down(state_dir=state_dir)
+        print(f"cluster down: {time.monotonic() - t1:.1f} s{' problems: ' + str(problems) if problems else ''}")
+        os.rmdir(base) if os.path.isdir(base) and not os.listdir(base) else None
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

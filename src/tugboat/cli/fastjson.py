@@ -1,0 +1,63 @@
+"""JSON decoding without importing the ``json`` package (which pulls in ``re`` and ``enum``).
+
+``tug ps`` runs all day; this uses the C scanner of ``_json`` directly. ``dumps`` falls back to
+the ``json`` package (only needed when a request has a body).
+"""
+
+from __future__ import annotations
+
+import _json
+
+_CONST = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _parse_constant(s: str) -> float:
+    return _CONST[s]
+
+
+class _Context:
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_parse_constant)
+    memo: dict = {}
+
+
+_scan = _json.make_scanner(_Context())
+_WS = " \t\n\r"
+
+
+def loads(s: str | bytes) -> object:
+    if isinstance(s, bytes):
+        s = s.decode("utf-8")
+    i, n = 0, len(s)
+    while i < n and s[i] in _WS:
+        i += 1
+    try:
+        obj, end = _scan(s, i)
+    except StopIteration:
+        raise ValueError(f"invalid JSON at offset {i}") from None
+    while end < n and s[end] in _WS:
+        end += 1
+    if end != n:
+        raise ValueError(f"extra data at offset {end}")
+    return obj
+
+
+def raw_decode(s: str, i: int = 0) -> tuple[object, int]:
+    """Decode one value starting at ``i`` (whitespace skipped); raises ValueError if incomplete."""
+    n = len(s)
+    while i < n and s[i] in _WS:
+        i += 1
+    try:
+        return _scan(s, i)
+    except StopIteration:
+        raise ValueError("incomplete JSON") from None
+
+
+def dumps(obj: object) -> str:
+    import json
+
+    return json.dumps(obj)

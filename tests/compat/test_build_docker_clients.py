@@ -1,0 +1,89 @@
+# ruff: noqa: F811
+"""POST /build driven by the real docker CLI (legacy builder) and docker-py's images.build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import textwrap
+
+import pytest
+from engine_fixtures import Daemon, daemon  # noqa: F401
+
+from conftest import require_binary
+
+
+def _ctx(path, dockerfile: str, files: dict[str, str] | None = None) -> str:
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "Dockerfile"), "w") as f:
+        f.write(textwrap.dedent(dockerfile).lstrip())
+    for name, content in (files or {}).items():
+        with open(os.path.join(path, name), "w") as f:
+            f.write(content)
+    return str(path)
+
+
+def docker(d: Daemon, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    e = dict(os.environ, DOCKER_HOST=d.host, DOCKER_CONFIG=os.path.join(d.root, "docker-config"))
+    e.pop("DOCKER_BUILDKIT", None)
+    e.update(env or {})
+    return subprocess.run([require_binary("docker"), *args], capture_output=True, text=True, timeout=120, env=e)
+
+
+def test_docker_build_legacy_stream(daemon: Daemon, tmp_path) -> None:
+    ctx = _ctx(tmp_path / "c1", """
+        FROM busybox
+        ARG FOO=default
+        RUN echo building $FOO
+        COPY small.txt /small.txt
+        CMD ["cat", "/small.txt"]
+    """, {"small.txt": "small\n", "secret.txt": "s", ".dockerignore": "secret.txt\n"})
+    r = docker(daemon, "build", "--build-arg", "FOO=bar", "-t", "testimage", ctx)
+    assert r.returncode == 0, r.stderr + r.stdout
+    out = r.stdout
+    assert "Step 1/5 : FROM busybox" in out
+    assert "Step 3/5 : RUN echo building $FOO" in out
+    assert "building bar" in out
+    assert "Successfully tagged testimage:latest" in out
+    built = [ln for ln in out.splitlines() if ln.startswith("Successfully built ")]
+    assert len(built) == 1
+    r2 = docker(daemon, "image", "inspect", "--format", "{{.Id}}", "testimage")
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.strip().split(":", 1)[1].startswith(built[0].split()[-1])
+    # cached rebuild, DOCKER_BUILDKIT=0, -q and --iidfile
+    iid = tmp_path / "iid"
+    r3 = docker(daemon, "build", "-q", "--iidfile", str(iid), "--build-arg", "FOO=bar", "-t", "testimage", ctx,
+                env={"DOCKER_BUILDKIT": "0"})
+    assert r3.returncode == 0, r3.stderr
+    assert r3.stdout.strip() == iid.read_text().strip() == r2.stdout.strip()  # -q: the CLI writes the stream text
+
+
+def test_docker_build_failure_exit_code(daemon: Daemon, tmp_path) -> None:
+    ctx = _ctx(tmp_path / "c2", "FROM busybox\nRUN echo out; echo err >&2; exit 3\n")
+    r = docker(daemon, "build", "-t", "failing", ctx)
+    assert r.returncode == 3
+    assert "The command '/bin/sh -c echo out; echo err >&2; exit 3' returned a non-zero code: 3" in r.stderr
+    assert "out" in r.stdout
+    assert docker(daemon, "image", "inspect", "failing").returncode != 0
+
+
+def test_docker_build_bad_dockerfile(daemon: Daemon, tmp_path) -> None:
+    ctx = _ctx(tmp_path / "c3", "FROM busybox\nFORM x\n")
+    r = docker(daemon, "build", ctx)
+    assert r.returncode == 1
+    assert "Dockerfile:2: unknown instruction: FORM" in r.stderr
+
+
+def test_docker_sdk_images_build(daemon: Daemon, tmp_path) -> None:
+    docker_sdk = pytest.importorskip("docker")
+    ctx = _ctx(tmp_path / "c4", "FROM busybox\nARG FOO\nRUN echo sdk-$FOO > /foo\n")
+    client = docker_sdk.DockerClient(base_url=daemon.host)
+    try:
+        image, logs = client.images.build(path=ctx, tag="sdkimage", buildargs={"FOO": "sdk"})
+        lines = [x.get("stream", "") for x in logs]
+        assert any(ln.startswith("Successfully built") for ln in lines)
+        assert "sdkimage:latest" in image.tags
+        with pytest.raises(docker_sdk.errors.BuildError):
+            client.images.build(path=_ctx(tmp_path / "c5", "FROM busybox\nRUN exit 2\n"))
+    finally:
+        client.close()

@@ -1,0 +1,286 @@
+"""`tug cluster up --nodes 3` on this machine, driven with the real kubectl; `tug cluster down` leaves nothing.
+
+The cluster is isolated: every node in a network namespace of its own on a test-made bridge, so
+nothing touches the host's network namespace but that bridge and its veths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from conftest import require_binary
+from tugboat.cluster.up import cluster_down, cluster_up
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Cluster:
+    state: dict
+    cache: str
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, KUBECONFIG=self.state["kubeconfig"])
+        r = subprocess.run(["kubectl", "--cache-dir", self.cache, *args], input=input, capture_output=True,
+                           text=True, env=env, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def pod(self, name: str) -> dict:
+        return json.loads(self.kubectl("get", "pod", name, "-o", "json").stdout)
+
+    def wait(self, what: str, pred, timeout: float = 60, interval: float = 0.5):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = pred()
+            if last:
+                return last
+            time.sleep(interval)
+        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    require_binary("kubectl")
+    require_binary("nft")
+    base = tmp_path_factory.mktemp("clusterup")
+    name = "t" + uuid.uuid4().hex[:5]
+    subnet = f"172.31.{random.randint(1, 250)}.0/24"
+    state_dir = str(base / "c")
+    try:
+        state = cluster_up(state_dir=state_dir, nodes=3, name=name, subnet=subnet, isolated=True,
+                           cluster_cidr="10.247.0.0/16", node_args=["--metrics-period", "2"], timeout=90)
+        yield Cluster(state, str(base / "kcache"))
+    finally:
+        problems = cluster_down(state_dir=state_dir)
+        assert problems == [], problems
+    # nothing left behind
+    links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
+    assert f"tugc-{name}" not in links and f"tv-{name}" not in links
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert f"tug-{name}-" not in netns
+    assert not os.path.exists(state_dir)
+    with open("/proc/self/mountinfo") as f:
+        assert state_dir not in f.read()
+
+
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule,
+         labelSelector: {matchLabels: {app: web}}}
+      containers:
+      - name: httpd
+        image: busybox
+        imagePullPolicy: IfNotPresent
+        command: ["sh", "-c", "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"]
+        ports: [{containerPort: 8080, name: http}]
+        readinessProbe: {httpGet: {path: /, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http, name: http}]
+"""
+
+
+def test_nodes_registered_ready_with_own_addresses(cluster: Cluster) -> None:
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert len(nodes) == 3
+    ips = set()
+    for n in nodes:
+        conds = {c["type"]: c["status"] for c in n["status"]["conditions"]}
+        assert conds["Ready"] == "True"
+        ips.add(next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP"))
+        assert n["spec"]["podCIDR"].startswith("10.247.")
+        assert int(n["status"]["capacity"]["cpu"]) >= 1
+    assert len(ips) == 3
+    leases = cluster.kubectl("get", "leases", "-n", "kube-node-lease").stdout
+    for n in nodes:
+        assert n["metadata"]["name"] in leases
+
+
+def test_deployment_service_by_dns_across_nodes_and_top(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input=WEB)
+
+    def ready() -> list[dict] | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=web", "-o", "json").stdout)["items"]
+        ok = [p for p in pods if any(c["type"] == "Ready" and c["status"] == "True"
+                                     for c in p["status"].get("conditions") or [])]
+        return pods if len(ok) == 3 else None
+
+    pods = cluster.wait("3 ready web pods", ready, 60)
+    assert len({p["spec"]["nodeName"] for p in pods}) == 3  # one per node
+    names = {p["metadata"]["name"] for p in pods}
+    cluster.kubectl("run", "client", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never",
+                    "--", "sh", "-c", "for i in $(seq 1 30); do wget -q -O - http://web.default.svc.cluster.local/; done")
+    cluster.wait("client to finish", lambda: cluster.pod("client")["status"].get("phase") == "Succeeded", 60)
+    seen = set(cluster.kubectl("logs", "client").stdout.split())
+    assert seen == names, seen
+    # metrics.k8s.io from the node agents' cgroup readings
+    out = cluster.wait("kubectl top pods", lambda: (r := cluster.kubectl("top", "pods", "-l", "app=web",
+                                                                         check=False)).returncode == 0
+                       and all(n in r.stdout for n in names) and r.stdout, 30)
+    assert "CPU(cores)" in out
+    assert cluster.wait("kubectl top nodes", lambda: (r := cluster.kubectl("top", "nodes", check=False)).returncode == 0
+                        and r.stdout.count("-node-") == 3, 30)
+
+
+def test_crashloop_restart_logs_previous_and_exec(cluster: Cluster) -> None:
+    cluster.kubectl("run", "crash", "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                    "sh", "-c", "echo attempt; exit 3")
+
+    def crashlooping() -> dict | None:
+        cs = (cluster.pod("crash")["status"].get("containerStatuses") or [{}])[0]
+        w = (cs.get("state") or {}).get("waiting") or {}
+        return cs if w.get("reason") == "CrashLoopBackOff" and cs.get("restartCount", 0) >= 1 else None
+
+    cs = cluster.wait("CrashLoopBackOff", crashlooping, 40)
+    assert cs["lastState"]["terminated"]["exitCode"] == 3
+    assert cs["lastState"]["terminated"]["reason"] == "Error"
+    assert "CrashLoopBackOff" in cluster.kubectl("get", "pod", "crash").stdout
+    assert cluster.kubectl("logs", "crash", "--previous").stdout == "attempt\n"
+    described = cluster.kubectl("describe", "pod", "crash").stdout
+    assert "Back-off restarting failed container" in described
+    # exec with stdin and exit codes, on a long-running pod
+    cluster.kubectl("run", "shell", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sleep", "3600")
+    cluster.wait("shell running", lambda: cluster.pod("shell")["status"].get("phase") == "Running", 30)
+    r = cluster.kubectl("exec", "-i", "shell", "--", "sh", "-c", "cat; echo err >&2; exit 4", input="hello\n",
+                        check=False)
+    assert r.returncode == 4 and r.stdout == "hello\n" and "err" in r.stderr
+    r = cluster.kubectl("exec", "shell", "--", "cat", "/etc/resolv.conf")
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in r.stdout
+
+
+def test_logs_follow_and_timestamps(cluster: Cluster) -> None:
+    cluster.kubectl("run", "talker", "--image=busybox", "--image-pull-policy=IfNotPresent", "--restart=Never",
+                    "--", "sh", "-c", "for i in 1 2 3; do echo line$i; sleep 0.5; done")
+    cluster.wait("talker started", lambda: cluster.pod("talker")["status"].get("phase") in ("Running", "Succeeded"), 30)
+    r = cluster.kubectl("logs", "-f", "talker", timeout=30)
+    assert r.stdout.split() == ["line1", "line2", "line3"]
+    r = cluster.kubectl("logs", "--timestamps", "--tail=1", "talker")
+    ts, line = r.stdout.strip().split(" ", 1)
+    assert line == "line3" and ts[:4].isdigit() and ts.endswith("Z")
+
+
+def test_readiness_gates_endpoints_and_bad_image(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: gated, labels: {app: gated}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+    readinessProbe: {exec: {command: ["test", "-f", "/tmp/ready"]}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: gated}
+spec:
+  selector: {app: gated}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: noimage}
+spec:
+  containers:
+  - {name: main, image: "127.0.0.1:1/nothing/here:1"}
+""")
+    cluster.wait("gated running", lambda: cluster.pod("gated")["status"].get("phase") == "Running", 30)
+    time.sleep(2)
+    st = cluster.pod("gated")["status"]
+    assert not st["containerStatuses"][0]["ready"]
+
+    def ready_endpoints() -> list[str]:
+        sl = json.loads(cluster.kubectl("get", "endpointslices", "-l", "kubernetes.io/service-name=gated",
+                                        "-o", "json").stdout)["items"]
+        return [a for s in sl for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")
+                for a in e["addresses"]]
+
+    assert ready_endpoints() == []
+    cluster.kubectl("exec", "gated", "--", "touch", "/tmp/ready")
+    assert cluster.wait("endpoint ready", ready_endpoints, 20) == [st["podIP"]]
+
+    def pull_failed() -> str | None:
+        cs = (cluster.pod("noimage")["status"].get("containerStatuses") or [{}])[0]
+        reason = ((cs.get("state") or {}).get("waiting") or {}).get("reason")
+        return reason if reason in ("ErrImagePull", "ImagePullBackOff") else None
+
+    cluster.wait("ErrImagePull", pull_failed, 30)
+    assert "Failed to pull image" in cluster.kubectl("describe", "pod", "noimage").stdout
+
+
+def test_memory_limit_oomkilled(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "head -c 200m /dev/zero | tail"]
+    resources: {limits: {memory: 32Mi}}
+""")
+
+    def terminated() -> dict | None:
+        cs = (cluster.pod("hog")["status"].get("containerStatuses") or [{}])[0]
+        return (cs.get("state") or {}).get("terminated")
+
+    t = cluster.wait("hog terminated", terminated, 60)
+    assert t["reason"] == "OOMKilled" and t["exitCode"] == 137, t
+    assert cluster.pod("hog")["status"]["phase"] == "Failed"
+    assert "OOMKilled" in cluster.kubectl("describe", "pod", "hog").stdout
+
+
+def test_port_forward(cluster: Cluster) -> None:
+    import re
+    import urllib.request
+
+    cluster.kubectl("run", "pf", "--image=busybox", "--image-pull-policy=IfNotPresent", "--",
+                    "sh", "-c", "mkdir -p /w && echo forwarded > /w/index.html && exec httpd -f -p 8080 -h /w")
+    cluster.wait("pf running", lambda: cluster.pod("pf")["status"].get("phase") == "Running", 30)
+    env = dict(os.environ, KUBECONFIG=cluster.state["kubeconfig"])
+    proc = subprocess.Popen(["kubectl", "--cache-dir", cluster.cache, "port-forward", "pod/pf", ":8080"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
+        assert m, line
+        for _ in range(3):  # several connections over one forwarding session
+            with urllib.request.urlopen(f"http://127.0.0.1:{m.group(1)}/", timeout=10) as r:
+                assert r.read() == b"forwarded\n"
+    finally:
+        proc.kill()
+        proc.wait(5)
