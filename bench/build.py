@@ -34,19 +34,31 @@ TWENTY = "FROM busybox\n" + "".join(
 )
 
 
+LAST_CPU: list[float] = []
+LOAD0 = ""
+
+
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+    """Wall time of one command; its CPU time (user+sys, children included) goes to CPU[id(result)]."""
+    import resource
+
     if env is None:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     dt = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    LAST_CPU.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr.decode(errors='replace')[-2000:]}")
     return dt
 
 
 def summary(name: str, xs: list[float]) -> str:
-    return f"{name:<44} median {statistics.median(xs):6.3f} s  (min {min(xs):.3f}, max {max(xs):.3f}, n={len(xs)})"
+    cpu = LAST_CPU[-len(xs):]
+    return (f"{name:<40} median {statistics.median(xs):6.3f} s  (min {min(xs):.3f}, max {max(xs):.3f}, "
+            f"n={len(xs)}), cpu {statistics.median(cpu):.3f} s")
 
 
 def main() -> int:
@@ -54,6 +66,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--keep", default=None, help="data root to reuse (default: a temporary one)")
     o = ap.parse_args()
+    global LOAD0
+    LOAD0 = f"{os.getloadavg()[0]:.2f}"
     if os.geteuid() != 0:
         print("bench/build.py needs root (RUN steps use mounts and namespaces); skipped")
         return 0
@@ -67,10 +81,10 @@ def main() -> int:
             f.write(text)
         with open(os.path.join(d, "small.txt"), "w") as f:
             f.write("x" * 1400)
+    import compileall
+
     from tugboat.images.bootstrap import bootstrap_busybox
     from tugboat.images.service import ImageService
-
-    import compileall
 
     compileall.compile_dir(str(REPO / "src" / "tugboat"), quiet=1)  # what a pip install does
     svc = ImageService(root)
@@ -80,13 +94,13 @@ def main() -> int:
     results: list[str] = []
     try:
         timed([*tug, "-t", "bench3", ctx3])  # warm the page cache and the layer unpack
-        cold = [timed([*tug, "--no-cache", "-t", "bench3", ctx3]) for _ in range(o.runs)]
-        cached = [timed([*tug, "-t", "bench3", ctx3]) for _ in range(2 * o.runs)]
+        results.append(summary("tug build, 3 lines, cold (--no-cache)",
+                               [timed([*tug, "--no-cache", "-t", "bench3", ctx3]) for _ in range(o.runs)]))
+        results.append(summary("tug build, 3 lines, cached", [timed([*tug, "-t", "bench3", ctx3])
+                                                              for _ in range(2 * o.runs)]))
         timed([*tug, "-t", "bench20", ctx20])
-        cached20 = [timed([*tug, "-t", "bench20", ctx20]) for _ in range(o.runs)]
-        results += [summary("tug build, 3 lines, cold (--no-cache)", cold),
-                    summary("tug build, 3 lines, cached", cached),
-                    summary("tug build, 20 steps, cached", cached20)]
+        results.append(summary("tug build, 20 steps, cached", [timed([*tug, "-t", "bench20", ctx20])
+                                                               for _ in range(o.runs)]))
         docker = shutil.which("docker")
         if docker and os.environ.get("DOCKER_HOST") and shutil.which("dockerd"):
             env = dict(os.environ, DOCKER_BUILDKIT="0")
@@ -107,6 +121,7 @@ def main() -> int:
             subprocess.run([sys.executable, "-m", "tugboat.cli.main", "--root", root, "builder", "prune"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             shutil.rmtree(base, ignore_errors=True)
+    print(f"load average before/after: {LOAD0} / {os.getloadavg()[0]:.2f} (2 cores: figures above ~2 are inflated)")
     print("\n".join(results))
     print("goal: cold <= 0.300 s, cached <= 0.080 s (reference: docker legacy 1.06/0.13, BuildKit 0.51/0.15, "
           "podman 1.19/0.37)")

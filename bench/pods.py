@@ -23,14 +23,14 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from tugboat.cluster.client import resources as R  # noqa: E402
-from tugboat.cluster.client.rest import ApiClient  # noqa: E402
-from tugboat.cluster.up import cluster_down, cluster_up  # noqa: E402
+from tugboat.cluster.client import resources as R
+from tugboat.cluster.client.rest import ApiClient
+from tugboat.cluster.up import cluster_down, cluster_up
 
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 async def startup(kubeconfig: str, n: int) -> list[float]:

@@ -87,3 +87,14 @@ def test_docker_sdk_images_build(daemon: Daemon, tmp_path) -> None:
             client.images.build(path=_ctx(tmp_path / "c5", "FROM busybox\nRUN exit 2\n"))
     finally:
         client.close()
+
+
+def test_tug_build_through_the_daemon(daemon: Daemon, tmp_path) -> None:
+    ctx = _ctx(tmp_path / "c6", "FROM busybox\nARG X\nRUN echo via-$X\n", {".dockerignore": "big\n", "big": "x"})
+    r = daemon.tug("-H", daemon.host, "build", "--build-arg", "X=daemon", "-t", "viadaemon", ctx)
+    assert r.returncode == 0, r.stderr
+    assert b"via-daemon" in r.stderr and b"Successfully tagged viadaemon:latest" in r.stderr
+    r = daemon.tug("-H", daemon.host, "build", "-q", ctx)
+    assert r.returncode == 0 and r.stdout.startswith(b"sha256:")
+    bad = _ctx(tmp_path / "c7", "FROM busybox\nRUN exit 4\n")
+    assert daemon.tug("-H", daemon.host, "build", bad).returncode == 4

@@ -165,3 +165,42 @@ def test_events_volumes_df_prune(docker) -> None:  # type: ignore[no-untyped-def
     pr = docker("container", "prune", "-f")
     assert pr.returncode == 0, pr.stderr
     assert docker("ps", "-aq", "--filter", "name=cli6").stdout.strip() == b""
+
+
+def test_image_endpoints(docker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert docker("tag", "busybox", "localhost:5000/x/bb:v1").returncode == 0
+    im = docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode().split()
+    assert "localhost:5000/x/bb:v1" in im
+    assert docker("image", "inspect", "-f", "{{.Os}}", "localhost:5000/x/bb:v1").stdout.strip() == b"linux"
+    h = docker("history", "busybox")
+    assert h.returncode == 0 and b"CREATED BY" in h.stdout
+    tar = tmp_path / "bb.tar"
+    assert docker("save", "-o", str(tar), "busybox").returncode == 0 and tar.stat().st_size > 100_000
+    rm = docker("rmi", "localhost:5000/x/bb:v1")
+    assert rm.returncode == 0 and b"Untagged: localhost:5000/x/bb:v1" in rm.stdout
+    ld = docker("load", "-i", str(tar))
+    assert ld.returncode == 0 and b"Loaded image: busybox:latest" in ld.stdout
+    miss = docker("rmi", "nosuch:tag")
+    assert miss.returncode == 1 and b"No such image: nosuch:tag" in miss.stderr
+
+
+def test_rename_pause_diff_commit_export(docker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    docker("run", "-d", "--name", "cli7", "busybox", "sh", "-c", "echo data > /made-here; sleep 60")
+    time.sleep(0.5)
+    assert docker("rename", "cli7", "cli7b").returncode == 0
+    assert docker("pause", "cli7b").returncode == 0
+    assert docker("inspect", "-f", "{{.State.Status}}", "cli7b").stdout.strip() == b"paused"
+    assert docker("unpause", "cli7b").returncode == 0
+    diff = docker("diff", "cli7b").stdout.decode().split("\n")
+    assert "A /made-here" in diff
+    c = docker("commit", "cli7b", "committed:v1")
+    assert c.returncode == 0, c.stderr
+    assert docker("run", "--rm", "--entrypoint", "cat", "committed:v1", "/made-here").stdout == b"data\n"
+    out = tmp_path / "fs.tar"
+    assert docker("export", "-o", str(out), "cli7b").returncode == 0
+    import tarfile
+
+    with tarfile.open(out) as tf:
+        assert "made-here" in tf.getnames()
+    docker("rm", "-f", "cli7b")
+    docker("rmi", "committed:v1")

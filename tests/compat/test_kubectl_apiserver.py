@@ -281,7 +281,12 @@ def test_protobuf_bodies_from_create_generators(cluster: Cluster) -> None:
     cluster.kubectl("delete", "deploy", "pb", "pb0")
     cluster.kubectl("delete", "svc", "pbsvc")
     cluster.kubectl("delete", "hpa", "pb")
+    cluster.kubectl("create", "cronjob", "pbcron", "--image=busybox", "--schedule=*/5 * * * *", "--", "date")
+    cj = json.loads(cluster.kubectl("get", "cronjob", "pbcron", "-o", "json").stdout)
+    assert cj["spec"]["schedule"] == "*/5 * * * *" and cj["spec"]["concurrencyPolicy"] == "Allow"
+    assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"] == ["date"]
     cluster.kubectl("delete", "job", "pbjob")
+    cluster.kubectl("delete", "cronjob", "pbcron")
 
 
 EVERY_KIND = """\

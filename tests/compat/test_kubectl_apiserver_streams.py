@@ -128,3 +128,27 @@ def test_logs_exec_top_through_node_agent(env: tuple[ApiServerProcess, FakeAgent
     r = kubectl(env, "top", "node")
     row = r.stdout.split("\n")[1].split()
     assert row[:2] == ["agent-1", "500m"] and row[2] == "25%", r.stdout + r.stderr
+
+
+def test_python_client_exec_and_logs(env: tuple[ApiServerProcess, FakeAgent, str]) -> None:
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    api, agent, _ = env
+    c = config.new_client_from_config(config_file=api.kubeconfig)
+    try:
+        core = client.CoreV1Api(c)
+        try:
+            core.read_namespaced_pod("web", "default")
+        except client.ApiException:
+            core.create_node({"metadata": {"name": "agent-2"}, "status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": agent.port}}}})
+            core.create_namespaced_pod("default", {"metadata": {"name": "web"}, "spec": {
+                "nodeName": "agent-2", "containers": [{"name": "nginx", "image": "nginx"}]}})
+        out = stream(core.connect_get_namespaced_pod_exec, "web", "default", command=["echo", "from", "python"],
+                     stdout=True, stderr=True, stdin=False, tty=False)
+        assert out == "from python\n"
+        assert core.read_namespaced_pod_log("web", "default", tail_lines=1) == "line 3\n"
+    finally:
+        c.close()

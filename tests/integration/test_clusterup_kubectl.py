@@ -61,7 +61,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     state_dir = str(base / "c")
     try:
         state = cluster_up(state_dir=state_dir, nodes=3, name=name, subnet=subnet, isolated=True,
-                           cluster_cidr="10.247.0.0/16", node_args=["--metrics-period", "2"], timeout=90)
+                           cluster_cidr="10.247.0.0/16", node_args=["--metrics-period", "2", "--lease-renew", "1"],
+                           controller_args=["--node-monitor-grace-period", "5", "--node-monitor-period", "1"],
+                           timeout=90)
         yield Cluster(state, str(base / "kcache"))
     finally:
         problems = cluster_down(state_dir=state_dir)
@@ -284,3 +286,143 @@ def test_port_forward(cluster: Cluster) -> None:
     finally:
         proc.kill()
         proc.wait(5)
+
+
+def test_init_containers_volumes_env_and_security_context(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {greeting: hello, mode: fast}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: full, labels: {tier: demo}}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 1000, runAsGroup: 3000}
+  initContainers:
+  - name: prepare
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo prepared > /work/state"]
+    volumeMounts: [{name: work, mountPath: /work}]
+  containers:
+  - name: main
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c"]
+    args:
+    - >-
+      cat /work/state; cat /etc/settings/greeting; echo; cat /etc/creds/password; echo;
+      cat /etc/info/labels; echo; echo "$(GREETING)-$mode-$POD_IP"; id -u; id -g;
+      touch /rootfs-write 2>/dev/null && echo writable || echo readonly
+    env:
+    - {name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: greeting}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    envFrom: [{configMapRef: {name: settings}, prefix: ""}]
+    securityContext: {readOnlyRootFilesystem: true}
+    volumeMounts:
+    - {name: work, mountPath: /work}
+    - {name: settings, mountPath: /etc/settings, readOnly: true}
+    - {name: creds, mountPath: /etc/creds}
+    - {name: info, mountPath: /etc/info}
+  volumes:
+  - {name: work, emptyDir: {}}
+  - {name: settings, configMap: {name: settings}}
+  - {name: creds, secret: {secretName: creds}}
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+""")
+    cluster.wait("full succeeded", lambda: cluster.pod("full")["status"].get("phase") == "Succeeded", 60)
+    pod = cluster.pod("full")
+    ip = pod["status"]["podIP"]
+    out = cluster.kubectl("logs", "full").stdout.split("\n")
+    assert out[:9] == ["prepared", "hello", "hunter2", 'tier="demo"', f"hello-fast-{ip}", "1000", "3000",
+                       "readonly", ""], out
+    init = pod["status"]["initContainerStatuses"][0]
+    assert init["state"]["terminated"]["reason"] == "Completed"
+    conds = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conds["Initialized"] == "True" and conds["Ready"] == "False"
+
+
+def test_killed_node_agent_goes_notready_and_pods_move(cluster: Cluster) -> None:
+    """Runs last: it kills the agent of the node running the pod (its containers are left to
+    `tug cluster down`, which must still remove everything)."""
+    import signal
+
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mover}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: mover}}
+  template:
+    metadata: {labels: {app: mover}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      tolerations:
+      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 1}
+      - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 1}
+      containers:
+      - {name: main, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}
+""")
+
+    def placed() -> tuple[str, str] | None:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=mover", "-o", "json").stdout)["items"]
+        return next(((p["metadata"]["name"], p["spec"]["nodeName"]) for p in pods
+                     if p["status"].get("phase") == "Running"), None)
+
+    pod, victim = cluster.wait("mover running", placed, 30)
+    # a pod bound to the victim with the default (300 s) tolerations: it stays there
+    cluster.kubectl("apply", "-f", "-", input=f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: stay}}
+spec:
+  nodeName: {victim}
+  containers:
+  - {{name: main, image: busybox, imagePullPolicy: IfNotPresent, command: [sleep, "3600"]}}
+""")
+    cluster.wait("stay running", lambda: cluster.pod("stay")["status"].get("phase") == "Running", 30)
+    stay_cid = cluster.pod("stay")["status"]["containerStatuses"][0]["containerID"]
+    agent = next(p for p in cluster.state["processes"] if p["name"] == victim)
+    os.kill(agent["pid"], signal.SIGKILL)
+
+    def not_ready() -> bool:
+        node = json.loads(cluster.kubectl("get", "node", victim, "-o", "json").stdout)
+        return any(c["type"] == "Ready" and c["status"] != "True" for c in node["status"]["conditions"])
+
+    cluster.wait("node NotReady", not_ready, 30)
+    assert "NotReady" in cluster.kubectl("get", "nodes").stdout
+
+    def moved() -> bool:
+        pods = json.loads(cluster.kubectl("get", "pods", "-l", "app=mover", "-o", "json").stdout)["items"]
+        return any(p["metadata"]["name"] != pod and p["spec"].get("nodeName") not in (None, victim)
+                   and p["status"].get("phase") == "Running" for p in pods)
+
+    cluster.wait("replacement pod on another node", moved, 60)
+
+    # the agent comes back: the node is Ready again, the surviving pod is adopted (same container,
+    # no restart), the evicted pod's containers are removed
+    from tugboat.cluster.up import STATE_FILE, _write_state
+
+    log = open(os.path.join(cluster.state["dir"], "logs", f"{victim}.log"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen(agent["argv"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    agent["pid"] = proc.pid
+    _write_state(os.path.join(cluster.state["dir"], STATE_FILE), cluster.state)
+    cluster.wait("node Ready again", lambda: not not_ready(), 30)
+
+    def adopted() -> dict | None:
+        cs = cluster.pod("stay")["status"]["containerStatuses"][0]
+        return cs if cs.get("ready") else None
+
+    cs = cluster.wait("stay ready after the restart", adopted, 30)
+    assert cs["containerID"] == stay_cid and cs["restartCount"] == 0
+    assert cluster.kubectl("exec", "stay", "--", "echo", "alive").stdout == "alive\n"

@@ -82,6 +82,8 @@ def test_detached_lifecycle_logs_exec_inspect(daemon: Daemon) -> None:
     assert daemon.tug("rm", "life").returncode == 0
     with pytest.raises(NotFound, match="No such container: life"):
         c.get("/containers/life/json")
+    miss = daemon.tug("inspect", "life")
+    assert miss.returncode == 1 and miss.stdout.strip() == b"[]" and b"No such object: life" in miss.stderr
 
 
 def test_kill_delivers_non_fatal_signals(daemon: Daemon) -> None:
@@ -271,3 +273,26 @@ def test_health_check_states(daemon: Daemon) -> None:
     h = c.get(f"/containers/{cid}/json")["State"]["Health"]
     assert h["FailingStreak"] == 0 and h["Log"][-1]["ExitCode"] == 0 and len(h["Log"]) <= 5
     c.delete(f"/containers/{cid}", query={"force": "1"})
+
+
+def test_restart_policy_holds_across_daemon_restart(daemon: Daemon) -> None:
+    c = daemon.client()
+    always = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "60"],
+                                           "HostConfig": {"RestartPolicy": {"Name": "always"}}})["Id"]
+    plain = c.post("/containers/create", {"Image": "busybox", "Cmd": ["sleep", "60"]})["Id"]
+    c.post(f"/containers/{always}/start")
+    c.post(f"/containers/{plain}/start")
+    pids = {cid: c.get(f"/containers/{cid}/json")["State"]["Pid"] for cid in (always, plain)}
+    daemon.stop(signal.SIGKILL)
+    for pid in pids.values():  # both die while no daemon runs
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    daemon.start()
+    c = daemon.client()
+    assert _wait_until(lambda: c.get(f"/containers/{always}/json")["State"]["Running"], 15)
+    info = c.get(f"/containers/{always}/json")
+    assert info["State"]["Pid"] != pids[always]
+    plain_info = c.get(f"/containers/{plain}/json")
+    assert plain_info["State"]["Status"] == "exited" and plain_info["State"]["ExitCode"] == 137
+    c.delete(f"/containers/{always}", query={"force": "1"})
+    c.delete(f"/containers/{plain}")

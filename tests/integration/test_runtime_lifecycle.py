@@ -216,6 +216,39 @@ def test_console_socket_passes_pty(runtime: Runtime, bundles: Bundles, tmp_path)
     assert b"/dev/pts/0" in data, data
 
 
+def test_exec_with_terminal(runtime: Runtime, bundles: Bundles, tmp_path) -> None:
+    runtime.run("tt", bundles.make(["sleep", "100"]), detach=True, stdout=os.open(os.devnull, os.O_WRONLY))
+    sock_path = str(tmp_path / "exec-console.sock")
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(sock_path)
+    srv.listen(1)
+    got: dict = {}
+
+    def accept() -> None:
+        conn, _ = srv.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        got["fd"] = fds[0]
+        conn.close()
+
+    t = threading.Thread(target=accept)
+    t.start()
+    rt = Runtime(runtime.root, cgroup_parent=runtime.cgroup_parent, warn=lambda m: None)
+    pid = rt.exec("tt", {"args": ["sh", "-c", "tty; sleep 0.2"], "cwd": "/", "env": ["PATH=/bin"], "terminal": True},
+                  detach=True, console_socket=sock_path)
+    t.join(10)
+    assert pid > 0
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(got["fd"], 1024)
+        if not chunk:
+            break
+        data += chunk
+    os.close(got["fd"])
+    srv.close()
+    assert data.startswith(b"/dev/pts/"), data
+    rt.delete("tt", force=True)
+
+
 def test_user_namespace(runtime: Runtime, bundles: Bundles) -> None:
     def edit(c: dict) -> None:
         c["linux"]["namespaces"].append({"type": "user"})

@@ -17,7 +17,7 @@ async def client(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
     monkeypatch.setenv("TUG_ENGINE_NO_NETWORK", "1")
     from tugboat.engine.engine import Engine
 
-    engine = Engine(str(tmp_path / "root"), restore=False)
+    engine = Engine(str(tmp_path / "root"), restore=False, subreaper=False)
     async with TestClient(TestServer(make_app(engine))) as c:
         yield c
     engine.shutdown()

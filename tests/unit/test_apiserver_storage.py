@@ -152,3 +152,19 @@ async def test_compaction_and_too_old_watch(store: tuple[Store, str]) -> None:
     with pytest.raises(Compacted):
         it = s.watch(p, r - 4).__aiter__()
         await asyncio.wait_for(it.__anext__(), 5)
+
+
+async def test_sqlite_file_has_one_writer(tmp_path: Path) -> None:
+    from tugboat.cluster.apiserver.storage.base import StoreUnavailable
+    from tugboat.cluster.apiserver.storage.sqlite import SQLiteStore
+
+    a = SQLiteStore(str(tmp_path / "one.db"))
+    await a.start()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await SQLiteStore(str(tmp_path / "one.db")).start()
+    finally:
+        await a.close()
+    b = SQLiteStore(str(tmp_path / "one.db"))  # free again once the first one closed
+    await b.start()
+    await b.close()

@@ -70,3 +70,29 @@ def test_cli_path_does_not_import_aiohttp() -> None:
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert p.stdout.split() == ["1", "False", "False"], p.stderr
     assert "Cannot connect to the tugboat daemon" in p.stderr
+
+
+def test_fastjson_matches_json_and_create_body() -> None:
+    import json
+
+    from tugboat.cli import fastjson
+    from tugboat.cli.containers import RUN_SPEC, build_create_body, parse_bytes
+    from tugboat.cli.flags import parse
+
+    for obj in ({"a": [1, 2.5, None, True], "b": 'x\u00e9"'}, [], {}, "s", 3, {"n": {"m": []}}):
+        assert fastjson.dumps(obj) == json.dumps(obj)
+        assert fastjson.loads(json.dumps(obj)) == obj
+    with pytest.raises(ValueError):
+        fastjson.loads('{"a": 1} x')
+    assert parse_bytes("64m") == 64 << 20 and parse_bytes("1GB") == 1 << 30 and parse_bytes("512") == 512
+    o, pos = parse(["--rm", "-e", "A=1", "-p", "8080:80", "-v", "v:/d:ro", "-m", "64m", "--cpus", "0.5",
+                    "--restart", "on-failure:3", "--entrypoint", "sh", "busybox", "-c", "true"], RUN_SPEC,
+                   interspersed=False)
+    body = build_create_body(o, pos[0], pos[1:])
+    assert body["Image"] == "busybox" and body["Entrypoint"] == ["sh"] and body["Cmd"] == ["-c", "true"]
+    assert body["Env"] == ["A=1"] and body["ExposedPorts"] == {"80/tcp": {}}
+    hc = body["HostConfig"]
+    assert hc["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
+    assert hc["Binds"] == ["v:/d:ro"] and hc["AutoRemove"] is True and hc["Memory"] == 64 << 20
+    assert hc["NanoCpus"] == 500_000_000 and hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert body["AttachStdout"] and not body["AttachStdin"]

@@ -54,8 +54,11 @@ async def test_hpa_scales_up_under_load_and_down_after_window(cluster: Cluster) 
         return await _replicas(c) >= 4
 
     await c.wait_for(scaled_up, timeout=20, what="scale up")
-    h = await c.client.get(R.HPAS, "web", "default")
-    assert h["status"]["desiredReplicas"] >= 4
+    async def status_updated() -> bool:
+        h = await c.client.get(R.HPAS, "web", "default")
+        return (h.get("status") or {}).get("desiredReplicas", 0) >= 4 and bool(h["status"].get("lastScaleTime"))
+
+    await c.wait_for(status_updated, what="HPA status after the rescale")
     evs = (await c.client.list(R.EVENTS, "default"))["items"]
     assert any(e["reason"] == "SuccessfulRescale" and e["message"].startswith("New size: 4; reason: cpu resource "
                                                                              "utilization (percentage of request) above target")

@@ -75,6 +75,19 @@ class _ImageView:
         self.chain_ids = compute_chain_ids(self.layers)
 
 
+class _OnceFd:
+    """A file descriptor closed exactly once (a second close could hit another thread's file)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self.fd)
+
+
 class _Future:
     """A stage's result, set by its thread (concurrent.futures costs import time we do not need)."""
 
@@ -694,7 +707,8 @@ class Builder:
                 del tail[:100]
             self._event(run, stage, {"type": "output", "text": text, "n": n})
 
-        r, w = os.pipe()
+        r, w_fd = os.pipe()
+        w = _OnceFd(w_fd)
         devnull = os.open(os.devnull, os.O_RDONLY)
         try:
             mode = os.environ.get("TUG_BUILD_RUNTIME", "tugboat")
@@ -706,8 +720,7 @@ class Builder:
                 code = self._run_with_runc(run, cid, bundle, devnull, r, w, emit)
         finally:
             os.close(devnull)
-            with contextlib.suppress(OSError):
-                os.close(w)
+            w.close()
             os.close(r)
         return code, "".join(tail)
 
@@ -742,10 +755,12 @@ class Builder:
             else:
                 emit(chunk)
 
-    def _run_with_api(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+    def _run_with_api(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: _OnceFd,
                       emit: Callable[[bytes], None]) -> int:
-        rt.create(cid, bundle, stdin=stdin, stdout=w, stderr=w)
-        os.close(w)
+        try:
+            rt.create(cid, bundle, stdin=stdin, stdout=w.fd, stderr=w.fd)
+        finally:
+            w.close()
         try:
             rt.start(cid)
             exited: list[int] = []
@@ -774,7 +789,7 @@ class Builder:
             with contextlib.suppress(Exception):
                 rt.delete(cid, force=True)
 
-    def _run_with_cli(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+    def _run_with_cli(self, rt: Any, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: _OnceFd,
                       emit: Callable[[bytes], None]) -> int:
         import subprocess
         import sys
@@ -787,8 +802,10 @@ class Builder:
                "sys.exit(main())",
                "--root", rt.root, "--cgroup-parent", getattr(rt, "cgroup_parent", None) or "/tugboat",
                "run", "--bundle", bundle, cid]
-        proc = subprocess.Popen(cmd, stdin=stdin, stdout=w, stderr=w, start_new_session=True)
-        os.close(w)
+        try:
+            proc = subprocess.Popen(cmd, stdin=stdin, stdout=w.fd, stderr=w.fd, start_new_session=True)
+        finally:
+            w.close()
 
         def kill() -> None:
             with contextlib.suppress(Exception):
@@ -810,7 +827,7 @@ class Builder:
             with contextlib.suppress(Exception):
                 rt.delete(cid, force=True)
 
-    def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: int,
+    def _run_with_runc(self, run: _Run, cid: str, bundle: str, stdin: int, r: int, w: _OnceFd,
                        emit: Callable[[bytes], None]) -> int:
         import subprocess
 
@@ -819,9 +836,11 @@ class Builder:
             raise Unavailable("no container runtime: tugboat.runtime.api is missing and runc is not installed")
         state_root = os.path.join(self.build_dir, "runc")
         os.makedirs(state_root, exist_ok=True)
-        proc = subprocess.Popen([runc, "--root", state_root, "run", "--bundle", bundle, cid],
-                                stdin=stdin, stdout=w, stderr=w, start_new_session=True)
-        os.close(w)
+        try:
+            proc = subprocess.Popen([runc, "--root", state_root, "run", "--bundle", bundle, cid],
+                                    stdin=stdin, stdout=w.fd, stderr=w.fd, start_new_session=True)
+        finally:
+            w.close()
 
         def kill() -> None:
             subprocess.run([runc, "--root", state_root, "kill", "--all", cid, "KILL"],

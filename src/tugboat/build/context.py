@@ -160,7 +160,7 @@ class BuildContext:
 
     def resolve(self, src: str) -> list[tuple[str, str]]:
         """(named, real) context-relative paths matching a COPY/ADD source (``.``: the context)."""
-        return resolve_in(self.root, src, self.excluded, what="build context")
+        return resolve_in(self.root, src, self.excluded, what="build context", matcher=self.matcher)
 
     def walk(self, rel: str) -> Iterator[tuple[str, os.stat_result]]:
         """(relative path, lstat) of ``rel`` and everything below it that is not ignored."""
@@ -222,7 +222,16 @@ def scoped_join(root: str, rel: str, *, follow_last: bool = True) -> str:
     return os.path.join(root, *resolved) if resolved else root
 
 
-def resolve_in(root: str, src: str, excluded: Any, what: str = "build context") -> list[tuple[str, str]]:
+def _has_included_below(root: str, rel: str, excluded: Any, matcher: Matcher | None) -> bool:
+    """An excluded directory still exists in the context when a ``!`` pattern re-includes
+    something below it (Docker sends the parents of every included file)."""
+    if matcher is None or not matcher.may_contain_included(rel) or not os.path.isdir(os.path.join(root, rel)):
+        return False
+    return any(p != rel for p, _st in walk_tree(root, rel, excluded, matcher))
+
+
+def resolve_in(root: str, src: str, excluded: Any, what: str = "build context",
+               matcher: Matcher | None = None) -> list[tuple[str, str]]:
     """(path as named, real path) pairs under ``root`` matching ``src`` (globs per element, the
     named path's symlinks followed inside ``root``), ``excluded`` filtered."""
     norm = clean(src)
@@ -230,7 +239,7 @@ def resolve_in(root: str, src: str, excluded: Any, what: str = "build context") 
         raise InvalidArgument(f"forbidden path outside the {what}: {src} ()")
     norm = clean("/" + norm).lstrip("/") or "."
     if not has_glob(norm):
-        if norm != "." and excluded(norm):
+        if norm != "." and excluded(norm) and not _has_included_below(root, norm, excluded, matcher):
             raise NotFound(
                 f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
             )
@@ -240,7 +249,7 @@ def resolve_in(root: str, src: str, excluded: Any, what: str = "build context") 
                 f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
             )
         real = os.path.relpath(full, root)
-        if real != "." and excluded(real):
+        if real != "." and excluded(real) and not _has_included_below(root, real, excluded, matcher):
             raise NotFound(
                 f"file not found in {what} or excluded by .dockerignore: stat {src}: file does not exist"
             )
@@ -266,7 +275,7 @@ def resolve_in(root: str, src: str, excluded: Any, what: str = "build context") 
         matches = nxt
         if i < len(parts) - 1:
             matches = [m for m in matches if os.path.isdir(os.path.join(root, m))]
-    matches = [m for m in matches if not excluded(m)]
+    matches = [m for m in matches if not excluded(m) or _has_included_below(root, m, excluded, matcher)]
     if not matches:
         raise NotFound(f"no source files were specified (pattern {src!r} matched nothing)")
     return [(m, m) for m in matches]

@@ -129,8 +129,83 @@ class PlainProgress:
             self.write(f"#{v} ERROR: {ev['text']}\n")
 
 
+def _context_tar(path: str, dockerfile: str, dockerfile_text: bytes | None) -> bytes:
+    """The context as an uncompressed tar, .dockerignore applied (Dockerfile and .dockerignore kept)."""
+    import io
+    import tarfile
+    import tempfile
+
+    from tugboat.build.context import BuildContext
+
+    ctx = BuildContext.open(path, tempfile.gettempdir(), dockerfile)
+    keep = {dockerfile, ".dockerignore", dockerfile + ".dockerignore"}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for rel, _st in ctx.walk("."):
+            if rel == ".":
+                continue
+            full = os.path.join(ctx.root, rel)
+            tf.add(full, arcname=rel, recursive=False)
+        for name in keep:
+            full = os.path.join(ctx.root, name)
+            if ctx.excluded(name) and os.path.isfile(full):
+                tf.add(full, arcname=name, recursive=False)
+        if dockerfile_text is not None:
+            ti = tarfile.TarInfo(dockerfile)
+            ti.size = len(dockerfile_text)
+            ti.mode = 0o644
+            tf.addfile(ti, io.BytesIO(dockerfile_text))
+    return buf.getvalue()
+
+
+def _build_via_daemon(o: Any, ctx: Context, build_args: dict[str, str], labels: dict[str, str]) -> int:
+    """`tug -H unix://… build`: POST /build to the daemon (the legacy builder's stream)."""
+    from tugboat.cli.client import DaemonClient
+
+    dockerfile = o.file or "Dockerfile"
+    text = None
+    if o.file == "-":
+        text = sys.stdin.buffer.read()
+        dockerfile = "Dockerfile"
+    elif o.file and os.path.isabs(o.file):
+        dockerfile = os.path.relpath(o.file, o.path)
+    data = sys.stdin.buffer.read() if o.path == "-" else _context_tar(o.path, dockerfile, text)
+    query: dict[str, Any] = {"t": list(o.tag), "dockerfile": dockerfile, "q": bool(o.quiet)}
+    if build_args:
+        query["buildargs"] = build_args
+    if labels:
+        query["labels"] = labels
+    if o.no_cache:
+        query["nocache"] = True
+    if o.pull:
+        query["pull"] = True
+    if o.target:
+        query["target"] = o.target
+    client = DaemonClient(ctx.daemon_host)
+    image_id = ""
+    for msg in client.json_stream("POST", "/build", query=query, raw_body=data,
+                                  headers={"Content-Type": "application/x-tar"}):
+        if not isinstance(msg, dict):
+            continue
+        if msg.get("errorDetail"):
+            sys.stderr.write(f"ERROR: {msg['errorDetail'].get('message', '')}\n")
+            return int(msg["errorDetail"].get("code") or 1)
+        if msg.get("aux", {}).get("ID"):
+            image_id = msg["aux"]["ID"]
+        elif "stream" in msg and not o.quiet:
+            sys.stderr.write(msg["stream"])
+    if o.iidfile and image_id:
+        with open(o.iidfile, "w") as f:
+            f.write(image_id)
+    if o.quiet:
+        sys.stdout.write(image_id + "\n")
+    return 0
+
+
 def build_cmd(args: list[str], ctx: Context) -> int:
     o = _parser().parse_args(args)
+    if ctx.host or os.environ.get("TUG_HOST"):
+        return _build_via_daemon(o, ctx, _kv(o.build_arg, "build-arg", env_fallback=True), _kv(o.label, "label"))
     from tugboat.build.builder import Builder, BuildError
     from tugboat.errors import TugError
     from tugboat.images.service import ImageService

@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "up": "tugboat.cluster.up:up",  # nodes area
     "down": "tugboat.cluster.up:down",  # nodes area
     "join": "tugboat.cluster.up:join",  # nodes area
+    "proxy": "tugboat.cluster.proxy.cli:proxy",  # nodes area
 }
 
 USAGE = "Usage:  tug cluster COMMAND [OPTIONS]\n\nCommands:\n"
@@ -60,12 +61,11 @@ def apiserver(args: list[str], ctx: Any) -> int:
     from tugboat.cluster.apiserver.server import serve
 
     try:
-        import uvloop  # type: ignore[import-not-found]
-
-        uvloop.install()
+        import uvloop
     except ImportError:
-        pass
-    asyncio.run(serve(o.listen, o.datastore, data_dir))
+        asyncio.run(serve(o.listen, o.datastore, data_dir))
+    else:
+        uvloop.run(serve(o.listen, o.datastore, data_dir))
     return 0
 
 

@@ -270,8 +270,6 @@ def _parse_mount(spec: str) -> dict:
         elif k == "volume-nocopy":
             m.setdefault("VolumeOptions", {})["NoCopy"] = (not eq) or v.lower() in ("1", "true")
         elif k == "tmpfs-size":
-            from tugboat.engine.util import parse_bytes
-
             m.setdefault("TmpfsOptions", {})["SizeBytes"] = parse_bytes(v)
         elif k == "tmpfs-mode":
             m.setdefault("TmpfsOptions", {})["Mode"] = int(v, 8)
@@ -298,9 +296,22 @@ def _env_list(o: dict) -> list[str]:
     return env
 
 
-def build_create_body(o: dict, image: str, cmd: list[str]) -> dict:
-    from tugboat.engine.util import parse_bytes
+def parse_bytes(s: str | None) -> int:
+    """``512m``, ``1g``, ``100k``, ``64MB`` or a plain number of bytes (no `re`: start-up time)."""
+    if not s:
+        return 0
+    t = s.strip().lower()
+    if t.endswith("b") and len(t) > 1 and not t[-2].isdigit():
+        t = t[:-1]
+    mult = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}.get(t[-1:], 0)
+    num = t[:-1] if mult else t
+    try:
+        return int(float(num) * (mult or 1))
+    except ValueError:
+        raise FlagError(f"invalid size: {s!r}") from None
 
+
+def build_create_body(o: dict, image: str, cmd: list[str]) -> dict:
     exposed: dict[str, dict] = {}
     for e in o["expose"]:
         p = e if "/" in e else e + "/tcp"
@@ -571,10 +582,10 @@ def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, cond
     if stdin:
         threading.Thread(target=_copy_stdin, args=(sock,), daemon=True).start()
     else:
-        import socket as _s
+        import _socket
 
         try:
-            sock.shutdown(_s.SHUT_WR)
+            sock.shutdown(_socket.SHUT_WR)
         except OSError:
             pass
     try:
@@ -622,7 +633,7 @@ def _copy_output(sock: Any, early: bytes, tty: bool) -> None:
 
 
 def _copy_stdin(sock: Any) -> None:
-    import socket as _s
+    import _socket as _s
 
     try:
         while True:
@@ -783,8 +794,6 @@ def cmd_rename(args: list[str], ctx: Any) -> int:
 
 @_daemon_errors
 def cmd_update(args: list[str], ctx: Any) -> int:
-    from tugboat.engine.util import parse_bytes
-
     o, pos = parse(args, {"-m|--memory": str, "--cpus": str, "--cpu-shares|-c": int, "--pids-limit": int,
                           "--restart": str, "--memory-swap": str, "--cpuset-cpus": str})
     body: dict[str, Any] = {}
@@ -898,7 +907,7 @@ def cmd_exec(args: list[str], ctx: Any) -> int:
     if o["interactive"]:
         threading.Thread(target=_copy_stdin, args=(sock,), daemon=True).start()
     else:
-        import socket as _s
+        import _socket as _s
 
         try:
             sock.shutdown(_s.SHUT_WR)
@@ -931,7 +940,9 @@ def cmd_inspect(args: list[str], ctx: Any) -> int:
                 query = {"size": "1"} if o["size"] and k == "container" else None
                 results.append(client.get(paths[k].format(q(name)), query=query))
                 break
-            except NotFound:
+            except TugError as exc:
+                if not getattr(exc, "from_daemon", False) or (o["type"] and not isinstance(exc, NotFound)):
+                    raise
                 continue
         else:
             _err(f"Error: No such object: {name}" if not o["type"] else f"Error: No such {o['type']}: {name}")
@@ -946,7 +957,9 @@ def _print_inspect(results: list[Any], fmt: str | None) -> None:
         for r in results:
             sys.stdout.write(f.render(fmt, r) + "\n")
     else:
-        sys.stdout.write(json.dumps(results, indent=4) + "\n")
+        import json as _json
+
+        sys.stdout.write(_json.dumps(results, indent=4) + "\n")
 
 
 @_daemon_errors
@@ -1005,7 +1018,7 @@ def cmd_stats(args: list[str], ctx: Any) -> int:
                          "CPUPerc": f"{pct:.2f}%",
                          "MemUsage": f"{_bin(usage)} / {_bin(limit)}",
                          "MemPerc": f"{(usage / limit * 100 if limit else 0):.2f}%",
-                         "NetIO": "0B / 0B", "BlockIO": "0B / 0B",
+                         "NetIO": _netio(s.get("networks") or {}), "BlockIO": "0B / 0B",
                          "PIDs": str((s.get("pids_stats") or {}).get("current", 0))})
         cols = [("CONTAINER ID", "ID"), ("NAME", "Name"), ("CPU %", "CPUPerc"), ("MEM USAGE / LIMIT", "MemUsage"),
                 ("MEM %", "MemPerc"), ("NET I/O", "NetIO"), ("BLOCK I/O", "BlockIO"), ("PIDS", "PIDs")]
@@ -1018,6 +1031,13 @@ def cmd_stats(args: list[str], ctx: Any) -> int:
             return 0
         time.sleep(1)
         _ = f
+
+
+def _netio(nets: dict) -> str:
+    rx = sum(n.get("rx_bytes", 0) for n in nets.values())
+    tx = sum(n.get("tx_bytes", 0) for n in nets.values())
+    hs = _fmt().human_size
+    return f"{hs(rx)} / {hs(tx)}"
 
 
 def _bin(n: float) -> str:

@@ -185,8 +185,11 @@ def _read_pid(opts: dict) -> int | None:
         with open(opts["pidfile"]) as f:
             pid = int(f.read().strip())
         os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return None
         return pid
-    except (OSError, ValueError):
+    except (OSError, ValueError, IndexError):
         return None
 
 
@@ -232,6 +235,9 @@ def stop_background(opts: dict) -> int:
     while time.time() < deadline:
         try:
             os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:  # a zombie (its reaper is elsewhere) has stopped
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    raise ProcessLookupError
         except OSError:
             sys.stdout.write("tugboat daemon stopped\n")
             return 0

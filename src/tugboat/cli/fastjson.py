@@ -1,7 +1,6 @@
 """JSON decoding without importing the ``json`` package (which pulls in ``re`` and ``enum``).
 
-``tug ps`` runs all day; this uses the C scanner of ``_json`` directly. ``dumps`` falls back to
-the ``json`` package (only needed when a request has a body).
+``tug ps`` runs all day; this uses the C scanner and encoder of ``_json`` directly.
 """
 
 from __future__ import annotations
@@ -57,7 +56,16 @@ def raw_decode(s: str, i: int = 0) -> tuple[object, int]:
         raise ValueError("incomplete JSON") from None
 
 
-def dumps(obj: object) -> str:
-    import json
+def _default(o: object) -> object:
+    raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
-    return json.dumps(obj)
+
+_encode = _json.make_encoder(None, _default, _json.encode_basestring_ascii, None, ": ", ", ",
+                             False, False, True)
+
+
+def dumps(obj: object) -> str:
+    """``json.dumps(obj)`` (same separators and ASCII escaping) through the C encoder."""
+    if isinstance(obj, str):
+        return _json.encode_basestring_ascii(obj)
+    return "".join(_encode(obj, 0))

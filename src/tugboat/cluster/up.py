@@ -126,7 +126,7 @@ def _wait_port(host: str, port: int, timeout: float, pid: int, log: str) -> None
 def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, name: str = "tug",
                subnet: str = "172.30.0.0/24", cluster_cidr: str = "10.244.0.0/16", isolated: bool = False,
                port: int | None = None, image_archives: list[str] | None = None, timeout: float = 120,
-               node_args: list[str] | None = None) -> dict[str, Any]:
+               node_args: list[str] | None = None, controller_args: list[str] | None = None) -> dict[str, Any]:
     """Bring a cluster up; returns the recorded state (``kubeconfig``, ``nodes`` …)."""
     if os.path.exists(os.path.join(state_dir, STATE_FILE)):
         raise RuntimeError(f"a cluster is already recorded in {state_dir}; run `tug cluster down` first")
@@ -144,6 +144,9 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
     _write_state(path, state)
     try:
         # the cluster network
+        if not isolated and _ip("link", "show", "tugpods0", check=False).returncode == 0:
+            raise RuntimeError("tugpods0 exists: a node agent already runs in this network namespace "
+                               "(use --isolated for a second cluster)")
         if _ip("link", "show", bridge, check=False).returncode == 0:
             raise RuntimeError(f"interface {bridge} already exists (another cluster named {name!r}?)")
         _ip("link", "add", bridge, "type", "bridge")
@@ -172,7 +175,7 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
         state["kubeconfig"] = kubeconfig
         state["server"] = f"https://{host_ip}:{api_port}"
         _spawn(state, "controller-manager", [*_tug(), "cluster", "controller-manager", "--kubeconfig", kubeconfig,
-                                             "--leader-elect", "false"], log_dir)
+                                             "--leader-elect", "false", *(controller_args or [])], log_dir)
         _spawn(state, "scheduler", [*_tug(), "cluster", "scheduler", "--kubeconfig", kubeconfig,
                                     "--leader-elect", "false"], log_dir)
         _write_state(path, state)
@@ -342,6 +345,8 @@ def up(args: list[str], ctx: Any) -> int:
     p.add_argument("--image-archive", action="append", default=[],
                    help="a `tug save`/`docker save` archive to load on every node (repeatable)")
     p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--node-monitor-grace-period", type=float, default=None,
+                   help="seconds without a heartbeat before a node is NotReady (controller manager; default 40)")
     o = p.parse_args(args)
     if o.datastore == "sqlite":
         o.datastore = None
@@ -350,7 +355,11 @@ def up(args: list[str], ctx: Any) -> int:
     try:
         st = cluster_up(state_dir=state_dir, nodes=o.nodes, datastore=o.datastore, name=o.name, subnet=o.subnet,
                         cluster_cidr=o.cluster_cidr, isolated=o.isolated, port=o.port,
-                        image_archives=o.image_archive, timeout=o.timeout)
+                        image_archives=o.image_archive, timeout=o.timeout,
+                        controller_args=(["--node-monitor-grace-period", str(o.node_monitor_grace_period),
+                                          "--node-monitor-period", "1"] if o.node_monitor_grace_period else None),
+                        node_args=(["--lease-renew", str(max(1.0, o.node_monitor_grace_period / 4))]
+                                   if o.node_monitor_grace_period else None))
     except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
         sys.stderr.write(f"tug cluster up: {e}\n")
         return 1

@@ -108,7 +108,8 @@ class Container:
 
 
 class Engine:
-    def __init__(self, root: str, *, runtime_root: str | None = None, restore: bool = True) -> None:
+    def __init__(self, root: str, *, runtime_root: str | None = None, restore: bool = True,
+                 subreaper: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.containers_dir = os.path.join(self.root, "containers")
         os.makedirs(self.containers_dir, exist_ok=True)
@@ -131,7 +132,8 @@ class Engine:
         self.execs: dict[str, Any] = {}
         self.started_at = time.time()
         self.shutting_down = False
-        set_subreaper()
+        if subreaper:  # exec'd processes are reparented to us: their exit codes come from waitpid
+            set_subreaper()
         self._load()
         if restore:
             self.restore()
@@ -1257,6 +1259,11 @@ class Engine:
         """Stop serving: leave containers running (live restore), stop threads."""
         self.shutting_down = True
         self.health.close()
+        if self.network is not None and hasattr(self.network, "shutdown"):
+            try:
+                self.network.shutdown(remove_all=False)
+            except Exception:
+                log.exception("network shutdown failed")
         for c in self.containers():
             if c.restart_timer is not None:
                 c.restart_timer.cancel()

@@ -168,7 +168,7 @@ class IOPump:
             except OSError:
                 continue
             now = time.monotonic()
-            if now - last_reap > 1.0:
+            if now - last_reap > 3.0:
                 last_reap = now
                 reap_monitors()
             for key, _ in events:

@@ -18,6 +18,26 @@ def system_cpu_ns() -> int:
         return 0
 
 
+def net_stats(pid: int) -> dict:
+    """Per-interface counters of the container's network namespace (``/proc/<pid>/net/dev``)."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        with open(f"/proc/{pid}/net/dev") as f:
+            lines = f.readlines()[2:]
+    except OSError:
+        return out
+    for line in lines:
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        v = rest.split()
+        if name == "lo" or len(v) < 16:
+            continue
+        out[name] = {"rx_bytes": int(v[0]), "rx_packets": int(v[1]), "rx_errors": int(v[2]),
+                     "rx_dropped": int(v[3]), "tx_bytes": int(v[8]), "tx_packets": int(v[9]),
+                     "tx_errors": int(v[10]), "tx_dropped": int(v[11])}
+    return out
+
+
 def docker_stats(engine: Any, c: Any, prev: dict | None) -> dict:
     raw = engine.runtime.stats(c.id, int(c.state.get("Pid") or 0)) if c.running else {}
     mem_usage = int(raw.get("memory_usage") or raw.get("memory", {}).get("usage", 0) or 0) if raw else 0
@@ -50,4 +70,6 @@ def docker_stats(engine: Any, c: Any, prev: dict | None) -> dict:
         "name": c.name,
         "id": c.id,
     }
+    if c.running:
+        cur["networks"] = net_stats(int(c.state.get("Pid") or 0))
     return cur

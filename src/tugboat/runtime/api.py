@@ -179,8 +179,8 @@ class Runtime:
             raise NotFound(f"bundle {bundle}: config.json not found") from None
         except ValueError as e:
             raise InvalidArgument(f"bundle {bundle}: config.json is not valid JSON: {e}") from None
-        if not isinstance(config, dict) or not isinstance(config.get("process"), dict):
-            raise InvalidArgument("config.json: process is required (tug-runtime runs one process per container)")
+        if not isinstance(config, dict):
+            raise InvalidArgument("config.json: not a JSON object")
         if not str(config.get("ociVersion", "1")).startswith("1"):
             raise InvalidArgument(f"config.json: unsupported ociVersion {config.get('ociVersion')!r}")
         root_path = (config.get("root") or {}).get("path") or "rootfs"
@@ -192,6 +192,13 @@ class Runtime:
             os.mkdir(sd.path, 0o711)
         except FileExistsError:
             raise Conflict(f"container with id {container_id} already exists") from None
+        if not isinstance(config.get("process"), dict):
+            # the spec allows creating without a process; `start` must then fail: record only
+            record = {"ociVersion": config.get("ociVersion", "1.0.2"), "id": container_id, "pid": 0,
+                      "bundle": bundle, "rootfs": rootfs, "created": _rfc3339(time.time_ns()),
+                      "annotations": config.get("annotations") or {}, "config": config, "noProcess": True}
+            sd.save(record)
+            return oci_state(sd, record, "created")
         linux = config.get("linux") or {}
         mgr = None
         warnings: list[str] = []
@@ -206,7 +213,7 @@ class Runtime:
                 # devices the config creates are allowed implicitly (as runc does)
                 resources["devices"] = [*resources["devices"], *(
                     {"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
-                     "access": "rwm"} for d in linux["devices"])]
+                     "access": "rwm"} for d in linux["devices"] if d.get("type", "c") in ("c", "b", "u"))]
 
             def prepare_cgroup() -> None:
                 cg_warnings.extend(mgr.apply(resources))
@@ -293,6 +300,8 @@ class Runtime:
     def start(self, container_id: str) -> None:
         """Release a created container's init (it execs the user's process); run poststart hooks."""
         sd, record = self._load(container_id)
+        if record.get("noProcess"):
+            raise InvalidArgument(f"container {container_id} has no process to start (config.json has no process)")
         status = self._status(sd, record)
         if status != "created":
             raise Conflict(f"cannot start a container that is {status}" if status != "stopped"
@@ -336,12 +345,10 @@ class Runtime:
             pass
         hooks = (record.get("config") or {}).get("hooks") or {}
         if hooks.get("poststart"):
-            from tugboat.runtime.hooks import run_hooks
+            from tugboat.runtime.hooks import run_hooks_warn
 
-            try:
-                run_hooks("poststart", hooks["poststart"], self.state(container_id))
-            except OSError as e:
-                self.warn(str(e.strerror or e))
+            st = oci_state(sd, record, "running")  # the process may already be gone: report it started
+            run_hooks_warn("poststart", hooks["poststart"], st, self.warn)
 
     def run(self, container_id: str, bundle: str, detach: bool = False, **kwargs: Any) -> int | ContainerState:
         """create + start; detached: return the state; else wait, delete and return the exit status."""
@@ -432,12 +439,9 @@ class Runtime:
             os.close(mfd)
         hooks = (record.get("config") or {}).get("hooks") or {}
         if hooks.get("poststop"):
-            from tugboat.runtime.hooks import run_hooks
+            from tugboat.runtime.hooks import run_hooks_warn
 
-            try:
-                run_hooks("poststop", hooks["poststop"], oci_state(sd, record, "stopped"))
-            except OSError as e:
-                self.warn(str(e.strerror or e))
+            run_hooks_warn("poststop", hooks["poststop"], oci_state(sd, record, "stopped"), self.warn)
         if mgr is not None:
             try:
                 mgr.destroy()

@@ -12,10 +12,19 @@ if TYPE_CHECKING:
 HOOK_KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
 
-def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any]) -> None:
+def run_hooks_warn(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], warn: Any) -> None:
+    """poststart/poststop: a failing hook is a warning and the remaining hooks still run."""
+    for i, hook in enumerate(hooks or []):
+        try:
+            run_hooks(kind, [hook], state, first_index=i)
+        except OSError as e:
+            warn(str(e.strerror or e))
+
+
+def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], first_index: int = 0) -> None:
     """Run the hooks of one kind in order; the first failure raises OSError naming the hook."""
     payload = json.dumps(state).encode()
-    for i, hook in enumerate(hooks or []):
+    for i, hook in enumerate(hooks or [], start=first_index):
         path = hook.get("path")
         if not path:
             raise OSError(22, f"{kind} hook #{i}: no path")

@@ -304,7 +304,9 @@ def start_init(
     """
     ch = Channel()
     pid_r, pid_w = os.pipe()
-    spec.fifo_fd = os.open(spec.fifo, os.O_PATH | os.O_CLOEXEC) if spec.fifo else None
+    # the state dir as an O_PATH dirfd: the init opens exec.fifo relative to it after
+    # pivot_root/chroot, without /proc and without path access (user namespaces)
+    spec.fifo_fd = os.open(os.path.dirname(spec.fifo), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if spec.fifo else None
     x = os.fork()
     if x == 0:
         try:
@@ -438,6 +440,7 @@ def _run_a(spec: InitSpec, ch: Channel, pid_r: int, pid_w: int) -> None:
 def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
     me = str(os.getpid())
     joined, new = _namespaces(spec.config)
+    userns = "user" in new or "user" in joined
     if "user" in joined:
         _setns_path(joined.pop("user"), "user")
     if "user" in new:
@@ -474,11 +477,11 @@ def _run_b(spec: InitSpec, ch: Channel, pid_w: int) -> None:
             os.write(pid_w, str(c).encode())
             ch.send({"pid": c})
             os._exit(0)
-        _run_init(spec, ch, pid_w, in_userns="user" in new or "user" in joined, new=new)
+        _run_init(spec, ch, pid_w, in_userns=userns, new=new, joined_types=tuple(joined))
     else:
         os.write(pid_w, me.encode())
         ch.send({"pid": os.getpid()})
-        _run_init(spec, ch, pid_w, in_userns="user" in new or "user" in joined, new=new)
+        _run_init(spec, ch, pid_w, in_userns=userns, new=new, joined_types=tuple(joined))
 
 
 def _setns_path(path: str, t: str) -> None:
@@ -495,7 +498,9 @@ def _setns_path(path: str, t: str) -> None:
 # ---------------------------------------------------------------- C: init
 
 
-def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: list[str]) -> None:
+def _run_init(
+    spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: list[str], joined_types: tuple[str, ...] = ()
+) -> None:
     from tugboat.runtime import rootfs as rf
     from tugboat.runtime.trace import mark
 
@@ -516,17 +521,17 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
         from tugboat.runtime import console as cons
 
         console = cons.connect(spec.console_socket)
-    fifo_fd = spec.fifo_fd  # opened (O_PATH) by P: the state dir may be unreachable from a user ns
+    fifo_fd = spec.fifo_fd  # the state dir, opened (O_PATH) by P
     if "cgroup" in new:
         ch.send({"cgroupns": True})
         ch.wait_reply()  # P has moved us into the container's cgroups: that becomes the ns root
         k.unshare(k.CLONE_NEWCGROUP)
-    if "mount" not in new:
-        raise OSError(errno.EINVAL, "linux.namespaces must include a new mount namespace")
-    rf.prepare_root(ctx)
-    for m in config.get("mounts") or []:
-        rf.mount_entry(ctx, m)
-    rf.setup_dev(ctx)
+    own_mounts = "mount" in new or "mount" in joined_types
+    if own_mounts:
+        rf.prepare_root(ctx)
+        for m in config.get("mounts") or []:
+            rf.mount_entry(ctx, m)
+        rf.setup_dev(ctx)
     mark("init: mounts done")
     if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
         ch.send({"hooks": "createRuntime"})
@@ -535,7 +540,13 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
         from tugboat.runtime.hooks import run_hooks
 
         run_hooks("createContainer", spec.hooks["createContainer"], spec.hook_state)
-    rf.pivot_root(spec.rootfs, spec.no_pivot)
+    if own_mounts:
+        rf.pivot_root(spec.rootfs, spec.no_pivot)
+    else:
+        # the host's mount namespace: no mounts of ours there, just a chroot
+        os.chdir(spec.rootfs)
+        os.chroot(".")
+        os.chdir("/")
     mark("init: pivoted")
     for key, value in (linux.get("sysctl") or {}).items():
         path = "/proc/sys/" + key.replace(".", "/")
@@ -544,9 +555,10 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
                 f.write(str(value))
         except OSError as e:
             raise OSError(e.errno, f"sysctl {key}={value}: {os.strerror(e.errno or 0).lower()}") from None
-    rf.mask_paths(linux.get("maskedPaths") or [])
-    rf.readonly_paths(linux.get("readonlyPaths") or [])
-    rf.finish_root(config)
+    if own_mounts:
+        rf.mask_paths(linux.get("maskedPaths") or [])
+        rf.readonly_paths(linux.get("readonlyPaths") or [])
+        rf.finish_root(config)
     if "uts" in new:
         if config.get("hostname"):
             k.sethostname(config["hostname"])
@@ -579,9 +591,8 @@ def _run_init(spec: InitSpec, ch: Channel, pid_w: int, *, in_userns: bool, new: 
     os.close(ch.reply_r)
     ch.w = ch.reply_r = -1
     if fifo_fd is not None:
-        k.prctl(k.PR_SET_DUMPABLE, 1)
         try:
-            fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+            fd = os.open(os.path.basename(spec.fifo or "exec.fifo"), os.O_WRONLY | os.O_CLOEXEC, dir_fd=fifo_fd)
         except OSError as e:
             os.write(2, f"tug-runtime: open exec fifo: {os.strerror(e.errno or 0)}\n".encode())
             os._exit(127)

@@ -1,6 +1,6 @@
 """Development tool: regenerate ``protobuf.json``, the wire-format table (message -> field number ->
 name, type, label) of the kinds kubectl 1.32 sends as protobuf (``create deployment|configmap|
-namespace|secret|service|serviceaccount|job``, ``autoscale``).
+namespace|secret|service|serviceaccount|job|cronjob``, ``autoscale``).
 
 Run ``python -m tugboat.cluster.apiserver.gen_protobuf API_REPO APIMACHINERY_REPO`` with two
 checkouts (or bare git directories) of kubernetes/api and kubernetes/apimachinery; it reads their
@@ -21,7 +21,7 @@ MACHINERY_FILES = ["pkg/apis/meta/v1/generated.proto", "pkg/api/resource/generat
                    "pkg/util/intstr/generated.proto", "pkg/runtime/generated.proto"]
 ROOTS = ["k8s.io.api.core.v1.Namespace", "k8s.io.api.core.v1.ConfigMap", "k8s.io.api.core.v1.Secret",
          "k8s.io.api.core.v1.Service", "k8s.io.api.core.v1.ServiceAccount", "k8s.io.api.core.v1.Pod",
-         "k8s.io.api.apps.v1.Deployment", "k8s.io.api.batch.v1.Job",
+         "k8s.io.api.apps.v1.Deployment", "k8s.io.api.batch.v1.Job", "k8s.io.api.batch.v1.CronJob",
          "k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler", "k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler",
          "k8s.io.apimachinery.pkg.runtime.Unknown"]
 SCALARS = {"string", "int32", "int64", "bool", "bytes", "double", "float", "uint32", "uint64", "sint32", "sint64",

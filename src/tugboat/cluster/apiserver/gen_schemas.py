@@ -22,7 +22,7 @@ ROOTS = {
     "V1Secret": "io.k8s.api.core.v1", "V1ServiceAccount": "io.k8s.api.core.v1",
     "V1PersistentVolume": "io.k8s.api.core.v1", "V1PersistentVolumeClaim": "io.k8s.api.core.v1",
     "CoreV1Event": "io.k8s.api.core.v1", "V1Deployment": "io.k8s.api.apps.v1", "V1ReplicaSet": "io.k8s.api.apps.v1",
-    "V1StatefulSet": "io.k8s.api.apps.v1", "V1DaemonSet": "io.k8s.api.apps.v1", "V1Job": "io.k8s.api.batch.v1",
+    "V1StatefulSet": "io.k8s.api.apps.v1", "V1DaemonSet": "io.k8s.api.apps.v1", "V1Job": "io.k8s.api.batch.v1", "V1CronJob": "io.k8s.api.batch.v1",
     "V1HorizontalPodAutoscaler": "io.k8s.api.autoscaling.v1", "V2HorizontalPodAutoscaler": "io.k8s.api.autoscaling.v2",
     "V1EndpointSlice": "io.k8s.api.discovery.v1", "V1Lease": "io.k8s.api.coordination.v1",
     "V1StorageClass": "io.k8s.api.storage.v1", "V1Binding": "io.k8s.api.core.v1", "V1Scale": "io.k8s.api.autoscaling.v1",

@@ -391,6 +391,50 @@ def default_job(obj: Obj) -> None:
     _default_template(spec)
 
 
+def default_cronjob(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("concurrencyPolicy", "Allow")
+    spec.setdefault("suspend", False)
+    spec.setdefault("successfulJobsHistoryLimit", 3)
+    spec.setdefault("failedJobsHistoryLimit", 1)
+    jt = spec.setdefault("jobTemplate", {})
+    jt.setdefault("metadata", {}).setdefault("creationTimestamp", None)
+    jspec = jt.setdefault("spec", {})
+    jspec.setdefault("template", {}).setdefault("spec", {}).setdefault("restartPolicy", "Never")
+    jspec.setdefault("backoffLimit", 6)
+    jspec.setdefault("completionMode", "NonIndexed")
+    jspec.setdefault("suspend", False)
+    jspec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+    _default_template(jspec)
+
+
+def validate_cronjob(obj: Obj, old: Obj | None) -> list[Cause]:
+    errs = validate_meta(obj)
+    spec = obj.get("spec") or {}
+    sched = spec.get("schedule")
+    if not sched:
+        errs.required("spec.schedule")
+    elif not isinstance(sched, str) or (len(sched.split()) != 5 and not sched.startswith("@")):
+        errs.invalid("spec.schedule", sched, "unparseable schedule: expected exactly 5 fields or a @descriptor")
+    cp = spec.get("concurrencyPolicy")
+    if cp not in (None, "Allow", "Forbid", "Replace"):
+        errs.unsupported("spec.concurrencyPolicy", cp, ["Allow", "Forbid", "Replace"])
+    jspec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    validate_pod_spec(errs, "spec.jobTemplate.spec.template.spec", (jspec.get("template") or {}).get("spec"))
+    return errs
+
+
+def _cronjob_row(obj: Obj) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    jt = ((spec.get("jobTemplate") or {}).get("spec") or {})
+    c, i = _images(jt)
+    last = st.get("lastScheduleTime")
+    return [obj["metadata"]["name"], spec.get("schedule", ""), spec.get("timeZone") or "<none>",
+            str(bool(spec.get("suspend"))), len(st.get("active") or []), age(last) if last else "<none>",
+            age(obj["metadata"].get("creationTimestamp")), c, i,
+            selector_from_label_selector(jt.get("selector")) or "<none>"]
+
+
 def _selector_matches(sel: Obj | None, labels: dict[str, str]) -> bool:
     if not sel:
         return False
@@ -910,6 +954,12 @@ def build_registry() -> Registry:
                        row=_job_row,
                        fields=lambda o: {"status.successful": str((o.get("status") or {}).get("succeeded", 0))},
                        field_names={"status.successful"}, schema_name="io.k8s.api.batch.v1.Job"))
+    r.add(ResourceType("batch", "v1", "CronJob", "cronjobs", True, short_names=["cj"], categories=["all"],
+                       subresources=sub("batch", "v1", "CronJob", "status"), defaults=default_cronjob,
+                       validate=validate_cronjob,
+                       columns=[NAME, C("Schedule"), C("Timezone"), C("Suspend"), C("Active", "integer"),
+                                C("Last Schedule"), AGE, *tpl_cols],
+                       row=_cronjob_row, schema_name="io.k8s.api.batch.v1.CronJob"))
     # autoscaling: v2 is the storage version; v1 converts
     hpa_cols = [NAME, C("Reference"), C("Targets"), C("MinPods", "integer"), C("MaxPods", "integer"),
                 C("Replicas", "integer"), AGE]

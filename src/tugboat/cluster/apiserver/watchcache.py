@@ -113,7 +113,7 @@ def _with_rv(value: bytes, rev: int) -> dict[str, Any]:
 
 
 class WatchCache:
-    def __init__(self, store: Store, capacity: int = 20000, max_pending: int = 10000) -> None:
+    def __init__(self, store: Store, capacity: int = 10000, max_pending: int = 10000) -> None:
         self.store = store
         self.capacity = capacity
         self.max_pending = max_pending
@@ -169,6 +169,9 @@ class WatchCache:
         for w in list(self.watchers):
             if ev.key.startswith(w.prefix):
                 w.push(ce)
+        # the ring keeps bytes only: decoded objects are large, and replays are rare
+        ce._obj = ce._prev = None
+        ce.encoded = {}
         if self._rev_waiters:
             keep = []
             for r, fut in self._rev_waiters:

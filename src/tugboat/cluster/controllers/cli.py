@@ -26,6 +26,9 @@ def controller_manager(args: list[str], ctx: Any) -> int:
     p.add_argument("--horizontal-pod-autoscaler-downscale-stabilization", type=float, default=None,
                    help="seconds; overrides the 300 s default and spec.behavior")
     p.add_argument("--concurrent-syncs", type=int, default=4)
+    p.add_argument("--local-volume-dir", default=None,
+                   help="where provisioned local volumes live on nodes (default ROOT/local-volumes, "
+                        "i.e. /var/lib/tugboat/local-volumes)")
     p.add_argument("--log-level", default="WARNING")
     o = p.parse_args(args)
     logging.basicConfig(level=getattr(logging, o.log_level.upper(), logging.WARNING),
@@ -38,6 +41,9 @@ def controller_manager(args: list[str], ctx: Any) -> int:
                    hpa_sync_period=o.horizontal_pod_autoscaler_sync_period,
                    hpa_downscale_window=o.horizontal_pod_autoscaler_downscale_stabilization,
                    workers=o.concurrent_syncs)
+    import os
+
+    opts.local_volume_dir = o.local_volume_dir or os.path.join(ctx.data_root, "local-volumes")
     names = None if o.controllers in ("*", "") else [n.strip() for n in o.controllers.split(",") if n.strip()]
 
     async def run() -> None:

@@ -94,6 +94,10 @@ class PodNetwork:
                 return s
         raise TugError(f"no free address in pod subnet {self.net}")
 
+    def ip_of(self, uid: str) -> str | None:
+        with self._lock:
+            return next((ip for ip, owner in self._alloc.items() if owner == uid), None)
+
     def release(self, uid: str) -> None:
         with self._lock:
             gone = [ip for ip, owner in self._alloc.items() if owner == uid]

@@ -66,6 +66,7 @@ class Session:
         self.deflate = zlib.compressobj(zdict=SPDY3_DICTIONARY)
         self.streams: dict[int, dict[str, str]] = {}
         self.writers: dict[int, asyncio.StreamWriter] = {}
+        self.pending: dict[int, list[bytes | None]] = {}  # data (None = FIN) before the pod connection is up
         self.by_request: dict[str, dict[str, int]] = {}
         self.tasks: set[asyncio.Task] = set()
         self.lock = asyncio.Lock()
@@ -104,6 +105,7 @@ class Session:
             req = self.by_request.setdefault(headers.get("requestid", ""), {})
             req[headers.get("streamtype", "")] = sid
             if headers.get("streamtype") == "data":
+                self.pending[sid] = []
                 t = asyncio.create_task(self.connect(sid, headers))
                 self.tasks.add(t)
                 t.add_done_callback(self.tasks.discard)
@@ -126,9 +128,14 @@ class Session:
                 w.write(payload)
                 with contextlib.suppress(ConnectionError):
                     await w.drain()
+            elif sid in self.pending:
+                self.pending[sid].append(payload)
             await self.send(control_frame(WINDOW_UPDATE, 0, struct.pack(">II", sid, len(payload))))
         if flags & FLAG_FIN:
-            await self.half_closed(sid)
+            if w is None and sid in self.pending:
+                self.pending[sid].append(None)
+            else:
+                await self.half_closed(sid)
 
     async def half_closed(self, sid: int) -> None:
         w = self.writers.get(sid)
@@ -143,11 +150,18 @@ class Session:
             port = int(port_s)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(self.host, port), 5)
         except (TimeoutError, ValueError, OSError) as e:
+            self.pending.pop(sid, None)
             if err_sid is not None:
                 msg = f"error forwarding port {port_s} to pod: {e}".encode()
                 await self.send(data_frame(err_sid, FLAG_FIN, msg))
             await self.send(data_frame(sid, FLAG_FIN, b""))
             return
+        for chunk in self.pending.pop(sid, []):
+            if chunk is None:
+                if writer.can_write_eof():
+                    writer.write_eof()
+            else:
+                writer.write(chunk)
         self.writers[sid] = writer
         try:
             while True:

@@ -58,6 +58,7 @@ class CState:
     image_id: str = ""
     running_since: float = 0.0
     killed_by_liveness: bool = False
+    backoff_delay: float = 0.0
 
 
 def _state_dict(st: ContainerStatus, message: str = "") -> dict[str, Any]:
@@ -221,6 +222,9 @@ class PodWorker:
         # the pod's /etc/resolv.conf and /etc/hosts, shared by its containers
         pdir = volumes.pod_dir(agent.root, self.uid)
         os.makedirs(pdir, exist_ok=True)
+        if await self.adopt(host_network):
+            self.start_time = self.start_time or (pod.get("status") or {}).get("startTime") or kube_now()
+            return True
         try:
             self.sandbox_id, ip = await self._x(agent.runtime.run_sandbox, sb)
         except TugError as e:
@@ -258,6 +262,54 @@ class PodWorker:
             hosts += f"{ha['ip']}\t{' '.join(ha.get('hostnames') or [])}\n"
         volumes._write(os.path.join(pdir, "hosts"), hosts.encode(), 0o644)
         self.start_time = self.start_time or kube_now()
+        return True
+
+    async def adopt(self, host_network: bool) -> bool:
+        """After an agent restart: take over the pod's running sandbox and containers instead of
+        recreating them (the kubelet's behaviour), so a restarted agent restarts nothing."""
+        from tugboat.cluster.node.cri import LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_SANDBOX
+
+        agent = self.agent
+        found = await self._x(agent.runtime.list_pod_containers, self.uid)
+        sandbox = next((c for c in found if c["labels"].get(LABEL_SANDBOX) == "podsandbox" and c["running"]), None)
+        if sandbox is None:
+            return False
+        ip = agent.node_ip if host_network else (agent.podnet.ip_of(self.uid) if agent.podnet else None)
+        if not ip:
+            return False
+        self.sandbox_id, self.pod_ip = sandbox["id"], ip
+        latest: dict[str, tuple[int, str]] = {}
+        for c in found:
+            name = c["labels"].get(LABEL_CONTAINER)
+            if not name or name not in self.cs:
+                continue
+            attempt = int(c["labels"].get(LABEL_ATTEMPT) or 0)
+            if name not in latest or attempt > latest[name][0]:
+                latest[name] = (attempt, c["id"])
+        for name, (attempt, cid) in latest.items():
+            cs = self.cs[name]
+            cs.cid, cs.attempt, cs.restart_count = cid, attempt + 1, attempt
+            cs.waiting_reason = ""
+            with contextlib.suppress(TugError):
+                cs.status = await self._x(agent.runtime.status, cid)
+                cs.image_id = cs.status.image_id
+            if cs.status is not None and cs.status.state == "exited":
+                cs.handled_exit = cid
+                cs.done = cs.init and cs.status.exit_code == 0
+            if cs.status is not None and cs.status.state == "running":
+                cs.running_since = time.monotonic()
+                for kind in ("startup", "liveness", "readiness"):
+                    p = cs.spec.get(f"{kind}Probe")
+                    if p and podspec.validate_probe(p) is None:
+                        cs.probes[kind] = ProbeState(p, kind)
+                cs.started = "startup" not in cs.probes
+                cs.ready = not cs.init and "readiness" not in cs.probes and cs.started
+        # init containers that ran before are done when an app container exists
+        if any(not c.init and c.cid for c in self.cs.values()):
+            for c in self.cs.values():
+                if c.init:
+                    c.done = True
+        log.info("pod %s: adopted sandbox %s (%s)", self.key, self.sandbox_id[:12], self.pod_ip)
         return True
 
     async def refresh(self) -> None:
@@ -305,17 +357,18 @@ class PodWorker:
                 continue
             ran = now - c.running_since if c.running_since else 0
             if ran > BACKOFF_RESET_AFTER:
-                c.backoff = 0
+                c.backoff = 0.0
+            # as the kubelet: the first restart is immediate, then 10 s, 20 s, … up to 5 min
+            delay = c.backoff
             c.backoff = BACKOFF_START if c.backoff == 0 else min(c.backoff * 2, BACKOFF_MAX)
-            if c.restart_count == 0 and ran > BACKOFF_START:
-                c.backoff = 0.0  # first restart of a long-running container is immediate
-            c.backoff_until = now + c.backoff
+            c.backoff_until = now + delay
             c.restart_count += 1
-            c.waiting_reason = "CrashLoopBackOff"
-            c.waiting_message = (f"back-off {int(c.backoff)}s restarting failed container={c.name} "
+            c.waiting_reason = "CrashLoopBackOff" if delay else "ContainerCreating"
+            c.waiting_message = (f"back-off {int(delay)}s restarting failed container={c.name} "
                                  f"pod={self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}"
-                                 f"({self.uid})")
-            if c.backoff:
+                                 f"({self.uid})") if delay else ""
+            c.backoff_delay = delay
+            if delay:
                 self.event("Warning", "BackOff", "Back-off restarting failed container "
                            f"{c.name} in pod {self.pod['metadata']['name']}_{self.pod['metadata']['namespace']}"
                            f"({self.uid})", c.name)

@@ -169,6 +169,7 @@ class Cache:
         # existing pods' required anti-affinity terms grouped by signature:
         # sig -> [term, owner namespace, Counter(topology value -> count)]
         self.anti: dict[str, list[Any]] = {}
+        self.term_counts: dict[tuple, tuple] = {}  # see domain_counts
         self.tainted: set[str] = set()  # nodes with taints (scoring needs TaintToleration)
         self.imaged: set[str] = set()  # nodes reporting images (ImageLocality)
 
@@ -176,6 +177,9 @@ class Cache:
     def set_node(self, node: dict) -> NodeInfo:
         name = node["metadata"]["name"]
         ni = make_nodeinfo(node, self.nodes.get(name))
+        old = self.nodes.get(name)
+        if old is not None and old.labels != ni.labels:
+            self.term_counts.clear()  # topology moved: recount lazily
         (self.tainted.add if ni.taints else self.tainted.discard)(name)
         (self.imaged.add if ni.images else self.imaged.discard)(name)
         if name not in self.nodes:
@@ -248,6 +252,15 @@ class Cache:
                 s.discard(pi.key)
                 if not s:
                     del self.label_index[(pi.namespace, k, v)]
+        if self.term_counts and ni is not None:
+            from tugboat.cluster.client.util import match_labels
+
+            for nss, selector, tk, counter in self.term_counts.values():
+                if (nss is None or pi.namespace in nss) and tk in ni.labels and match_labels(selector, pi.labels):
+                    v = ni.labels[tk]
+                    counter[v] += sign
+                    if counter[v] <= 0:
+                        del counter[v]
         if pi.anti_terms:
             labels = ni.labels if ni else {}
             for term in pi.anti_terms:
@@ -262,6 +275,22 @@ class Cache:
                         del ent[2][tv]
                 if not ent[2]:
                     del self.anti[sig]
+
+    def domain_counts(self, namespaces: set[str] | None, selector: dict, topology_key: str) -> collections.Counter:
+        """Assigned pods matching (namespaces, selector) per value of ``topology_key``: a live counter
+        kept up to date as pods come and go (inter-pod affinity without rescanning pods)."""
+        k = (frozenset(namespaces) if namespaces is not None else None, term_signature(selector), topology_key)
+        ent = self.term_counts.get(k)
+        if ent is None:
+            if len(self.term_counts) > 512:
+                self.term_counts.clear()
+            counter: collections.Counter = collections.Counter()
+            for p in self.matching_pods(namespaces, selector):
+                ni = self.nodes.get(p.node)
+                if ni is not None and topology_key in ni.labels:
+                    counter[ni.labels[topology_key]] += 1
+            ent = self.term_counts[k] = (namespaces, selector, topology_key, counter)
+        return ent[3]
 
     def matching_pods(self, namespaces: set[str] | None, selector: dict) -> list[PodInfo]:
         """Assigned pods in ``namespaces`` (None = all) whose labels match ``selector``."""

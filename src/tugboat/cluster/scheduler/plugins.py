@@ -82,8 +82,8 @@ class PodState:
     pvc_terms: list[list[dict]] | None = None  # PV node affinity: one nodeSelectorTerms list per volume
     pvc_error: str | None = None
     # precomputed topology state
-    affinity_domains: list[tuple[str, set[str] | None]] = field(default_factory=list)
-    anti_domains: list[tuple[str, set[str]]] = field(default_factory=list)
+    affinity_domains: list[tuple[str, Any]] = field(default_factory=list)  # topology key, values in use (None: any)
+    anti_domains: list[tuple[str, Any]] = field(default_factory=list)
     existing_anti_domains: list[tuple[str, Any]] = field(default_factory=list)  # topology key, values in use
     spread_counts: list[tuple[dict, dict[str, int], int]] = field(default_factory=list)
     pref_counts: list[tuple[int, str, collections.Counter]] = field(default_factory=list)
@@ -132,15 +132,15 @@ def prepare(pod: dict, cache: Cache) -> PodState:
     # pod affinity: domains (topology values) that hold at least one matching pod
     for term in st.affinity_terms:
         tk = term.get("topologyKey", "")
-        pods = cache.matching_pods(_term_namespaces(term, st.namespace), term.get("labelSelector") or {})
-        if not pods and match_labels(term.get("labelSelector") or {}, st.labels):
+        counts = cache.domain_counts(_term_namespaces(term, st.namespace), term.get("labelSelector") or {}, tk)
+        if not counts and match_labels(term.get("labelSelector") or {}, st.labels):
             st.affinity_domains.append((tk, None))  # first pod of a group that selects itself
         else:
-            st.affinity_domains.append((tk, {cache.nodes[p.node].labels.get(tk, "\0") for p in pods if p.node in cache.nodes}))
+            st.affinity_domains.append((tk, counts))
     for term in st.anti_terms:
         tk = term.get("topologyKey", "")
-        pods = cache.matching_pods(_term_namespaces(term, st.namespace), term.get("labelSelector") or {})
-        st.anti_domains.append((tk, {cache.nodes[p.node].labels.get(tk, "\0") for p in pods if p.node in cache.nodes}))
+        counts = cache.domain_counts(_term_namespaces(term, st.namespace), term.get("labelSelector") or {}, tk)
+        st.anti_domains.append((tk, counts))
     # existing pods' anti-affinity that this pod would violate
     for term, owner_ns, counter in cache.anti.values():
         nss = _term_namespaces(term, owner_ns)

@@ -27,6 +27,8 @@ def _num(v: int | None) -> str:
 
 def rule_line(rule: dict[str, Any]) -> str:
     kind = rule.get("type") or "a"
+    if kind == "u":
+        kind = "c"  # unbuffered character device
     access = rule.get("access") or "rwm"
     if kind == "a":
         return "a"

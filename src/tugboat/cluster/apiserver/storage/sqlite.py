@@ -39,6 +39,7 @@ from tugboat.cluster.apiserver.storage.base import (
     ListResult,
     RevisionMismatch,
     Store,
+    StoreUnavailable,
     prefix_end,
 )
 
@@ -102,6 +103,15 @@ class SQLiteStore(Store):
         self._loop = asyncio.get_running_loop()
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)
+        # one writer process per file: a second API server on the same file would corrupt revisions
+        import fcntl
+
+        self._lock_fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise StoreUnavailable(f"{self.path} is in use by another API server") from None
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT MAX(id) FROM log").fetchone()
@@ -130,6 +140,7 @@ class SQLiteStore(Store):
             self._writer = None
             self._wconn.close()
             self._main_conn.close()
+            os.close(self._lock_fd)
         for q in list(self._subscribers):
             q.put_nowait(None)
         self._readers.shutdown(wait=True)
