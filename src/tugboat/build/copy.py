@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tugboat.build.context import safe_extract, scoped_join, walk_tree
+from tugboat.build.context import scoped_join, walk_tree
 from tugboat.build.dockerignore import Matcher
 from tugboat.errors import InvalidArgument
 
@@ -203,14 +203,62 @@ class Copier:
         return os.path.join(scoped_join(self.rootfs, rel_parent), name)
 
     def extract(self, archive: str, target_dir: str) -> None:
+        """Unpack a tar into ``target_dir`` inside the image: paths and symlinks resolve inside the
+        image root (as Docker's chrooted unpack does), never outside it."""
         import tarfile
-        with tarfile.open(archive, mode="r:*") as tf:
-            if self.opts.chown is not None:
-                members = tf.getmembers()
-                for mem in members:
-                    mem.uid, mem.gid = self.opts.chown
-                    mem.uname = mem.gname = ""
-            safe_extract(tf, target_dir)
+
+        base = "/" + os.path.relpath(target_dir, self.rootfs).lstrip(".")
+        dirs: list[tuple[str, tarfile.TarInfo]] = []
+        try:
+            with tarfile.open(archive, mode="r:*") as tf:
+                for m in tf:
+                    name = m.name.lstrip("/")
+                    parts = [p for p in name.split("/") if p not in ("", ".")]
+                    if not parts or ".." in parts:
+                        if ".." in parts:
+                            raise InvalidArgument(f"ADD: archive entry {m.name!r} leaves the destination")
+                        continue
+                    rel = base.rstrip("/") + "/" + "/".join(parts)
+                    parent_rel = rel.rsplit("/", 1)[0] or "/"
+                    parent = scoped_join(self.rootfs, parent_rel)
+                    if not os.path.isdir(parent):
+                        parent = self.mkdir_p(parent_rel)
+                    path = os.path.join(parent, parts[-1])
+                    uid, gid = self.opts.chown if self.opts.chown is not None else (m.uid, m.gid)
+                    if m.isdir():
+                        if not os.path.isdir(path):
+                            self._clear(path, True)
+                            os.mkdir(path, 0o755)
+                        os.lchown(path, uid, gid)
+                        dirs.append((path, m))
+                        continue
+                    self._clear(path, False)
+                    if m.isreg():
+                        src = tf.extractfile(m)
+                        assert src is not None
+                        with open(path, "wb") as f:
+                            shutil.copyfileobj(src, f, 1 << 20)
+                    elif m.issym():
+                        os.symlink(m.linkname, path)
+                    elif m.islnk():
+                        target = scoped_join(self.rootfs, base.rstrip("/") + "/" + m.linkname.lstrip("/"),
+                                             follow_last=False)
+                        os.link(target, path)
+                        continue
+                    elif m.ischr() or m.isblk() or m.isfifo():
+                        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+                        os.mknod(path, kind | (m.mode & 0o7777), os.makedev(m.devmajor, m.devminor))
+                    else:
+                        continue
+                    os.lchown(path, uid, gid)
+                    if not m.issym():
+                        os.chmod(path, m.mode & 0o7777)
+                        os.utime(path, (m.mtime, m.mtime))
+                for path, m in reversed(dirs):
+                    os.chmod(path, m.mode & 0o7777)
+                    os.utime(path, (m.mtime, m.mtime))
+        except (tarfile.TarError, EOFError) as exc:
+            raise InvalidArgument(f"ADD: cannot unpack {os.path.basename(archive)}: {exc}") from None
 
 
 def copy_sources(

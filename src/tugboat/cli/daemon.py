@@ -101,6 +101,13 @@ def serve(opts: dict) -> int:
     from tugboat.engine.engine import Engine, set_subreaper
 
     set_subreaper()
+    try:  # two FIFOs and a pidfd per container: lift the soft fd limit to the hard one
+        import resource
+
+        _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
     os.makedirs(opts["root"], exist_ok=True)
     host = opts["host"]
     path = _socket_path(host)

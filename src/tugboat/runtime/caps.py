@@ -95,7 +95,8 @@ def plan(capabilities: dict[str, list[str]] | None, bounding_now: int) -> tuple[
         unknown: list[str] = []
         mask = to_mask(caps.get(kind), unknown=unknown)
         if unknown:
-            warnings.append(f"unknown {kind} capabilities ignored: {', '.join(unknown)}")
+            # the spec: a value that cannot be mapped to a kernel interface must be an error
+            raise ValueError(f"unknown {kind} capabilities: {', '.join(unknown)}")
         dropped = mask & ~bounding_now
         if dropped:
             warnings.append(

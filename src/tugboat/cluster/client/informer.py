@@ -202,6 +202,7 @@ class Informer:
                     need_list = False
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + self.resync_seconds if self.resync_seconds else None
+                started, events = loop.time(), 0
                 async for ev in self.client.watch(
                     self.resource,
                     self.namespace,
@@ -221,10 +222,15 @@ class Informer:
                     elif typ == "DELETED":
                         self._remove(obj)
                     backoff = 0.2
+                    events += 1
                     if deadline and loop.time() > deadline:
                         for o in list(self.store.values()):
                             self._emit(1, o, o)
                         deadline = loop.time() + self.resync_seconds
+                if not events and loop.time() - started < 1.0:
+                    # the server keeps closing the watch at once: do not spin
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
             except asyncio.CancelledError:
                 raise
             except GoneError:
