@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,6 +129,17 @@ def test_logs_exec_top_through_node_agent(env: tuple[ApiServerProcess, FakeAgent
     r = kubectl(env, "top", "node")
     row = r.stdout.split("\n")[1].split()
     assert row[:2] == ["agent-1", "500m"] and row[2] == "25%", r.stdout + r.stderr
+    # a deleted pod's metrics go with it
+    call("POST", "/api/v1/namespaces/default/pods", json={"metadata": {"name": "short"}, "spec": {
+        "containers": [{"name": "c", "image": "busybox"}]}}).raise_for_status()
+    call("PUT", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/short",
+         json={"containers": [{"name": "c", "usage": {"cpu": "1m", "memory": "1Mi"}}]}).raise_for_status()
+    assert call("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/short").status_code == 200
+    call("DELETE", "/api/v1/namespaces/default/pods/short").raise_for_status()
+    deadline = time.time() + 5
+    while call("GET", "/apis/metrics.k8s.io/v1beta1/namespaces/default/pods/short").status_code != 404:
+        assert time.time() < deadline
+        time.sleep(0.05)
 
 
 def test_python_client_exec_and_logs(env: tuple[ApiServerProcess, FakeAgent, str]) -> None:

@@ -306,3 +306,35 @@ def test_run_mounts_cache_bind_tmpfs(env: BuildEnv, tmp_path) -> None:
     first = int(env.read(img, "/count"))
     img2 = env.build(ctx, no_cache=True)
     assert int(env.read(img2, "/count")) == first + 1  # the cache mount persisted between builds
+
+
+def test_dest_paths_resolve_inside_the_image(env: BuildEnv, tmp_path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        link = tarfile.TarInfo("abs")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        tf.addfile(link)
+        data = b"inside\n"
+        ti = tarfile.TarInfo("abs/from-tar")
+        ti.size = len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    ctx = env.context(tmp_path, """
+        FROM busybox
+        RUN ln -s dangling-target /dangling && ln -s /nowhere/sub /abslink
+        COPY f.txt /dangling/sub/
+        COPY f.txt /abslink/../cleaned.txt
+        ADD links.tar /unpacked/
+    """, {"f.txt": "f\n", "links.tar": buf.getvalue(), ".dockerignore": "**\n!f.txt\n!links.tar\n"})
+    img = env.build(ctx)
+    assert env.read(img, "/dangling-target/sub/f.txt") == b"f\n"  # a dangling link's target is created
+    assert env.read(img, "/cleaned.txt") == b"f\n"  # /abslink/.. is cleaned lexically, as Docker does
+    assert env.read(img, "/etc/from-tar") == b"inside\n"  # the archive's /etc link points into the image
+    assert not os.path.exists("/etc/from-tar")
+
+
+def test_dockerignore_allowlist_keeps_parent_directories(env: BuildEnv, tmp_path) -> None:
+    ctx = env.context(tmp_path, "FROM busybox\nCOPY folder1 /f1\n",
+                      {".dockerignore": "**\n!folder1/file1\n", "folder1/file1": "1", "folder1/file2": "2"})
+    img = env.build(ctx)
+    assert env.read(img, "/f1/file1") == b"1"
+    assert env.read(img, "/f1/file2") is None

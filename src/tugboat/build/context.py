@@ -50,7 +50,7 @@ def go_match(pattern: str, name: str) -> bool:
             neg = body.startswith("^")
             if neg:
                 body = body[1:]
-            body = body.replace("\\", "\\\\")
+            body = body.replace("\\", "\\\\").replace("[", "\\[")
             rx.append("[" + ("^" if neg else "") + body + "]")
             i = j
         else:

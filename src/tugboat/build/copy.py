@@ -101,9 +101,15 @@ def dest_is_dir(dest: str) -> bool:
 
 
 def absolute_dest(dest: str, workdir: str) -> str:
+    """The destination as an absolute, lexically cleaned image path (a trailing ``/`` kept)."""
+    import posixpath
+
     if not dest.startswith("/"):
         dest = workdir.rstrip("/") + "/" + dest
-    return dest
+    clean = posixpath.normpath(dest)
+    if clean.startswith("//"):
+        clean = "/" + clean.lstrip("/")
+    return clean + "/" if dest_is_dir(dest) and clean != "/" else clean
 
 
 class Copier:
@@ -126,6 +132,9 @@ class Copier:
                 continue
             if os.path.lexists(host):
                 os.unlink(host)
+            parent = os.path.dirname(host)
+            if parent != self.rootfs and not os.path.isdir(parent):  # a dangling symlink's target chain
+                self.mkdir_p("/" + os.path.relpath(parent, self.rootfs))
             os.mkdir(host, 0o755)
             os.chmod(host, 0o755)
             os.lchown(host, *self.created_owner)

@@ -35,6 +35,16 @@ def urlencode(query: dict, doseq: bool = True) -> str:
     return "&".join(parts)
 
 
+
+def _unavailable_base() -> type:
+    from tugboat.errors import Unavailable
+
+    return Unavailable
+
+
+class DaemonUnreachable(_unavailable_base()):  # type: ignore[misc]
+    """No daemon answers at the address (the CLI may then work on the data root directly)."""
+
 class Response:
     def __init__(self, sock: _socket.socket, status: int, reason: str, headers: dict[str, str], rest: bytes) -> None:
         self.sock = sock
@@ -160,9 +170,7 @@ class DaemonClient:
             else:
                 raise ValueError(h)
         except (OSError, ValueError):
-            from tugboat.errors import Unavailable
-
-            raise Unavailable(
+            raise DaemonUnreachable(
                 f"Cannot connect to the tugboat daemon at {h}. Is the daemon running?"
             ) from None
         return s

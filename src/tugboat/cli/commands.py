@@ -56,9 +56,9 @@ COMMANDS: dict[str, str] = {
     "push": "tugboat.cli.registry:push",
     "login": "tugboat.cli.registry:login",
     "logout": "tugboat.cli.registry:logout",
-    "cluster": "tugboat.cli.cluster:main",
+    "cluster": "tugboat.cli.cluster:main",  # cluster components (apiserver helper; subcommands in cli/cluster.py)
     "build": "tugboat.cli.build:build_cmd",  # builder
-    "builder": "tugboat.cli.build:builder_cmd",  # builder: prune, du  # cluster components (apiserver helper; subcommands in cli/cluster.py)
+    "builder": "tugboat.cli.build:builder_cmd",  # builder: prune, du
 }
 
 # docker's aliases, e.g. `tug rmi` = `tug image rm`

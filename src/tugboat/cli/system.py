@@ -106,10 +106,16 @@ def cmd_system(args: list[str], ctx: Any) -> int:
                          "  info    Display system-wide information\n  prune   Remove unused data\n")
         return 0
     sub, rest = args[0], args[1:]
-    if sub == "df":
-        return _system_df(rest, ctx)
-    if sub == "prune":
-        return _system_prune(rest, ctx)
+    if sub in ("df", "prune"):
+        from tugboat.cli.client import DaemonUnreachable
+
+        try:
+            return _system_df(rest, ctx) if sub == "df" else _system_prune(rest, ctx)
+        except DaemonUnreachable:
+            # no daemon: the image store on the data root is all there is to report or prune
+            from tugboat.cli import images
+
+            return images.system_df(rest, ctx) if sub == "df" else images.system_prune(rest, ctx)
     if sub == "events":
         return cmd_events(rest, ctx)
     if sub == "info":

@@ -99,6 +99,7 @@ class APIServer:
             o = _dec.decode(kv.value)
             self.objects.namespaces[o["metadata"]["name"]] = (o.get("status") or {}).get("phase", "Active")
         self._bg.append(asyncio.create_task(self._follow_namespaces()))
+        self._bg.append(asyncio.create_task(self._forget_metrics_of_deleted()))
         await self._bootstrap()
         self._bg.append(asyncio.create_task(self._compactor()))
         self._bg.append(asyncio.create_task(self._expire_events()))
@@ -128,6 +129,26 @@ class APIServer:
                 # the service account controller's job, done here: every namespace has "default"
                 with contextlib.suppress(ApiError):
                     await self.objects.create(sa, name, {"metadata": {"name": "default"}})
+
+    async def _forget_metrics_of_deleted(self) -> None:
+        """Metrics of deleted pods and nodes disappear with them (not only after the TTL)."""
+
+        def sink(ev: CachedEvent) -> bool:
+            if ev.type == "DELETED":
+                parts = ev.key.split("/")  # /registry/core/pods/NS/NAME or /registry/core/nodes/NAME
+                if parts[3] == "pods" and len(parts) == 6:
+                    self.metrics.forget_pod(parts[4], parts[5])
+                elif parts[3] == "nodes" and len(parts) == 5:
+                    self.metrics.forget_node(parts[4])
+            return True
+
+        while True:
+            watchers = [self.cache.watch(p, self.cache.rev, sink)
+                        for p in ("/registry/core/pods/", "/registry/core/nodes/")]
+            await asyncio.wait([asyncio.create_task(w.done.wait()) for w in watchers],
+                               return_when=asyncio.FIRST_COMPLETED)
+            for w in watchers:
+                w.close()
 
     async def _bootstrap(self) -> None:
         ns = self.registry.get("", "v1", "namespaces")
@@ -910,6 +931,11 @@ async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any
     gc.collect()
     gc.freeze()
     gc.set_threshold(20000, 20, 50)
+    # the SQLite writer thread must get the GIL back quickly after each statement, or every commit
+    # (and so every write's answer) waits out the default 5 ms switch interval
+    import sys
+
+    sys.setswitchinterval(0.001)
     # an access log line per request only when debugging (it costs throughput)
     access = logging.getLogger("aiohttp.access") if log.isEnabledFor(logging.DEBUG) else None
     runner = web.ServerRunner(srv.make_server(access_log=access), handle_signals=False, shutdown_timeout=1.0)
