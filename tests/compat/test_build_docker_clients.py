@@ -98,3 +98,29 @@ def test_tug_build_through_the_daemon(daemon: Daemon, tmp_path) -> None:
     assert r.returncode == 0 and r.stdout.startswith(b"sha256:")
     bad = _ctx(tmp_path / "c7", "FROM busybox\nRUN exit 4\n")
     assert daemon.tug("-H", daemon.host, "build", bad).returncode == 4
+
+
+def test_client_going_away_cancels_the_build(daemon: Daemon, tmp_path) -> None:
+    import time
+
+    ctx = _ctx(tmp_path / "c8", "FROM busybox\nRUN echo started; sleep 60\n")
+    e = dict(os.environ, DOCKER_HOST=daemon.host, DOCKER_CONFIG=os.path.join(daemon.root, "docker-config"))
+    p = subprocess.Popen([require_binary("docker"), "build", "--no-cache", "-t", "cancelled", ctx],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=e)
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            if b"started" in line:
+                break
+        p.kill()
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    rt_root = os.path.join(daemon.root, "build", "runtime")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and os.path.isdir(rt_root) and os.listdir(rt_root):
+        time.sleep(0.2)
+    assert not os.path.isdir(rt_root) or os.listdir(rt_root) == []
+    assert docker(daemon, "image", "inspect", "cancelled").returncode != 0

@@ -47,7 +47,7 @@ def test_python_image_and_a_flask_app(images: ImageService, tmp_path) -> None:
         CMD ["python", "-m", "flask", "run", "--host", "0.0.0.0"]
     """).lstrip())
     events: list[dict] = []
-    img = Builder(images).build(str(ctx), tags=["flaskapp:latest"], progress=events.append)
+    img = Builder(images).build(str(ctx), tags=["flaskapp:latest"], progress=events.append, no_cache=True)
     assert "flask app\n" in "".join(e["text"] for e in events if e["type"] == "output")
     assert img.config["config"]["WorkingDir"] == "/app"
 

@@ -90,3 +90,23 @@ async def test_finalizers_and_pod_graceful_deletion(srv: APIServer) -> None:
     with pytest.raises(ApiError) as ei:
         await srv.objects.delete(cm, "default", "pre", {"preconditions": {"uid": "nope"}})
     assert ei.value.code == 409
+
+
+async def test_inflight_limit_and_legacy_watch_path(srv: APIServer) -> None:
+    import json
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    srv.require_auth = False
+    async with TestClient(TestServer(srv.make_app())) as c:
+        srv.max_mutating_inflight = 0
+        r = await c.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "x"}})
+        assert r.status == 429 and r.headers["Retry-After"] == "1"
+        assert (await r.json())["reason"] == "TooManyRequests"
+        srv.max_mutating_inflight = 200
+        r = await c.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "x"}})
+        assert r.status == 201
+        await c.post("/api/v1/namespaces/default/configmaps", json={"metadata": {"name": "y"}})
+        r = await c.get("/api/v1/watch/namespaces/default/configmaps/x?timeoutSeconds=1")
+        events = [json.loads(line) for line in (await r.text()).splitlines()]
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "x")]

@@ -56,6 +56,7 @@ async def test_two_controller_managers_one_acts_and_takeover(cluster: Cluster, t
             assert time.monotonic() - t_kill < LEASE + 2 * RETRY + 1.0, "no takeover within the lease duration"
             await asyncio.sleep(0.05)
         takeover = time.monotonic() - t_kill
+        print(f"takeover after SIGKILL: {takeover:.2f}s (lease {LEASE}s, retry {RETRY}s)")
         assert takeover <= LEASE + 2 * RETRY + 1.0, takeover
         # and it acts
         await c.client.patch(R.DEPLOYMENTS, "le", {"spec": {"replicas": 4}}, "default", subresource="scale")

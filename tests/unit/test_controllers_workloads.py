@@ -102,6 +102,19 @@ async def test_statefulset_ordered_with_volumes_and_pvc_provisioning(cluster: Cl
         return sorted(p["metadata"]["name"] for p in ps) == ["db-0", "db-1"]
 
     await c.wait_for(two, timeout=20, what="scaled down to db-0, db-1")
+    # rolling update from the highest ordinal; revisions converge
+    await c.client.patch(R.STATEFULSETS, "db", {"spec": {"template": {"spec": {"containers": [
+        {"name": "pg", "image": "postgres:17"}]}}}}, "default", content_type="application/strategic-merge-patch+json")
+
+    async def rolled() -> bool:
+        s = await c.client.get(R.STATEFULSETS, "db", "default")
+        st = s.get("status") or {}
+        ps = (await c.client.list(R.PODS, "default", label_selector="app=db"))["items"]
+        return (st.get("updatedReplicas") == 2 and st.get("readyReplicas") == 2
+                and st.get("currentRevision") == st.get("updateRevision")
+                and {p["spec"]["containers"][0]["image"] for p in ps} == {"postgres:17"})
+
+    await c.wait_for(rolled, timeout=30, what="statefulset rolled to postgres:17")
 
 
 async def test_daemonset_one_pod_per_eligible_node(cluster: Cluster) -> None:
@@ -119,6 +132,19 @@ async def test_daemonset_one_pod_per_eligible_node(cluster: Cluster) -> None:
     await c.wait_for(placed, timeout=20, what="daemonset on 2 untainted nodes")
     pods = (await c.client.list(R.PODS, "default", label_selector="app=agent"))["items"]
     assert sorted(p["spec"]["nodeName"] for p in pods) == ["sim-node-0", "sim-node-1"]
+    # rolling update: every pod replaced with the new template, one node at a time
+    await c.client.patch(R.DAEMONSETS, "agent", {"spec": {"template": {"spec": {"containers": [
+        {"name": "a", "image": "agent:2"}]}}}}, "default", content_type="application/strategic-merge-patch+json")
+
+    async def updated() -> bool:
+        d = await c.client.get(R.DAEMONSETS, "agent", "default")
+        st = d.get("status") or {}
+        pods = [p for p in (await c.client.list(R.PODS, "default", label_selector="app=agent"))["items"]
+                if not p["metadata"].get("deletionTimestamp")]
+        return (st.get("updatedNumberScheduled") == 2 and st.get("numberReady") == 2 and len(pods) == 2
+                and {p["spec"]["containers"][0]["image"] for p in pods} == {"agent:2"})
+
+    await c.wait_for(updated, timeout=30, what="daemonset rolled to agent:2")
 
 
 async def test_endpoints_and_slices_follow_ready_pods(cluster: Cluster) -> None:

@@ -181,7 +181,12 @@ async def _run_build(request: web.Request, builder: Any, ctx_path: str, *, quiet
     fut = loop.run_in_executor(common.executor(), work)
     try:
         while True:
-            ev = await queue.get()
+            try:
+                ev = await asyncio.wait_for(queue.get(), timeout=0.5)
+            except TimeoutError:
+                if stream.closed or common.client_gone(request):
+                    cancel.set()  # the client went away: stop the build, tag nothing
+                continue
             if ev is None:
                 break
             for msg in conv.convert(ev):

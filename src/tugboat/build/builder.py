@@ -117,7 +117,7 @@ class _Future:
         return self._res
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class _Run:
     """Per-build mutable state shared by the stage threads."""
 

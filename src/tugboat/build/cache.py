@@ -5,7 +5,7 @@ config (history and rootfs included) and the layer blobs. A step's key is
 ``sha256(parent key, canonical instruction text [, content digest of COPY/ADD sources])``; the
 first parent is the base image ID (or ``scratch``). Records are written atomically after the step
 succeeded, so a failed or killed step never leaves a record behind (the cache is never poisoned).
-A record whose new layer blob has left the content store (image GC) is a miss.
+A record any of whose layer blobs has left the content store (image GC) is a miss.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def step_key(parent: str, *parts: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class State:
     """A build state: what an image would be after some step."""
 
@@ -64,8 +64,8 @@ class BuildCache:
             state = State.from_record(rec)
         except (KeyError, TypeError):
             return None
-        if self.content is not None and state.layers and not self.content.exists(state.layers[-1].digest):
-            return None
+        if self.content is not None and not all(self.content.exists(lb.digest) for lb in state.layers):
+            return None  # a blob was garbage-collected: rebuild the step
         return state
 
     def put(self, state: State) -> None:

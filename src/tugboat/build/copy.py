@@ -28,7 +28,7 @@ from tugboat.build.dockerignore import Matcher
 from tugboat.errors import InvalidArgument
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class CopyOptions:
     chown: tuple[int, int] | None = None
     chmod: int | None = None

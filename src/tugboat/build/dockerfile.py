@@ -64,7 +64,7 @@ class DockerfileError(InvalidArgument):
         self.reason = message
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Heredoc:
     name: str
     content: str
@@ -80,7 +80,7 @@ class Heredoc:
         return "".join(line.lstrip("\t") for line in self.content.splitlines(keepends=True))
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Instruction:
     """One instruction, before variable substitution.
 
@@ -106,7 +106,7 @@ class Instruction:
         return self.original
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Stage:
     index: int
     base: str  # raw (before ARG substitution)
@@ -121,7 +121,7 @@ class Stage:
         return self.name if self.name is not None else str(self.index)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Dockerfile:
     filename: str
     directives: dict[str, str]
@@ -146,7 +146,7 @@ class Dockerfile:
 # pass 1: lines -> nodes
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class _Node:
     cmd: str  # as written
     rest: str

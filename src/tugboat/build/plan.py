@@ -52,7 +52,7 @@ def platform_args(os_name: str = "linux", arch: str | None = None, variant: str 
     return out
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None

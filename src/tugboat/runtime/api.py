@@ -387,6 +387,8 @@ class Runtime:
         sig = parse_signal(signal)
         status = self._status(sd, record)
         if status == "stopped":
+            if all:
+                return  # runc: `kill --all` of a stopped container is a no-op
             raise Conflict("container not running")
         if all:
             mgr = self._manager(record)
@@ -412,6 +414,8 @@ class Runtime:
             if os.path.isdir(sd.path):
                 _rmtree(sd.path)
                 return
+            if force:
+                return  # runc: `delete --force` of a missing container succeeds
             raise
         status = self._status(sd, record)
         mgr = self._manager(record)
@@ -573,13 +577,16 @@ class Runtime:
         stdio: tuple[int | None, int | None, int | None],
         console_socket: str | None,
         pid_file: str | None,
+        ignore_paused: bool = False,
     ) -> int:
         from tugboat.runtime import caps as capmod
         from tugboat.runtime import process
 
         sd, record = self._load(container_id)
         status = self._status(sd, record)
-        if status not in ("running", "created"):
+        if status == "paused" and not ignore_paused:
+            raise Conflict("cannot exec in a paused container (resume it first)")
+        if status not in ("running", "created", "paused"):
             raise Conflict(f"cannot exec in a container that is {status}")
         config = record.get("config") or {}
         linux = config.get("linux") or {}

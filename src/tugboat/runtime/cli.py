@@ -128,19 +128,24 @@ class _Log:
         self.path = path
         self.json = fmt == "json"
 
-    def write(self, level: str, msg: str) -> None:
-        if self.path:
-            import time
+    def write(self, level: str, msg: str, echo: bool = False) -> None:
+        if not self.path and not echo:
+            return
+        import time
 
-            if self.json:
-                line = json.dumps({"level": level, "msg": msg, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-            else:
-                line = f"{level}: {msg}"
-            try:
-                with open(self.path, "a") as f:
-                    f.write(line + "\n")
-            except OSError:
-                pass
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.json:
+            line = json.dumps({"level": level, "msg": msg, "time": now})
+        else:
+            line = f'time="{now}" level={level} msg={json.dumps(msg)}'
+        if not self.path:
+            sys.stderr.write(line + "\n")
+            return
+        try:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+        except OSError:
+            pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +181,8 @@ def _main(argv: list[str]) -> int:
         sys.stderr.write(f"tug-runtime: warning: {msg}\n")
         log.write("warning", msg)
 
+    if glob.get("debug"):
+        log.write("debug", f"tug-runtime {cmd} {' '.join(pos)}".strip(), echo=True)
     try:
         code = _dispatch(glob, cmd, opts, pos, warn, result_fd)
     except Exception as e:
@@ -193,7 +200,7 @@ def _main(argv: list[str]) -> int:
         if result_fd is not None:
             kind = type(e).__name__ if isinstance(e, TugError) else "Internal"
             _result(result_fd, {"error": msg, "kind": kind})
-        return 1
+        return 255 if cmd == "exec" else 1  # runc: exec's own failures exit 255
     return code
 
 
@@ -293,7 +300,7 @@ def _dispatch(
             for s in states:
                 sys.stdout.write(s["id"] + "\n")
         elif fmt == "json":
-            sys.stdout.write(json.dumps(states) + "\n")
+            sys.stdout.write(json.dumps(states, compact=True) + "\n")
         else:
             rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
             rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], "root") for s in states]
@@ -314,6 +321,7 @@ def _spec(opts: dict[str, Any]) -> int:
     if os.path.exists(path):
         raise UsageError("File config.json exists. Remove it first")
     spec = default_spec(["sh"], terminal=True, rootless=_flag(opts, "rootless"))
+    spec["root"]["readonly"] = True  # as `runc spec` writes it; the engine's default stays rw
     with open(path, "w") as f:
         f.write(json.dumps(spec, indent=2))
     return 0
@@ -505,9 +513,9 @@ def _exec(
         if user:
             uid, _, gid = user.partition(":")
             proc["user"] = {"uid": int(uid), "gid": int(gid or 0)}
-        gids = _one(opts, "additional-gids", "g")
+        gids = [g for v in opts.get("additional-gids", []) + opts.get("g", []) for g in v.split(",") if g]
         if gids:
-            proc.setdefault("user", {})["additionalGids"] = [int(g) for g in gids.split(",")]
+            proc.setdefault("user", {})["additionalGids"] = [int(g) for g in gids]
         caps = opts.get("cap", []) + opts.get("c", [])
         if caps:
             c = dict(proc.get("capabilities") or {})
@@ -518,7 +526,7 @@ def _exec(
             proc["noNewPrivileges"] = True
     detach = _flag(opts, "d", "detach")
     res = rt._exec(cid, proc, detach=detach, stdio=stdio, console_socket=_one(opts, "console-socket"),
-                   pid_file=_one(opts, "pid-file"))
+                   pid_file=_one(opts, "pid-file"), ignore_paused=_flag(opts, "ignore-paused"))
     if detach:
         _result(result_fd, {"pid": res})
         return 0

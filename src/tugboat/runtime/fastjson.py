@@ -63,13 +63,14 @@ def _default(o: Any) -> Any:
     raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
 
 
-def dumps(obj: Any, indent: int | None = None) -> str:
+def dumps(obj: Any, indent: int | None = None, compact: bool = False) -> str:
     if indent is not None:
         import json
 
         return json.dumps(obj, indent=indent)
     enc = _json.make_encoder(
-        {}, _default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+        {}, _default, _json.encode_basestring_ascii, None, ":" if compact else ": ", "," if compact else ", ",
+        False, False, True
     )
     # c_make_encoder: markers, default, encoder, indent, key_separator, item_separator,
     # sort_keys, skipkeys, allow_nan -- and a float repr at the end in 3.11? handled below

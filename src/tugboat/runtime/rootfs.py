@@ -181,6 +181,9 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any]) -> None:
                 k.mount(None, dest, None, k.MS_BIND | k.MS_REMOUNT | remount | _remount_flags(dest))
         elif mtype == "cgroup":
             _mount_cgroup(ctx, dest, opts)
+        elif mtype in ("proc", "sysfs") and os.path.islink(os.path.join(ctx.rootfs, dest_in.lstrip("/"))):
+            # a symlinked /proc or /sys could point the kernel's files anywhere in the rootfs
+            raise OSError(errno.ELOOP, f"{mtype} must be mounted on ordinary directory, {dest_in} is a symlink")
         else:
             _mkdir_all(dest)
             data = ",".join(opts.data) or None
@@ -198,8 +201,9 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any]) -> None:
         for prop in opts.propagation:
             k.mount(None, dest, None, prop)
     except OSError as e:
-        reason = os.strerror(e.errno) if e.errno else str(e)
-        raise OSError(e.errno, f"mount {source or mtype} on {dest_in} ({mtype or 'bind'}): {reason.lower()}") from None
+        reason = (e.strerror or os.strerror(e.errno or 0)) if e.errno == errno.ELOOP else (
+            os.strerror(e.errno).lower() if e.errno else str(e))
+        raise OSError(e.errno, f"mount {source or mtype} on {dest_in} ({mtype or 'bind'}): {reason}") from None
 
 
 def _mount_cgroup(ctx: RootfsContext, dest: str, opts: MountOptions) -> None:

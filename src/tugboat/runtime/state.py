@@ -131,11 +131,11 @@ def status_of(sd: StateDir, record: dict[str, Any], frozen: bool = False) -> str
 
 def oci_state(sd: StateDir, record: dict[str, Any], status: str) -> dict[str, Any]:
     """The OCI state JSON (plus runc's and our extension keys)."""
-    out: dict[str, Any] = {
+    out: dict[str, Any] = {  # runc's key order (some tools match the JSON text)
         "ociVersion": record.get("ociVersion", "1.0.2"),
         "id": sd.id,
-        "status": status,
         "pid": record.get("pid", 0) if status != "stopped" else 0,
+        "status": status,
         "bundle": record.get("bundle", ""),
         "rootfs": record.get("rootfs", ""),
         "created": record.get("created", ""),

@@ -247,13 +247,35 @@ class APIServer:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         return await self._guarded(request, handler)
 
+    # kube-apiserver's --max-requests-inflight / --max-mutating-requests-inflight (watches and
+    # long-running requests are not counted): beyond them, 429 with Retry-After, which clients retry
+    max_inflight = 400
+    max_mutating_inflight = 200
+    _inflight = 0
+    _mutating_inflight = 0
+
     async def _guarded(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
+        mutating = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        counted = False
         try:
             if path not in ("/healthz", "/livez", "/readyz") and self.require_auth:
                 user = self.authenticate(request)
                 if user is None:
                     raise ApiError(401, "Unauthorized", "Unauthorized")
+            long_running = request.query.get("watch") in ("1", "true", "True") or "/watch/" in path or \
+                path.endswith(("/log", "/exec", "/attach", "/portforward"))
+            if not long_running:
+                if (mutating and self._mutating_inflight >= self.max_mutating_inflight) or \
+                        (not mutating and self._inflight >= self.max_inflight):
+                    e = ApiError(429, "Too many requests, please try again later.", "TooManyRequests",
+                                 {"retryAfterSeconds": 1})
+                    return json_response(e.status(), 429, headers={"Retry-After": "1"})
+                counted = True
+                if mutating:
+                    self._mutating_inflight += 1
+                else:
+                    self._inflight += 1
             return await handler(request)
         except ApiError as exc:
             return json_response(exc.status(), exc.code)
@@ -268,6 +290,12 @@ class APIServer:
             log.exception("internal error on %s %s", request.method, path)
             e = ApiError(500, f"Internal error occurred: {type(exc).__name__}: {exc}", "InternalError")
             return json_response(e.status(), 500)
+        finally:
+            if counted:
+                if mutating:
+                    self._mutating_inflight -= 1
+                else:
+                    self._inflight -= 1
 
     async def dispatch(self, request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/") or "/"
@@ -324,8 +352,6 @@ class APIServer:
             pass  # a namespace's own subresource
         elif rest[0] == "namespaces" and len(rest) >= 3:
             ns, rest = rest[1], rest[2:]
-        elif rest[0] == "watch":
-            raise ApiError(404, "the legacy /watch/ paths are not served; use ?watch=true", "NotFound")
         plural = rest[0]
         rt = self.registry.get(group, version, plural)
         if rt is None:
@@ -347,9 +373,20 @@ class APIServer:
         return rt, ns, name, sub
 
     async def resource_request(self, request: web.Request, group: str, version: str, rest: list[str]) -> web.StreamResponse:
+        legacy_watch = rest[0] == "watch" and len(rest) > 1  # deprecated /watch/… paths
+        if legacy_watch:
+            rest = rest[1:]
         rt, ns, name, sub = self._resolve(group, version, rest)
         m = request.method
         q = request.query
+        if legacy_watch:
+            if m != "GET" or sub is not None:
+                raise ApiError(405, "the server does not allow this method on the requested resource",
+                               "MethodNotAllowed")
+            if name is not None:
+                request = request.clone(rel_url=request.rel_url.update_query(
+                    {"fieldSelector": f"metadata.name={name}"}))
+            return await self.watch(request, rt, ns)
         if sub in ("log", "exec", "attach", "portforward", "proxy"):
             from tugboat.cluster.apiserver import nodeproxy
             return await nodeproxy.handle(self, request, rt, ns or "", name or "", sub)
@@ -931,11 +968,6 @@ async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any
     gc.collect()
     gc.freeze()
     gc.set_threshold(20000, 20, 50)
-    # the SQLite writer thread must get the GIL back quickly after each statement, or every commit
-    # (and so every write's answer) waits out the default 5 ms switch interval
-    import sys
-
-    sys.setswitchinterval(0.001)
     # an access log line per request only when debugging (it costs throughput)
     access = logging.getLogger("aiohttp.access") if log.isEnabledFor(logging.DEBUG) else None
     runner = web.ServerRunner(srv.make_server(access_log=access), handle_signals=False, shutdown_timeout=1.0)
