@@ -52,7 +52,41 @@ async def create_pods(c: ApiClient, names: list[str], anti: bool, conc: int = 48
     return sent
 
 
+async def run_decisions_only(args: argparse.Namespace) -> dict:
+    """The scheduler's decision path alone: nodes and pods fed straight into its cache, binding
+    replaced by the in-memory assume (no API server, no HTTP)."""
+    from tugboat.cluster.client.kubeconfig import KubeConfig
+
+    sc = Scheduler(ApiClient(KubeConfig(server="http://127.0.0.1:9")))
+    sim = SimNodes(None, args.nodes, cpu="64", memory="512Gi")  # type: ignore[arg-type]
+    for i, n in enumerate(sim.names):
+        sc.cache.set_node(sim.node_object(i, n))
+
+    def assume(p: dict, key: str, node: str) -> None:
+        sc.cache.assume(p, node)
+        sc.scheduled += 1
+
+    sc._assume_and_bind = assume  # type: ignore[method-assign]
+    pods = []
+    for i in range(args.pods):
+        p = pod(f"p-{i}", args.anti_affinity)
+        p["metadata"]["uid"] = str(i)
+        pods.append(p)
+    t0 = time.perf_counter()
+    for p in pods:
+        k = f"bench/{p['metadata']['name']}"
+        sc.pending[k] = p
+        sc.schedule_one(k)
+    dt = time.perf_counter() - t0
+    await sc.client.close()
+    return {"api": "none (decisions only)", "nodes": args.nodes, "pods": args.pods,
+            "anti_affinity": args.anti_affinity, "scheduled": sc.scheduled, "seconds": round(dt, 2),
+            "pods_per_s": round(sc.scheduled / dt, 1)}
+
+
 async def run(args: argparse.Namespace) -> dict:
+    if args.api == "none":
+        return await run_decisions_only(args)
     with ApiServerProcess(args.api) as api:
         c = ApiClient(load_kubeconfig(api.kubeconfig), max_connections=64)
         sim = SimNodes(c, args.nodes, cpu="64", memory="512Gi", max_pods=110, metrics=False)
@@ -131,7 +165,8 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--pods", type=int, default=10000)
     ap.add_argument("--anti-affinity", action="store_true")
-    ap.add_argument("--api", choices=["real", "fake"], default="real")
+    ap.add_argument("--api", choices=["real", "fake", "none"], default="real",
+                    help="real: tug cluster apiserver; fake: in-memory test server; none: decisions only")
     ap.add_argument("--bind-concurrency", type=int, default=64)
     ap.add_argument("--steady", type=int, default=1000, help="pods created at --steady-rate for latency")
     ap.add_argument("--steady-rate", type=float, default=100.0)

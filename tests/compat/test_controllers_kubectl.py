@@ -126,3 +126,11 @@ async def test_kubectl_statefulset_daemonset_job(cluster: Cluster, tmp_path) -> 
     assert "db-0" in out and "db-1" in out
     desc = await k("describe", "node", "sim-node-0")
     assert "Ready" in desc and "agent-" in desc
+    # drain: cordon + evictions; the StatefulSet's pods come back on the other node
+    out = await k("drain", "sim-node-0", "--ignore-daemonsets", "--timeout=60s")
+    assert "node/sim-node-0 drained" in out
+    out = await k("rollout", "status", "statefulset/db", "--timeout=60s")
+    assert "roll out complete" in out or "successfully rolled out" in out
+    nodes = await k("get", "pods", "-l", "app=db", "-o", "jsonpath={.items[*].spec.nodeName}")
+    assert set(nodes.split()) == {"sim-node-1"}
+    assert "SchedulingDisabled" in await k("get", "node", "sim-node-0")

@@ -31,6 +31,21 @@ async def test_job_completions_parallelism_and_backoff(cluster: Cluster) -> None
     assert max(seen_active) <= 2
     pods = (await c.client.list(R.PODS, "default", label_selector="job-name=work"))["items"]
     assert len(pods) == 4 and all(p["status"]["phase"] == "Succeeded" for p in pods)
+    # Indexed completion mode: one pod per index, completedIndexes in kube's range notation
+    await c.client.create(R.JOBS, {"metadata": {"name": "idx"}, "spec": {
+        "completions": 3, "parallelism": 2, "completionMode": "Indexed", "template": tmpl}})
+
+    async def idx_done() -> dict | None:
+        j = await c.client.get(R.JOBS, "idx", "default")
+        cond = _cond(j, "Complete")
+        return j if cond and cond["status"] == "True" else None
+
+    j = await c.wait_for(idx_done, timeout=30, what="indexed job complete")
+    assert j["status"]["completedIndexes"] == "0-2" and j["status"]["succeeded"] == 3
+    pods = (await c.client.list(R.PODS, "default", label_selector="job-name=idx"))["items"]
+    assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods) == ["0", "1", "2"]
+    assert all(p["metadata"]["name"].startswith(f"idx-{p['metadata']['annotations']['batch.kubernetes.io/job-completion-index']}-")
+               for p in pods)
     # failing pods: backoffLimit 1 -> 2 failures -> Failed
     tmpl = {"metadata": {"annotations": {"sim.tugboat.io/fail-after": "200ms"}},
             "spec": {"restartPolicy": "Never", "containers": [{"name": "w", "image": "busybox"}]}}

@@ -203,17 +203,19 @@ class Runtime:
         mgr = None
         warnings: list[str] = []
         try:
-            mgr = new_manager(linux.get("cgroupsPath"), container_id, parent=self.cgroup_parent)
+            candidate = new_manager(linux.get("cgroupsPath"), container_id, parent=self.cgroup_parent)
+            # checked before we own it: a pre-existing cgroup is never removed or signalled by us
+            if candidate.frozen():
+                raise Conflict("container's cgroup unexpectedly frozen")  # the init would hang there
+            if candidate.pids():
+                self.warn("container's cgroup is not empty: "
+                          f"{len(candidate.pids())} process(es) already in {candidate.path}")
+            mgr = candidate
             cg_warnings: list[str] = []
-
             mgr.create()  # directories now (the init bind-mounts them); limits in parallel below
 
+            # linux.devices are created, not allowed: access stays with linux.resources.devices
             resources = dict(linux.get("resources") or {})
-            if resources.get("devices") is not None and linux.get("devices"):
-                # devices the config creates are allowed implicitly (as runc does)
-                resources["devices"] = [*resources["devices"], *(
-                    {"allow": True, "type": d.get("type", "c"), "major": d.get("major"), "minor": d.get("minor"),
-                     "access": "rwm"} for d in linux["devices"] if d.get("type", "c") in ("c", "b", "u"))]
 
             def prepare_cgroup() -> None:
                 cg_warnings.extend(mgr.apply(resources))

@@ -17,6 +17,53 @@ from tugboat.cluster.controllers.replicaset import create_pods, deletion_rank, p
 log = logging.getLogger(__name__)
 
 
+INDEX = "batch.kubernetes.io/job-completion-index"
+
+
+def pod_index(pod: dict) -> int | None:
+    v = (pod["metadata"].get("annotations") or {}).get(INDEX) or (pod["metadata"].get("labels") or {}).get(INDEX)
+    return int(v) if v is not None and str(v).isdigit() else None
+
+
+def parse_indexes(s: str) -> set[int]:
+    out: set[int] = set()
+    for part in s.split(","):
+        part = part.strip()
+        if "-" in part:
+            a, b = part.split("-", 1)
+            out.update(range(int(a), int(b) + 1))
+        elif part.isdigit():
+            out.add(int(part))
+    return out
+
+
+def format_indexes(idx: set[int]) -> str:
+    """kube's completedIndexes: sorted, ranges collapsed ("0-2,4")."""
+    out, run = [], []
+    for i in sorted(idx):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def indexed_pod(tmpl: dict, job: dict, i: int) -> dict:
+    pod = pod_from_template(tmpl, job, generate=f"{job['metadata']['name']}-{i}-")
+    pod["metadata"]["annotations"] = {**pod["metadata"]["annotations"], INDEX: str(i)}
+    pod["metadata"]["labels"] = {**pod["metadata"]["labels"], INDEX: str(i)}
+    spec = pod["spec"]
+    spec.setdefault("hostname", f"{job['metadata']['name']}-{i}")
+    for c in spec.get("containers") or []:
+        c["env"] = [*(c.get("env") or []), {"name": "JOB_COMPLETION_INDEX", "valueFrom": {
+            "fieldRef": {"fieldPath": f"metadata.annotations['{INDEX}']"}}}]
+    return pod
+
+
 class JobController(Controller):
     name = "job"
 
@@ -48,7 +95,16 @@ class JobController(Controller):
         pods = owned_by(self.pods, job)
         active = [p for p in pods if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
                   and not p["metadata"].get("deletionTimestamp")]
+        indexed = spec.get("completionMode") == "Indexed" and spec.get("completions") is not None
+        done_idx: set[int] = parse_indexes(st.get("completedIndexes") or "") if indexed else set()
+        if indexed:
+            done_idx |= {i for p in pods if p["status"].get("phase") == "Succeeded" and (i := pod_index(p)) is not None}
+            st["completedIndexes"] = format_indexes(done_idx)
+            if not done_idx:
+                st.pop("completedIndexes")
         succeeded = max(int(st.get("succeeded") or 0), sum(1 for p in pods if p["status"].get("phase") == "Succeeded"))
+        if indexed:
+            succeeded = len(done_idx)
         failed = max(int(st.get("failed") or 0), sum(1 for p in pods if p["status"].get("phase") == "Failed"))
         finished = any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in st.get("conditions") or [])
         if finished:
@@ -104,7 +160,15 @@ class JobController(Controller):
                 labels.setdefault("batch.kubernetes.io/job-name", name)
                 labels.setdefault("controller-uid", uid)
                 labels.setdefault("job-name", name)
-                pods_new = [pod_from_template(tmpl, job) for _ in range(n)]
+                if indexed:
+                    busy = {pod_index(p) for p in active} | done_idx
+                    todo = [i for i in range(int(completions)) if i not in busy][:n]
+                    pods_new = [indexed_pod(tmpl, job, i) for i in todo]
+                    for _ in range(n - len(todo)):
+                        self.exp.observed_add(key)
+                    n = len(todo)
+                else:
+                    pods_new = [pod_from_template(tmpl, job) for _ in range(n)]
 
                 def failed_create(e: BaseException) -> None:
                     self.exp.observed_add(key)
