@@ -8,9 +8,9 @@ import subprocess
 import textwrap
 
 import pytest
-from engine_fixtures import Daemon, daemon  # noqa: F401
 
 from conftest import require_binary
+from engine_support import Daemon, daemon  # noqa: F401
 
 
 def _ctx(path, dockerfile: str, files: dict[str, str] | None = None) -> str:

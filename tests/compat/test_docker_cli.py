@@ -7,13 +7,13 @@ import os
 import subprocess
 import time
 
-import engine_fixtures
 import pytest
-from engine_fixtures import Daemon
 
+import engine_support
 from conftest import require_binary
+from engine_support import Daemon
 
-daemon = engine_fixtures.daemon
+daemon = engine_support.daemon
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import engine_fixtures
 import pytest
-from engine_fixtures import Daemon
+
+import engine_support
+from engine_support import Daemon
 
 docker = pytest.importorskip("docker")
 
-daemon = engine_fixtures.daemon
+daemon = engine_support.daemon
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import stat
 import subprocess
 import sys
 
-import engine_fixtures
-from engine_fixtures import Daemon, cleanup_root
+import engine_support
+from engine_support import Daemon, cleanup_root
 
-daemon = engine_fixtures.daemon
+daemon = engine_support.daemon
 TUG = [sys.executable, "-m", "tugboat.cli.main"]
 
 

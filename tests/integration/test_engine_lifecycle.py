@@ -9,13 +9,13 @@ import signal
 import tarfile
 import time
 
-import engine_fixtures
 import pytest
-from engine_fixtures import Daemon
 
+import engine_support
+from engine_support import Daemon
 from tugboat.errors import Conflict, InvalidArgument, NotFound
 
-daemon = engine_fixtures.daemon
+daemon = engine_support.daemon
 
 
 def _wait_until(fn, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]

@@ -10,6 +10,7 @@ from tugboat.cli import fastjson as json
 from tugboat.cli.client import DaemonClient, q
 from tugboat.cli.flags import FlagError, parse
 from tugboat.errors import NotFound, TugError
+from tugboat.units import human_duration
 
 TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
 
@@ -79,33 +80,6 @@ def tabwrite(rows: list[list[str]], minwidth: int = 10, padding: int = 3) -> str
         line = "".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + (r[-1] if r else "")
         out.append(line.rstrip() if not r[-1] else line)
     return "\n".join(out) + "\n"
-
-
-def human_duration(seconds: float) -> str:
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def _ago(ts: float) -> str:

@@ -9,49 +9,10 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from tugboat.units import human_duration as human_duration
+from tugboat.units import human_size as human_size
+
 _TEMPLATE_RE = re.compile(r"{{\s*(.*?)\s*}}")
-
-
-def human_size(n: float) -> str:
-    """docker's units.HumanSizeWithPrecision(n, 3): decimal units, 3 significant digits."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB"]
-    i = 0
-    n = float(n)
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000.0
-        i += 1
-    s = f"{n:.3g}"
-    if "e" in s:
-        s = f"{n:.0f}"
-    return s + units[i]
-
-
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def parse_time(rfc3339: str) -> float | None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tugboat.errors import InvalidArgument
+from tugboat.units import human_duration as human_duration
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -105,34 +106,6 @@ def write_json_atomic(path: str, data: Any) -> None:
 def read_json(path: str) -> Any:
     with open(path, "rb") as f:
         return json.loads(f.read())
-
-
-def human_duration(seconds: float) -> str:
-    """docker's units.HumanDuration: ``Less than a second``, ``2 seconds``, ``About a minute`` …"""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
 
 
 def parse_bytes(s: str | int | None) -> int:

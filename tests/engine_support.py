@@ -1,4 +1,6 @@
-"""Fixtures for engine tests: a real `tug daemon` on a temporary root and socket, with busybox."""
+"""Fixtures for engine tests (shared by tests/integration and tests/compat): a real `tug daemon` on a
+temporary root and socket, with busybox. tests/ is on sys.path (pytest prepends conftest dirs).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUG = [sys.executable, "-m", "tugboat.cli.main"]
 
 
