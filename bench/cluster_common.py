@@ -9,13 +9,7 @@ import sys
 import tempfile
 import time
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tugboat.util.net import free_port
 
 
 class ApiServerProcess:

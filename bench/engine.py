@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 
 TUG = [os.path.join(os.path.dirname(sys.executable), "tug")]
 
@@ -69,7 +69,7 @@ def monitors_of(root: str) -> list[int]:
 
 
 def bench_tug(runs: int, n: int) -> None:
-    from engine_fixtures import Daemon, bootstrap_busybox, cleanup_root
+    from engine_support import Daemon, bootstrap_busybox, cleanup_root
 
     base = tempfile.mkdtemp(prefix="tug-bench-engine-")
     root = os.path.join(base, "root")

@@ -33,12 +33,7 @@ sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from tugboat.content.store import ContentStore  # noqa: E402
 from tugboat.distribution.client import RegistryClient  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tugboat.util.net import free_port  # noqa: E402
 
 
 def wait_port(port: int, proc: subprocess.Popen) -> None:

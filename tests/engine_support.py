@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from proc_support import stop_process
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUG = [sys.executable, "-m", "tugboat.cli.main"]
 
@@ -56,13 +58,8 @@ class Daemon:
             return ""
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 20, sig)
         self.proc = None
 
     def client(self):  # type: ignore[no-untyped-def]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import require_binary
+from proc_support import stop_process
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -50,13 +50,8 @@ class TugDaemon:
         raise AssertionError("tug daemon did not come up")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 20)
         self.proc = None
 
     def docker(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:

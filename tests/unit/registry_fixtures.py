@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,16 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
+from proc_support import stop_process
 from tugboat.content.store import ContentStore
 from tugboat.distribution.server import make_app
+from tugboat.util.net import free_port
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class ThreadServer:
@@ -117,13 +112,8 @@ class ProcessServer:
         raise RuntimeError("registry did not start listening")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc, 5)
         if self.proc is not None and self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None

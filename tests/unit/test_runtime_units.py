@@ -123,8 +123,8 @@ def test_seccomp_rejects_bad_input() -> None:
     with pytest.raises(InvalidArgument):
         seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
             {"names": ["read"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]})
-    with pytest.raises(InvalidArgument):
-        seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_PPC64"]})
+    # extra architectures only add to the native one (libseccomp semantics)
+    assert seccomp.compile_filter({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_X86"]})
 
 
 def test_seccomp_cache(tmp_path) -> None:

@@ -345,6 +345,20 @@ async def run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await loop.run_in_executor(executor(), functools.partial(fn, *args, **kwargs))
 
 
+async def copy_to_response(resp: web.StreamResponse, read: Callable[[int], bytes]) -> None:
+    """Send what the blocking ``read`` gives (64 KiB at a time, in the API thread pool) until EOF,
+    then end the body; a client that went away ends it quietly."""
+    try:
+        while True:
+            chunk = await run(read, 1 << 16)
+            if not chunk:
+                break
+            await resp.write(chunk)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        pass
+
+
 def client_gone(request: web.Request) -> bool:
     t = request.transport
     return t is None or t.is_closing()

@@ -43,9 +43,11 @@ async def create(request: web.Request) -> web.StreamResponse:
 async def list_(request: web.Request) -> web.StreamResponse:
     engine = engine_of(request)
     filters = parse_filters(request.query.get("filters"))
-    res = await run(engine.list, query_bool(request, "all"), query_int(request, "limit"),
-                    query_bool(request, "size"), filters)
-    return json_response(res)
+    args = (query_bool(request, "all"), query_int(request, "limit"), query_bool(request, "size"), filters)
+    if not args[2] and not filters:
+        # in memory, lock-free and ~20 µs a container: two thread hand-offs would cost more
+        return json_response(engine.list(*args))
+    return json_response(await run(engine.list, *args))
 
 
 async def inspect(request: web.Request) -> web.StreamResponse:
@@ -141,13 +143,7 @@ async def wait(request: web.Request) -> web.StreamResponse:
             while True:
                 if cancelled.is_set():
                     return {}
-                if condition == "removed":
-                    if c.removed:
-                        break
-                elif condition == "not-running":
-                    if not c.running and not c.state.get("Restarting"):
-                        break
-                elif c.exit_gen != gen:
+                if c.wait_reached(condition, gen):
                     break
                 c.changed.wait(deadline_poll)
             return {"StatusCode": int(c.state.get("ExitCode") or 0)}
@@ -419,14 +415,7 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
 
 async def _stream_proc(request: web.Request, resp: web.StreamResponse, proc: Any) -> None:
     try:
-        while True:
-            chunk = await run(proc.stdout.read, 65536)
-            if not chunk:
-                break
-            await resp.write(chunk)
-        await resp.write_eof()
-    except (ConnectionError, RuntimeError):
-        pass
+        await common.copy_to_response(resp, proc.stdout.read)
     finally:
         with contextlib.suppress(Exception):
             proc.kill()

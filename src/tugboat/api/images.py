@@ -201,14 +201,7 @@ async def _save(request: web.Request, names: list[str]) -> web.StreamResponse:
     resp.enable_chunked_encoding()
     await resp.prepare(request)
     try:
-        while True:
-            chunk = await run(rf.read, 1 << 16)
-            if not chunk:
-                break
-            await resp.write(chunk)
-        await resp.write_eof()
-    except (ConnectionError, RuntimeError):
-        pass
+        await common.copy_to_response(resp, rf.read)
     finally:
         rf.close()
         with contextlib.suppress(Exception):

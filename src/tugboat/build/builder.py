@@ -37,6 +37,8 @@ from tugboat.build.shell import Lex
 from tugboat.errors import InvalidArgument, NotFound, TugError, Unavailable
 from tugboat.oci.digest import chain_ids as compute_chain_ids
 from tugboat.oci.image import LayerBlob
+from tugboat.oci.user import lookup_user, read_colon_file
+from tugboat.util.proc import pid_alive
 
 Progress = Callable[[dict[str, Any]], None]
 
@@ -1113,7 +1115,7 @@ class Builder:
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.tmp_dir):
                 pid = name.split("-", 1)[0]
-                if pid.isdigit() and not _pid_alive(int(pid)):
+                if pid.isdigit() and not pid_alive(int(pid)):
                     p = os.path.join(self.tmp_dir, name)
                     if os.path.isdir(p):
                         shutil.rmtree(p, ignore_errors=True)
@@ -1140,20 +1142,10 @@ def _is_opaque(path: str) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _dead_owner(name: str) -> bool:
     parts = name.split("-")
     if len(parts) >= 2 and parts[0] == "build" and parts[1].isdigit():
-        return not _pid_alive(int(parts[1]))
+        return not pid_alive(int(parts[1]))
     return False
 
 
@@ -1190,50 +1182,10 @@ def _default_spec(argv: list[str]) -> dict[str, Any]:
     return spec
 
 
-def _read_db(path: str) -> list[list[str]]:
-    try:
-        with open(path, errors="replace") as f:
-            return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError:
-        return []
-
-
 def _resolve_user(rootfs: str, user: str) -> dict[str, Any]:
     """OCI ``process.user`` for the image's USER (name, uid, name:group, uid:gid)."""
     if not user:
         return {"uid": 0, "gid": 0}
-    name, _, group = user.partition(":")
-    passwd = _read_db(scoped_join(rootfs, "etc/passwd"))
-    groups = _read_db(scoped_join(rootfs, "etc/group"))
-    uid: int | None = None
-    gid: int | None = None
-    uname = None
-    if name.isdigit():
-        uid = int(name)
-        for p in passwd:
-            if len(p) >= 4 and p[2] == name:
-                gid, uname = (int(p[3]) if p[3].isdigit() else 0), p[0]
-                break
-    else:
-        for p in passwd:
-            if len(p) >= 4 and p[0] == name:
-                uid, gid, uname = int(p[2]), int(p[3]), p[0]
-                break
-        if uid is None:
-            raise InvalidArgument(f"unable to find user {name}: no matching entries in passwd file")
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            for g in groups:
-                if len(g) >= 3 and g[0] == group:
-                    gid = int(g[2])
-                    break
-            else:
-                raise InvalidArgument(f"unable to find group {group}: no matching entries in group file")
-    out: dict[str, Any] = {"uid": uid, "gid": gid or 0}
-    if uname:
-        extra = sorted({int(g[2]) for g in groups if len(g) >= 4 and g[2].isdigit() and uname in g[3].split(",")})
-        if extra:
-            out["additionalGids"] = extra
-    return out
+    passwd = read_colon_file(scoped_join(rootfs, "etc/passwd"))
+    groups = read_colon_file(scoped_join(rootfs, "etc/group"))
+    return lookup_user(passwd, groups, user)

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 
 from tugboat.oci.image import LayerBlob
+from tugboat.util.fs import write_atomic
 
 
 def step_key(parent: str, *parts: str) -> str:
@@ -70,13 +71,7 @@ class BuildCache:
 
     def put(self, state: State) -> None:
         os.makedirs(self.root, exist_ok=True)
-        path = self._path(state.key)
-        tmp = f"{path}.tmp-{os.getpid()}-{id(state)}"
-        with open(tmp, "wb") as f:
-            f.write(msgspec.json.encode(state.to_record()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        write_atomic(self._path(state.key), msgspec.json.encode(state.to_record()))
 
     def clear(self) -> int:
         n = 0

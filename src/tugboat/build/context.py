@@ -19,6 +19,7 @@ from typing import IO, Any
 
 from tugboat.build.dockerignore import Matcher, clean
 from tugboat.errors import InvalidArgument, NotFound
+from tugboat.util.fs import scoped_join as scoped_join
 
 _GLOB_CHARS = set("*?[\\")
 
@@ -195,31 +196,6 @@ def tree_entry_digest(root: str, rel: str, st: os.stat_result, cache: dict[str, 
     if stat.S_ISLNK(st.st_mode):
         return f"l {rel} {os.readlink(full)}\n"
     return f"o {rel} {st.st_mode:o} {st.st_rdev}\n"
-
-
-def scoped_join(root: str, rel: str, *, follow_last: bool = True) -> str:
-    """``root/rel`` with symlinks resolved as if ``root`` were ``/`` (never escaping ``root``)."""
-    parts = [p for p in rel.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        cur = os.path.join(root, *resolved, part)
-        if (parts or follow_last) and os.path.islink(cur):
-            hops += 1
-            if hops > 40:
-                raise InvalidArgument(f"too many levels of symbolic links: {rel}")
-            target = os.readlink(cur)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved) if resolved else root
 
 
 def _has_included_below(root: str, rel: str, excluded: Any, matcher: Matcher | None) -> bool:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from tugboat.build.context import scoped_join, walk_tree
 from tugboat.build.dockerignore import Matcher
 from tugboat.errors import InvalidArgument
+from tugboat.oci.user import read_colon_file
 
 
 @dataclass(repr=False, eq=False)
@@ -45,14 +46,6 @@ def parse_chmod(value: str) -> int:
     return mode
 
 
-def _read_db(path: str) -> list[list[str]]:
-    try:
-        with open(path, errors="replace") as f:
-            return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError:
-        return []
-
-
 def resolve_chown(rootfs: str, spec: str) -> tuple[int, int]:
     """``user[:group]`` (names looked up in the image's /etc/passwd and /etc/group) -> (uid, gid)."""
     user, _, group = spec.partition(":")
@@ -62,7 +55,7 @@ def resolve_chown(rootfs: str, spec: str) -> tuple[int, int]:
         uid = int(user)
         gid = uid if not group else None
     else:
-        for p in _read_db(scoped_join(rootfs, "etc/passwd")):
+        for p in read_colon_file(scoped_join(rootfs, "etc/passwd")):
             if len(p) >= 4 and p[0] == user:
                 uid = int(p[2])
                 gid = int(p[3]) if not group else None
@@ -74,7 +67,7 @@ def resolve_chown(rootfs: str, spec: str) -> tuple[int, int]:
         if group.isdigit():
             gid = int(group)
         else:
-            for g in _read_db(scoped_join(rootfs, "etc/group")):
+            for g in read_colon_file(scoped_join(rootfs, "etc/group")):
                 if len(g) >= 3 and g[0] == group:
                     gid = int(g[2])
                     break

@@ -8,9 +8,10 @@ import time
 
 from tugboat.cli import fastjson as json
 from tugboat.cli.client import DaemonClient, q
-from tugboat.cli.flags import FlagError, parse
+from tugboat.cli.flags import FlagError, filter_map, parse
+from tugboat.cli.tabwriter import tabwrite
 from tugboat.errors import NotFound, TugError
-from tugboat.units import human_duration
+from tugboat.util.human import human_duration
 
 TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
 
@@ -67,21 +68,6 @@ def _render_rows(fmt: str | None, rows: list[dict], default_cols: list[tuple[str
     return tabwrite(table)
 
 
-def tabwrite(rows: list[list[str]], minwidth: int = 10, padding: int = 3) -> str:
-    """Go's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0) as docker uses it (lean: no imports)."""
-    if not rows:
-        return ""
-    widths = [0] * max(len(r) for r in rows)
-    for r in rows:
-        for i, c in enumerate(r[:-1]):
-            widths[i] = max(widths[i], len(c) + padding, minwidth)
-    out = []
-    for r in rows:
-        line = "".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + (r[-1] if r else "")
-        out.append(line.rstrip() if not r[-1] else line)
-    return "\n".join(out) + "\n"
-
-
 def _ago(ts: float) -> str:
     return human_duration(time.time() - ts) + " ago"
 
@@ -134,11 +120,7 @@ def cmd_ps(args: list[str], ctx: Any) -> int:
     if o["size"]:
         query["size"] = "1"
     if o["filter"]:
-        filters: dict[str, dict[str, bool]] = {}
-        for f in o["filter"]:
-            k, _, v = f.partition("=")
-            filters.setdefault(k, {})[v] = True
-        query["filters"] = json.dumps(filters)
+        query["filters"] = json.dumps(filter_map(o["filter"]))
     items = _client(ctx).get("/containers/json", query=query) or []
     if o["quiet"]:
         sys.stdout.write("".join((c["Id"] if o["no_trunc"] else c["Id"][:12]) + "\n" for c in items))
@@ -497,28 +479,38 @@ def cmd_run(args: list[str], ctx: Any) -> int:
 
 
 class _Waiter:
-    def __init__(self, ctx: Any, cid: str, condition: str) -> None:
-        import threading
+    """The wait request, sent before start; its answer is read once the output has ended (no
+    thread: the kernel buffers the few bytes, and `threading` costs start-up time)."""
 
+    def __init__(self, ctx: Any, cid: str, condition: str) -> None:
         self.result: dict | None = None
         self.client = _client(ctx)
         self.resp = self.client.stream_response("POST", f"/containers/{cid}/wait",
                                                 query={"condition": condition})
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
-    def _run(self) -> None:
-        try:
-            data = self.resp.read()
-            self.result = json.loads(data) if data.strip() else {}
-        except Exception:
-            self.result = {}
+    def join(self, timeout: float | None = None) -> dict:
+        if self.result is None:
+            try:
+                if timeout is not None:
+                    self.resp.sock.settimeout(timeout)
+                data = b""
+                for chunk in self.resp.chunks():  # the one JSON object; not the trailer
+                    data += chunk
+                    if data.strip():
+                        try:
+                            self.result = json.loads(data)
+                            break
+                        except ValueError:
+                            continue
+                if self.result is None:
+                    self.result = json.loads(data) if data.strip() else {}
+            except Exception:
+                self.result = {}
+        return self.result
 
 
 def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, condition: str,
                 sig_proxy: bool = True, logs: bool = False, detach_keys: str | None = None) -> int:
-    import threading
-
     client = _client(ctx)
     query = {"stream": "1", "stdout": "1", "stderr": "1"}
     if stdin:
@@ -541,7 +533,7 @@ def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, cond
             _err(f"Error response from daemon: {exc.message}")
             sock.close()
             if waiter is not None:
-                waiter.thread.join(10)
+                waiter.join(10)
             low = exc.message.lower()
             if "executable file not found" in low or "no such file or directory" in low:
                 return 127
@@ -554,6 +546,8 @@ def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, cond
     elif sig_proxy:
         _install_sig_proxy(ctx, cid)
     if stdin:
+        import threading
+
         threading.Thread(target=_copy_stdin, args=(sock,), daemon=True).start()
     else:
         import _socket
@@ -570,8 +564,7 @@ def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, cond
     if waiter is None:
         info = _client(ctx).get(f"/containers/{cid}/json")
         return int(info["State"].get("ExitCode", 0))
-    waiter.thread.join()
-    return int((waiter.result or {}).get("StatusCode", 0))
+    return int(waiter.join().get("StatusCode", 0))
 
 
 def _copy_output(sock: Any, early: bytes, tty: bool) -> None:
@@ -654,17 +647,21 @@ def _install_winch(cb: Callable[[], None]) -> None:
     signal.signal(signal.SIGWINCH, lambda *_: cb())
 
 
+_PROXIED_SIGNALS = {1: "HUP", 2: "INT", 3: "QUIT", 10: "USR1", 12: "USR2", 15: "TERM"}
+
+
 def _install_sig_proxy(ctx: Any, cid: str) -> None:
-    import signal
+    import _signal  # not `signal`: it imports `enum` (start-up time)
 
     def handler(signum: int, _frame: Any) -> None:
         try:
-            _client(ctx).post(f"/containers/{cid}/kill", query={"signal": signal.Signals(signum).name[3:]})
+            _client(ctx).post(f"/containers/{cid}/kill",
+                              query={"signal": _PROXIED_SIGNALS.get(signum, str(signum))})
         except TugError:
             pass
 
-    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGQUIT):
-        signal.signal(s, handler)
+    for s in _PROXIED_SIGNALS:
+        _signal.signal(s, handler)
 
 
 # ------------------------------------------------------------------ start/stop/kill/rm/restart…
@@ -1172,10 +1169,7 @@ def cmd_container_prune(args: list[str], ctx: Any) -> int:
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
-    filters: dict[str, dict[str, bool]] = {}
-    for f in o["filter"]:
-        k, _, v = f.partition("=")
-        filters.setdefault(k, {})[v] = True
+    filters = filter_map(o["filter"])
     res = _client(ctx).post("/containers/prune", query={"filters": json.dumps(filters) if filters else None})
     deleted = res.get("ContainersDeleted") or []
     if deleted:

@@ -103,3 +103,12 @@ def _store(opts: dict[str, Any], canon: str, kind: Any, val: str, name: str) -> 
             raise FlagError(f'invalid argument "{val}" for "{name}" flag: strconv.ParseInt: parsing "{val}": invalid syntax') from None
     else:
         opts[canon] = val
+
+
+def filter_map(values: list[str]) -> dict[str, dict[str, bool]]:
+    """Repeated ``--filter key=value`` flags as the Engine API's ``filters`` map (``{key: {value: true}}``)."""
+    filters: dict[str, dict[str, bool]] = {}
+    for f in values:
+        k, _, v = f.partition("=")
+        filters.setdefault(k, {})[v] = True
+    return filters

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from tugboat.units import human_duration as human_duration
-from tugboat.units import human_size as human_size
+from tugboat.cli.tabwriter import tabwrite as tabwrite
+from tugboat.util.human import human_duration as human_duration
+from tugboat.util.human import human_size as human_size
 
 _TEMPLATE_RE = re.compile(r"{{\s*(.*?)\s*}}")
 
@@ -39,24 +40,6 @@ def since(rfc3339: str) -> str:
     if t is None or t <= 0:
         return "N/A"
     return human_duration(time.time() - t) + " ago"
-
-
-def tabwrite(rows: Iterable[list[str]], minwidth: int = 10, padding: int = 3) -> str:
-    """Go's tabwriter.NewWriter(out, 10, 1, 3, ' ', 0) as docker uses it: the last cell of a line
-    is not padded."""
-    rows = [list(r) for r in rows]
-    if not rows:
-        return ""
-    ncols = max(len(r) for r in rows)
-    widths = [0] * ncols
-    for r in rows:
-        for i, c in enumerate(r[:-1]):
-            widths[i] = max(widths[i], len(c) + padding, minwidth)
-    out = []
-    for r in rows:
-        line = "".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + (r[-1] if r else "")
-        out.append(line.rstrip() if not r[-1] else line)
-    return "\n".join(out) + "\n"
 
 
 def render(template: str, obj: dict[str, Any], funcs: dict[str, Callable[..., str]] | None = None) -> str:

@@ -420,6 +420,19 @@ def _confirm(prompt: str) -> bool:
     return ans in ("y", "yes")
 
 
+def _print_pruned(res: dict[str, Any]) -> None:
+    """docker's ``image prune`` / ``system prune`` report: deleted images, then space reclaimed."""
+    from tugboat.cli.image_format import human_size
+
+    if res["ImagesDeleted"]:
+        sys.stdout.write("Deleted Images:\n")
+        for ev in res["ImagesDeleted"]:
+            for k, v in ev.items():
+                sys.stdout.write(f"{k.lower()}: {v}\n")
+        sys.stdout.write("\n")
+    sys.stdout.write(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}\n")
+
+
 def prune_cmd(args: list[str], ctx: Context) -> int:
     p = _parser("tug image prune", "Remove unused images")
     p.add_argument("-a", "--all", action="store_true")
@@ -431,20 +444,12 @@ def prune_cmd(args: list[str], ctx: Context) -> int:
                 if o.all else "WARNING! This will remove all dangling images.")
         if not _confirm(warn):
             return 0
-    from tugboat.cli.image_format import human_size
-
     filters: dict[str, list[str]] = {}
     for f in o.filter:
         k, _, v = f.partition("=")
         filters.setdefault(k, []).append(v)
     res = _service(ctx).prune(all=o.all, in_use=_in_use(ctx), filters=filters)
-    if res["ImagesDeleted"]:
-        sys.stdout.write("Deleted Images:\n")
-        for ev in res["ImagesDeleted"]:
-            for k, v in ev.items():
-                sys.stdout.write(f"{k.lower()}: {v}\n")
-        sys.stdout.write("\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}\n")
+    _print_pruned(res)
     return 0
 
 
@@ -553,16 +558,8 @@ def system_prune(args: list[str], ctx: Context) -> int:
         "WARNING! This will remove:\n  - all dangling images\n  - unreferenced image content"
     ):
         return 0
-    from tugboat.cli.image_format import human_size
-
     svc = _service(ctx)
     res = svc.prune(all=o.all, in_use=_in_use(ctx))
     svc.check(repair=True, verify_blobs=False)
-    if res["ImagesDeleted"]:
-        sys.stdout.write("Deleted Images:\n")
-        for ev in res["ImagesDeleted"]:
-            for k, v in ev.items():
-                sys.stdout.write(f"{k.lower()}: {v}\n")
-        sys.stdout.write("\n")
-    sys.stdout.write(f"Total reclaimed space: {human_size(res['SpaceReclaimed'])}\n")
+    _print_pruned(res)
     return 0

@@ -17,7 +17,7 @@ from tugboat.cli.containers import (
     _print_inspect,
     _render_rows,
 )
-from tugboat.cli.flags import parse
+from tugboat.cli.flags import filter_map, parse
 
 
 @_daemon_errors
@@ -80,11 +80,7 @@ def cmd_events(args: list[str], ctx: Any) -> int:
     if o["until"]:
         query["until"] = f"{parse_time(o['until']):.9f}"
     if o["filter"]:
-        filters: dict[str, dict[str, bool]] = {}
-        for f in o["filter"]:
-            k, _, v = f.partition("=")
-            filters.setdefault(k, {})[v] = True
-        query["filters"] = json.dumps(filters)
+        query["filters"] = json.dumps(filter_map(o["filter"]))
     for ev in _client(ctx).json_stream("GET", "/events", query=query):
         if o["format"]:
             out = json.dumps(ev) if o["format"] == "json" else _fmt().render(o["format"], ev)
@@ -210,10 +206,7 @@ def cmd_volume(args: list[str], ctx: Any) -> int:
         return 0
     if sub in ("ls", "list"):
         o, _ = parse(rest, {"-q|--quiet": bool, "-f|--filter": list, "--format": str})
-        filters: dict[str, dict[str, bool]] = {}
-        for f in o["filter"]:
-            k, _, v = f.partition("=")
-            filters.setdefault(k, {})[v] = True
+        filters = filter_map(o["filter"])
         vols = client.get("/volumes", query={"filters": json.dumps(filters) if filters else None})["Volumes"] or []
         if o["quiet"]:
             sys.stdout.write("".join(v["Name"] + "\n" for v in vols))

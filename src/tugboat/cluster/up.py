@@ -27,6 +27,9 @@ import sys
 import time
 from typing import Any
 
+from tugboat.util.fs import write_atomic
+from tugboat.util.net import free_port as _free_port
+
 STATE_FILE = "cluster.json"
 
 
@@ -39,18 +42,7 @@ def _ip(*args: str, check: bool = True, ns: str | None = None) -> subprocess.Com
 
 
 def _write_state(path: str, state: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(state, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    write_atomic(path, json.dumps(state, indent=1).encode())
 
 
 def _tug() -> list[str]:

@@ -20,6 +20,7 @@ from typing import IO, Any
 
 from tugboat.errors import DataCorruption, InvalidArgument, NotFound
 from tugboat.oci.digest import ALGORITHMS, SHA256, new_hasher, validate_digest
+from tugboat.util.proc import pid_alive
 
 CHUNK = 1 << 20
 
@@ -272,15 +273,7 @@ class ContentStore:
         n = 0
         for p in self.ingest_leftovers(0.0):
             pid_s = os.path.basename(p).split("-", 1)[0]
-            alive = False
-            if pid_s.isdigit():
-                try:
-                    os.kill(int(pid_s), 0)
-                    alive = True
-                except ProcessLookupError:
-                    alive = False
-                except PermissionError:
-                    alive = True
+            alive = pid_s.isdigit() and pid_alive(int(pid_s))
             try:
                 age = time.time() - os.stat(p).st_mtime
             except FileNotFoundError:

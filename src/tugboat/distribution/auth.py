@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import bcrypt
 
 from tugboat.errors import InvalidArgument
+from tugboat.util.fs import write_atomic
 
 DEFAULT_SERVICE = "tugboat-registry"
 
@@ -133,12 +134,7 @@ class TokenIssuer:
         os.makedirs(d, mode=0o700, exist_ok=True)
         path = os.path.join(d, "token.key")
         if not os.path.exists(path):
-            tmp = path + f".tmp{os.getpid()}"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            os.write(fd, secrets.token_bytes(32))
-            os.fsync(fd)
-            os.close(fd)
-            os.rename(tmp, path)
+            write_atomic(path, secrets.token_bytes(32), mode=0o600)
         with open(path, "rb") as f:
             return cls(f.read(), **kw)  # type: ignore[arg-type]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import tempfile
 from typing import Any
+
+from tugboat.util.fs import write_atomic
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io", DOCKER_HUB_KEY)
@@ -109,16 +110,4 @@ class DockerConfig:
     def save(self) -> None:
         d = os.path.dirname(self.path)
         os.makedirs(d, mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".config.json.")
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps(self.data, indent="\t").encode() + b"\n")
-            os.fsync(fd)
-            os.close(fd)
-            os.rename(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(self.path, json.dumps(self.data, indent="\t").encode() + b"\n", mode=0o600)

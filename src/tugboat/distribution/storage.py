@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 
 from tugboat.content.store import ContentStore
 from tugboat.errors import InvalidArgument
+from tugboat.util.fs import write_atomic
 
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
@@ -68,25 +68,8 @@ def valid_name(name: str) -> bool:
 
 
 def _atomic_write(path: str, data: bytes, *, sync: bool = True) -> None:
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        os.write(fd, data)
-        if sync:
-            os.fsync(fd)
-        os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, data, mode=0o600, sync=sync)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from tugboat.engine.util import (
     parse_signal,
     random_name,
     read_json,
+    reap_exit_code,
     rfc3339_to_ts,
     write_json_atomic,
 )
@@ -106,6 +107,14 @@ class Container:
     def save(self) -> None:
         write_json_atomic(os.path.join(self.dir, "container.json"), self.data)
 
+    def wait_reached(self, condition: str, gen: int) -> bool:
+        """Whether a wait for ``condition`` begun at exit generation ``gen`` is over (hold the lock)."""
+        if condition == "removed":
+            return self.removed
+        if condition == "not-running":
+            return not self.running and not self.state.get("Restarting")
+        return self.exit_gen != gen
+
 
 class Engine:
     def __init__(self, root: str, *, runtime_root: str | None = None, restore: bool = True,
@@ -171,6 +180,9 @@ class Engine:
     def _load(self) -> None:
         for cid in os.listdir(self.containers_dir):
             path = os.path.join(self.containers_dir, cid)
+            if cid.endswith(".removing"):  # a removal the daemon did not finish
+                shutil.rmtree(path, ignore_errors=True)
+                continue
             try:
                 data = read_json(os.path.join(path, "container.json"))
             except (OSError, ValueError):
@@ -326,12 +338,12 @@ class Engine:
     def _unmount_rootfs(self, c: Container) -> None:
         rootfs = c.tug.get("Rootfs")
         if rootfs and os.path.ismount(rootfs):
-            subprocess.run(["umount", "-l", rootfs], check=False, capture_output=True)
+            _lazy_umount(rootfs)
 
     def _cleanup_dir(self, cid: str, cdir: str) -> None:
         rootfs = os.path.join(cdir, "bundle", "rootfs")
         if os.path.ismount(rootfs):
-            subprocess.run(["umount", "-l", rootfs], check=False, capture_output=True)
+            _lazy_umount(rootfs)
         if self.snapshotter is not None:
             with contextlib.suppress(Exception):
                 self.snapshotter.remove(cid)
@@ -507,13 +519,8 @@ class Engine:
 
     # -- exit handling -------------------------------------------------------------------------
     def _on_exit(self, c: Container, pid: int) -> None:
-        code: int | None = None
-        try:
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0:
-                code = 128 - code
-        except ChildProcessError:
+        code = reap_exit_code(pid)
+        if code is None:
             code = self.runtime.exit_status(c.id)
         if code is None or code < 0:
             code = 255
@@ -710,13 +717,7 @@ class Engine:
             while True:
                 if cancelled is not None and cancelled.is_set():
                     raise TugError("wait cancelled")
-                if condition == "removed":
-                    if c.removed:
-                        break
-                elif condition == "not-running":
-                    if not c.running and not c.state.get("Restarting"):
-                        break
-                elif c.exit_gen != gen:
+                if c.wait_reached(condition, gen):
                     break
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -765,9 +766,6 @@ class Engine:
             c.tug["ManuallyStopped"] = True
             self.runtime.delete(c.id, force=True)
             self._unmount_rootfs(c)
-            if self.snapshotter is not None:
-                with contextlib.suppress(Exception):
-                    self.snapshotter.remove(c.id)
             with self._lock:
                 self._containers.pop(c.id, None)
                 if self._names.get(c.name) == c.id:
@@ -778,11 +776,18 @@ class Engine:
                         with contextlib.suppress(TugError):
                             self.volumes.remove(m["Name"], in_use=self.volume_users)
             tmp = c.dir + ".removing"
-            with contextlib.suppress(OSError):
-                os.rename(c.dir, tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                os.rename(c.dir, tmp)  # the record is gone: `_load` skips (and deletes) *.removing
+            except OSError:
+                tmp = c.dir
+            # `wait removed` (docker run --rm) is answered now; the snapshot and directory
+            # (unmounted, renamed, keyed by this id only) are deleted below, before DELETE returns
             c.changed.notify_all()
         self._event(c, "destroy")
+        if self.snapshotter is not None:
+            with contextlib.suppress(Exception):
+                self.snapshotter.remove(c.id)
+        shutil.rmtree(tmp, ignore_errors=True)
 
     # -- inspect/list -----------------------------------------------------------------------------
     def inspect(self, ref: str, size: bool = False) -> dict:
@@ -1268,11 +1273,27 @@ class Engine:
             if c.restart_timer is not None:
                 c.restart_timer.cancel()
         self.pump.close()
+        self.runtime.close()
         if self.network is not None:  # network helper: no bridges/rules/netns left when idle
             try:
                 self.network.shutdown(remove_all=not any(c.running for c in self.containers()))
             except Exception:
                 log.exception("network shutdown failed")
+
+
+def _lazy_umount(path: str) -> None:
+    """``umount -l`` without forking /bin/umount (umount2 with MNT_DETACH through ctypes)."""
+    try:
+        from tugboat.snapshots.mount import MNT_DETACH, umount
+
+        umount(path, MNT_DETACH)
+        return
+    except ImportError:
+        pass
+    except OSError:
+        if not os.path.ismount(path):
+            return
+    subprocess.run(["umount", "-l", path], check=False, capture_output=True)
 
 
 def _snapshot(c: Container) -> dict:

@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from tugboat.engine.iopump import ProcessIO, Subscriber
-from tugboat.engine.util import new_id
+from tugboat.engine.util import new_id, reap_exit_code
 from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError
 
 
@@ -217,14 +217,9 @@ def exec_start(engine: Any, eid: str, *, tty: bool | None = None, detach: bool =
     engine._event(c, "exec_start: " + " ".join(cfg["Cmd"]))
 
     def on_exit() -> None:
-        code = 255
-        try:
-            _, status = os.waitpid(pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            if code < 0:
-                code = 128 - code
-        except ChildProcessError:
-            pass
+        code = reap_exit_code(pid)
+        if code is None:
+            code = 255
         pio.closed.wait(2)
         rec.exit_code = code
         rec.running = False

@@ -14,33 +14,12 @@ import subprocess
 from typing import Any
 
 from tugboat.errors import InvalidArgument, NotFound
+from tugboat.util.fs import scoped_join
 
 
 def secure_join(root: str, path: str, *, follow_last: bool = True) -> str:
     """``root``/``path`` with every symlink resolved as if ``root`` were ``/``."""
-    root = os.path.realpath(root)
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    cur = root
-    hops = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            cur = os.path.dirname(cur) if cur != root else root
-            if not (cur + "/").startswith(root + "/") and cur != root:
-                cur = root
-            continue
-        nxt = os.path.join(cur, part)
-        if (parts or follow_last) and os.path.islink(nxt):
-            hops += 1
-            if hops > 255:
-                raise InvalidArgument(f"too many levels of symbolic links: {path}")
-            target = os.readlink(nxt)
-            if target.startswith("/"):
-                cur = root
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        cur = nxt
-    return cur
+    return scoped_join(os.path.realpath(root), path, follow_last=follow_last, max_hops=255)
 
 
 def _parse_bind(spec: str) -> dict:

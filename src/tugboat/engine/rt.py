@@ -6,12 +6,16 @@ to the ``runc`` binary otherwise (same verbs). The engine never talks to either 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
+import threading
 from typing import Any
 
 from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError
@@ -28,6 +32,78 @@ def _start_error(msg: str) -> TugError:
     )
 
 
+class _CreateWorker:
+    """The daemon's end of :mod:`tugboat.engine.rtworker` (one long-lived create helper)."""
+
+    def __init__(self, root: str, cgroup_parent: str | None) -> None:
+        self.root = root
+        self.cgroup_parent = cgroup_parent
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+
+    def _spawn(self) -> None:
+        import tugboat
+
+        pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            code = (f"import sys; sys.path.insert(0, {pkg_parent!r}); "
+                    "from tugboat.engine.rtworker import serve; "
+                    f"serve({theirs.fileno()}, {self.root!r}, {self.cgroup_parent!r})")
+            self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code],
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                         pass_fds=[theirs.fileno()], close_fds=True)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self.sock = ours
+
+    def _drop(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            proc, self.proc = self.proc, None
+            with contextlib.suppress(Exception):
+                proc.kill()
+                proc.wait(5)
+
+    def create(self, req: dict, fds: list[int]) -> dict | None:
+        """The worker's reply, or None when no request reached a worker (use the fallback)."""
+        with self.lock:
+            if self.proc is not None and self.proc.poll() is not None:
+                self._drop()
+            if self.sock is None:
+                try:
+                    self._spawn()
+                except OSError as exc:
+                    log.warning("cannot start the runtime create worker: %s", exc)
+                    return None
+            assert self.sock is not None
+            try:
+                socket.send_fds(self.sock, [json.dumps(req).encode()], fds)
+            except OSError:
+                self._drop()
+                return None
+            try:
+                raw = self.sock.recv(65536)
+            except OSError:
+                raw = b""
+            if not raw:
+                self._drop()
+                from tugboat.errors import Internal
+
+                raise Internal("the runtime create worker died during create")
+            return json.loads(raw)
+
+    def close(self) -> None:
+        with self.lock:
+            self._drop()
+
+
 class RuntimeAdapter:
     """create/start/kill/delete/state/exec/pause/resume/ps/stats over one runtime state root."""
 
@@ -36,12 +112,15 @@ class RuntimeAdapter:
         os.makedirs(state_root, exist_ok=True)
         self.impl: Any = None
         self.kind = "runc"
+        self.worker: _CreateWorker | None = None
         if prefer in ("auto", "tugboat") and not os.environ.get("TUG_ENGINE_RUNC"):
             try:
                 from tugboat.runtime.api import Runtime
 
                 self.impl = Runtime(state_root)
                 self.kind = "tugboat"
+                if not os.environ.get("TUG_ENGINE_NO_CREATE_WORKER"):
+                    self.worker = _CreateWorker(self.impl.root, self.impl.cgroup_parent)
             except ImportError:
                 self.impl = None
         self.runc = shutil.which("runc") or "runc"
@@ -68,6 +147,14 @@ class RuntimeAdapter:
         p.stderr = err
         return p
 
+    def _runc_logged(self, args: list[str], cid: str, log_path: str, console_socket: str | None,
+                     stdin: int, stdout: int, stderr: int) -> int:
+        """``runc create``/``exec --detach`` with its JSON log at ``log_path``; its exit status."""
+        if console_socket:
+            args = [*args, "--console-socket", console_socket]
+        cmd = [self.runc, "--root", self.state_root, "--log", log_path, "--log-format", "json", *args, cid]
+        return subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=stderr, close_fds=True, check=False).returncode
+
     # -- verbs ----------------------------------------------------------------------------------
     def create(self, cid: str, bundle: str, *, stdin: int, stdout: int, stderr: int,
                console_socket: str | None = None) -> int:
@@ -75,26 +162,48 @@ class RuntimeAdapter:
         pid_file = os.path.join(bundle, "init.pid")
         if self.impl is not None:
             try:
-                self.impl.create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
-                                 stdin=stdin, stdout=stdout, stderr=stderr)
+                if not self._worker_create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
+                                           stdio=[stdin, stdout, stderr]):
+                    self.impl.create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
+                                     stdin=stdin, stdout=stdout, stderr=stderr)
             except TugError as exc:
                 raise _start_error(str(exc)) from None
             st = self.impl.state(cid)
             return int(st.get("pid") or 0)
-        args = ["create", "--bundle", bundle, "--pid-file", pid_file]
-        if console_socket:
-            args += ["--console-socket", console_socket]
         log_path = os.path.join(bundle, "runc.log")
-        cmd = [self.runc, "--root", self.state_root, "--log", log_path, "--log-format", "json",
-               *args, cid]
-        p = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
-                           close_fds=True, check=False)
-        if p.returncode != 0:
-            msg = _last_runc_error(log_path) or f"runc create exited with status {p.returncode}"
+        rc = self._runc_logged(["create", "--bundle", bundle, "--pid-file", pid_file], cid, log_path,
+                               console_socket, stdin, stdout, stderr)
+        if rc != 0:
+            msg = _last_runc_error(log_path) or f"runc create exited with status {rc}"
             self.delete(cid, force=True)
             raise _start_error(msg)
         with open(pid_file) as f:
             return int(f.read().strip())
+
+    def _worker_create(self, cid: str, bundle: str, *, console_socket: str | None, pid_file: str,
+                       stdio: list[int]) -> bool:
+        """Create through the long-lived worker; False when it is unavailable (nothing was done)."""
+        if self.worker is None:
+            return False
+        req = {"id": cid, "bundle": bundle, "console_socket": console_socket, "pid_file": pid_file}
+        resp = self.worker.create(req, stdio)
+        if resp is None:
+            return False
+        for w in resp.get("warnings") or ():
+            self.impl.warn(w)
+        if "error" in resp:
+            from tugboat import errors as errmod
+
+            cls = getattr(errmod, str(resp.get("kind") or "Internal"), None)
+            if not (isinstance(cls, type) and issubclass(cls, TugError)):
+                cls = errmod.Internal
+            raise cls(resp["error"])
+        return True
+
+    def close(self) -> None:
+        """Stop the create worker (the daemon's shutdown; it also exits on its own with us)."""
+        if self.worker is not None:
+            self.worker.close()
 
     def start(self, cid: str) -> None:
         if self.impl is not None:
@@ -172,15 +281,10 @@ class RuntimeAdapter:
         proc_path = os.path.join(workdir_tmp, "process.json")
         with open(proc_path, "w") as f:
             json.dump(process, f)
-        args = ["exec", "--detach", "--pid-file", pid_file, "--process", proc_path]
-        if console_socket:
-            args += ["--console-socket", console_socket]
         log_path = os.path.join(workdir_tmp, "runc.log")
-        cmd = [self.runc, "--root", self.state_root, "--log", log_path, "--log-format", "json",
-               *args, cid]
-        p = subprocess.run(cmd, stdin=stdin, stdout=stdout, stderr=stderr,
-                           close_fds=True, check=False)
-        if p.returncode != 0:
+        rc = self._runc_logged(["exec", "--detach", "--pid-file", pid_file, "--process", proc_path], cid,
+                               log_path, console_socket, stdin, stdout, stderr)
+        if rc != 0:
             raise _start_error(_last_runc_error(log_path) or "runc exec failed")
         with open(pid_file) as f:
             return int(f.read().strip())

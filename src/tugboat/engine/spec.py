@@ -9,6 +9,7 @@ from typing import Any
 
 from tugboat.engine.util import ZERO_TIME, now_rfc3339, parse_bytes
 from tugboat.errors import InvalidArgument
+from tugboat.oci.user import lookup_user, read_colon_file
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -210,64 +211,15 @@ def fill_defaults(cid: str, cname: str, cfg: dict, host: dict, netcfg: dict, ima
 
 
 # -- user lookup ---------------------------------------------------------------------------------
-def _read_lines(path: str) -> list[list[str]]:
-    try:
-        with open(path, errors="replace") as f:
-            return [ln.rstrip("\n").split(":") for ln in f if ln.strip() and not ln.startswith("#")]
-    except OSError:
-        return []
-
-
 def resolve_user(rootfs: str, user: str) -> dict:
     """OCI ``process.user`` from docker's ``User`` (name, uid, name:group, uid:gid)."""
-    if not user:
-        user = "0"
-    name, _, group = user.partition(":")
-    passwd = _read_lines(os.path.join(rootfs, "etc/passwd"))
-    groups = _read_lines(os.path.join(rootfs, "etc/group"))
-    uid = gid = None
-    uname = None
-    if name.isdigit():
-        uid = int(name)
-        for p in passwd:
-            if len(p) >= 4 and p[2] == name:
-                gid = int(p[3]) if p[3].isdigit() else 0
-                uname = p[0]
-                break
-        if gid is None:
-            gid = 0
-    else:
-        for p in passwd:
-            if len(p) >= 4 and p[0] == name:
-                uid, gid, uname = int(p[2]), int(p[3]), p[0]
-                break
-        if uid is None:
-            raise InvalidArgument(
-                f"unable to find user {name}: no matching entries in passwd file"
-            )
-    if group:
-        if group.isdigit():
-            gid = int(group)
-        else:
-            for g in groups:
-                if len(g) >= 3 and g[0] == group:
-                    gid = int(g[2])
-                    break
-            else:
-                raise InvalidArgument(f"unable to find group {group}: no matching entries in group file")
-    extra = []
-    if uname:
-        for g in groups:
-            if len(g) >= 4 and uname in g[3].split(",") and g[2].isdigit():
-                extra.append(int(g[2]))
-    out: dict[str, Any] = {"uid": uid, "gid": gid}
-    if extra:
-        out["additionalGids"] = sorted(set(extra))
-    return out
+    passwd = read_colon_file(os.path.join(rootfs, "etc/passwd"))
+    groups = read_colon_file(os.path.join(rootfs, "etc/group"))
+    return lookup_user(passwd, groups, user or "0")
 
 
 def _home(rootfs: str, uid: int) -> str:
-    for p in _read_lines(os.path.join(rootfs, "etc/passwd")):
+    for p in read_colon_file(os.path.join(rootfs, "etc/passwd")):
         if len(p) >= 6 and p[2] == str(uid):
             return p[5]
     return "/"

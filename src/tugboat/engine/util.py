@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tugboat.errors import InvalidArgument
-from tugboat.units import human_duration as human_duration
+from tugboat.util.fs import write_atomic
+from tugboat.util.human import human_duration as human_duration
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -95,17 +96,23 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGKILL) -> int
 
 
 def write_json_atomic(path: str, data: Any) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(data, separators=(",", ":")).encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
 
 
 def read_json(path: str) -> Any:
     with open(path, "rb") as f:
         return json.loads(f.read())
+
+
+def reap_exit_code(pid: int) -> int | None:
+    """Wait for our child ``pid``; docker's exit code (128+N when killed by signal N), or None when
+    ``pid`` is not our child."""
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return None
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
 
 
 def parse_bytes(s: str | int | None) -> int:

@@ -28,6 +28,7 @@ from tugboat.oci.digest import validate_digest
 from tugboat.oci.image import LayerBlob
 from tugboat.oci.reference import Reference, parse_reference
 from tugboat.snapshots.overlay import Snapshotter
+from tugboat.util.proc import pid_alive
 
 __all__ = ["Image", "ImageService", "LayerBlob", "now_rfc3339"]
 
@@ -736,7 +737,7 @@ class ImageService:
                 if not g.startswith((images_dir + "/db.json.tmp-", self.tmp_dir + "/")):
                     continue
                 pid = g.rsplit("-", 1)[-1] if ".tmp-" in g else ""
-                if pid.isdigit() and _alive(int(pid)):
+                if pid.isdigit() and pid_alive(int(pid)):
                     continue
                 with contextlib.suppress(OSError):
                     os.unlink(g)
@@ -762,16 +763,6 @@ def _familiar(s: str) -> str:
         return parse_normalized(s).familiar
     except InvalidArgument:
         return s
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _display(s: str) -> str:

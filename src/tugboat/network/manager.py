@@ -16,7 +16,6 @@ import logging
 import os
 import re
 import socket
-import tempfile
 import threading
 from typing import Any
 
@@ -33,6 +32,7 @@ from tugboat.network.models import (
     NetworkRecord,
     PortMapping,
 )
+from tugboat.util.fs import write_atomic
 
 log = logging.getLogger("tugboat.network")
 
@@ -43,21 +43,6 @@ BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    d = os.path.dirname(path)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class NetworkManager:
@@ -129,12 +114,9 @@ class NetworkManager:
     def _write(self, path: str, obj: Any) -> None:
         data = msgspec.json.encode(obj)
         if self.fsync:
-            _write_atomic(path, data)
+            write_atomic(path, data, mode=0o600)
         else:
-            tmp = path + ".tmp"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.rename(tmp, path)
+            write_atomic(path, data, sync=False)
 
     def _save_network(self, rec: NetworkRecord) -> None:
         self._write(os.path.join(self.dir, "networks", rec.id + ".json"), rec)

@@ -214,11 +214,17 @@ class Runtime:
             cg_warnings: list[str] = []
             mgr.create()  # directories now (the init bind-mounts them); limits in parallel below
 
-            # linux.devices are created, not allowed: access stays with linux.resources.devices
+            # linux.devices are created, not allowed: access stays with linux.resources.devices.
+            # Device rules are written once the init is ready (its /dev nodes made), as runc does.
             resources = dict(linux.get("resources") or {})
+            device_rules = resources.pop("devices", None)
 
             def prepare_cgroup() -> None:
                 cg_warnings.extend(mgr.apply(resources))
+
+            def after_ready() -> None:
+                if device_rules is not None:
+                    cg_warnings.extend(mgr.apply({"devices": device_rules}))
                 mark("create: cgroup ready")
             os.mkfifo(sd.fifo, 0o622)
             os.chmod(sd.fifo, 0o622)
@@ -260,7 +266,7 @@ class Runtime:
             )
             mark("create: plan ready")
             started = process.start_init(spec, on_created_runtime=created_runtime, prepare=prepare_cgroup,
-                                         double_fork=self.double_fork)
+                                         double_fork=self.double_fork, after_ready=after_ready)
             mark("create: init ready")
             for w in cg_warnings + started.warnings:
                 self.warn(w)

@@ -18,9 +18,13 @@ def connect(path: str) -> socket.socket:
     return s
 
 
-def setup_pty(sock: socket.socket) -> None:
+def setup_pty(sock: socket.socket, uid: int = 0, gid: int = 0) -> None:
     """Open a pty (the container's /dev/ptmx), send the master, make the slave our ctty and stdio."""
     master, slave = os.openpty()
+    try:
+        os.fchown(slave, uid, gid)  # the process's own terminal, as runc does
+    except OSError:
+        pass
     name = os.ttyname(slave)
     socket.send_fds(sock, [name.encode()], [master])
     os.close(master)

@@ -151,6 +151,7 @@ class InitSpec(Record):
     no_pivot: bool = False
     monitor: str | None = None
     fifo_fd: int | None = None
+    console_conn: Any = None
     hooks: dict[str, list[dict[str, Any]]]
     hook_state: dict[str, Any]
 
@@ -291,8 +292,24 @@ def close_fds_except(keep: set[int]) -> None:
                 pass
 
 
+def _preimport(terminal: bool, hooks: bool) -> None:
+    """Import in P every module the children may need: after unshare(user)/pivot_root the
+    interpreter's own files can be out of reach (e.g. a stdlib under a 0700 home directory)."""
+    import stat  # noqa: F401  (rootfs)
+
+    from tugboat.runtime import rootfs, trace  # noqa: F401
+
+    if terminal:
+        from tugboat.runtime import console  # noqa: F401
+    if hooks:
+        from tugboat.runtime import hooks as _hooks  # noqa: F401
+    if trace.ENABLED:
+        import traceback  # noqa: F401
+
+
 def start_init(
-    spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True
+    spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True,
+    after_ready: Any = None,
 ) -> Started:
     """Fork the chain; return when init is ready (blocked on exec.fifo) or raise OSError.
 
@@ -302,6 +319,11 @@ def start_init(
     (~5-20 ms on cgroup v1), the largest single cost of a start. The init cannot exec the
     user's process before P has returned from here, so limits always apply to it.
     """
+    _preimport(spec.plan.terminal, bool(spec.hooks.get("createContainer") or spec.hooks.get("startContainer")))
+    if spec.plan.terminal and spec.console_socket:
+        from tugboat.runtime import console as cons
+
+        spec.console_conn = cons.connect(spec.console_socket)
     ch = Channel()
     pid_r, pid_w = os.pipe()
     # the state dir as an O_PATH dirfd: the init opens exec.fifo relative to it after
@@ -314,6 +336,8 @@ def start_init(
             os.close(ch.reply_w)
             keep = {0, 1, 2, ch.w, ch.reply_r, pid_r, pid_w, *range(3, 3 + spec.preserve_fds)}
             keep.update(fd for fd in (*spec.stdio, spec.fifo_fd) if fd is not None)
+            if spec.console_conn is not None:
+                keep.add(spec.console_conn.fileno())
             close_fds_except(keep)
             os.setsid()
             if double_fork and os.fork() != 0:
@@ -330,6 +354,8 @@ def start_init(
     ch.close_parent_ends()
     if spec.fifo_fd is not None:
         os.close(spec.fifo_fd)
+    if spec.console_conn is not None:
+        spec.console_conn.close()
     if double_fork:
         os.waitpid(x, 0)
     init_pid = monitor_pid = 0
@@ -377,6 +403,8 @@ def start_init(
             if msg.get("ready"):
                 ready = True
             if ready and init_pid and monitor_pid:  # B's and C's messages may come in any order
+                if after_ready is not None:
+                    after_ready()
                 return Started(init_pid=init_pid, monitor_pid=monitor_pid, warnings=warnings)
     except BaseException:
         # leave nothing half-made: kill whatever got started (through pidfds opened on receipt)
@@ -514,13 +542,9 @@ def _run_init(
         rootfs=spec.rootfs, config=config, cgroup_dirs=spec.cgroup_dirs, in_userns=in_userns,
         has_netns="network" in new,
     )
-    console = None
-    if plan.terminal:
-        if not spec.console_socket:
-            raise OSError(errno.EINVAL, "process.terminal is set but no console socket was given")
-        from tugboat.runtime import console as cons
-
-        console = cons.connect(spec.console_socket)
+    console = spec.console_conn  # connected by P: the socket may be unreachable from a user ns
+    if plan.terminal and console is None:
+        raise OSError(errno.EINVAL, "process.terminal is set but no console socket was given")
     fifo_fd = spec.fifo_fd  # the state dir, opened (O_PATH) by P
     if "cgroup" in new:
         ch.send({"cgroupns": True})
@@ -577,7 +601,7 @@ def _run_init(
     if console is not None:
         from tugboat.runtime import console as cons
 
-        cons.setup_pty(console)
+        cons.setup_pty(console, plan.user.uid, plan.user.gid)
     else:
         _dup_stdio(spec.stdio)
     try:
@@ -724,6 +748,7 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
 
     E1 exits with E2's exit status (128+signal when killed) unless ``detach``.
     """
+    _preimport(spec.plan.terminal, False)
     ch = Channel()
     e1 = os.fork()
     if e1 == 0:
@@ -834,7 +859,7 @@ def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
     if console is not None:
         from tugboat.runtime import console as cons
 
-        cons.setup_pty(console)
+        cons.setup_pty(console, plan.user.uid, plan.user.gid)
     else:
         _dup_stdio(spec.stdio)
     try:

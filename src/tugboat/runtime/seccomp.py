@@ -164,9 +164,8 @@ def compile_filter(seccomp: dict[str, Any]) -> bytes:
     table = syscall_table()
     default_errno = seccomp.get("defaultErrnoRet")
     default = action_value(seccomp.get("defaultAction", "SCMP_ACT_ALLOW"), default_errno)
-    arches = seccomp.get("architectures") or []
-    if arches and "SCMP_ARCH_X86_64" not in arches:
-        raise InvalidArgument("seccomp: the profile does not cover this machine's architecture (x86_64)")
+    # as with libseccomp, the native architecture is always part of the filter; other listed
+    # architectures (x86, x32) are not compiled: their syscalls get the default action
 
     # per syscall number: list of (args or None, ret value)
     rules: dict[int, list[tuple[list[dict[str, Any]] | None, int]]] = {}

@@ -793,22 +793,12 @@ def apply_layer(
     for hostile or corrupt input; the caller discards ``target_dir`` then.
     """
     os.makedirs(target_dir, exist_ok=True)
-    src, owned = open_layer_source(tar_stream, compression)
-    stream = _Stream(src)
-    applier = _Applier(target_dir, whiteouts, strict_symlinks)
-    ok = False
-    try:
+    with decompressed(tar_stream, compression) as src:
+        stream = _Stream(src)
+        applier = _Applier(target_dir, whiteouts, strict_symlinks)
         read_entries(stream, applier.entry)
         stream.drain()
-        if hasattr(src, "close"):
-            src.close()
-        applier.finish()
-        ok = True
-    finally:
-        if not ok and isinstance(src, _GzipProcSource):
-            src.close(drain=False)
-        if owned is not None:
-            owned.close()
+    applier.finish()
     diff_id = "sha256:" + stream.hasher.hexdigest()
     if expected_diff_id is not None and diff_id != expected_diff_id:
         raise LayerError(f"layer diff ID mismatch: expected {expected_diff_id}, got {diff_id}")

@@ -30,17 +30,14 @@ import msgspec
 from tugboat.content.store import ContentStore
 from tugboat.errors import Conflict, InvalidArgument, NotFound
 from tugboat.oci.image import OCI_LAYER_GZIP, LayerBlob, layer_compression
+from tugboat.util.fs import write_atomic
+from tugboat.util.proc import pid_alive
 
 OVERLAY_OPTIONS_MAX = 4000  # the kernel copies mount data into one page
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(msgspec.json.encode(obj))
-        f.flush()
-        os.fsync(f.fileno())
-    os.rename(tmp, path)
+    write_atomic(path, msgspec.json.encode(obj))
 
 
 def _rmtree(path: str) -> None:
@@ -314,14 +311,8 @@ class Snapshotter:
         n = 0
         for p in self.leftovers():
             pid = os.path.basename(p).split("-", 1)[0]
-            if pid.isdigit():
-                try:
-                    os.kill(int(pid), 0)
-                    continue
-                except ProcessLookupError:
-                    pass
-                except PermissionError:
-                    continue
+            if pid.isdigit() and pid_alive(int(pid)):
+                continue
             _rmtree(p)
             n += 1
         return n

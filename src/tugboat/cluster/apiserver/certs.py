@@ -15,7 +15,6 @@ import ipaddress
 import os
 import secrets
 import ssl
-import tempfile
 
 import yaml
 from cryptography import x509
@@ -23,22 +22,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tugboat.util.fs import write_atomic
+
 
 def _write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    d = os.path.dirname(path)
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_atomic(path, data, mode=mode)
 
 
 def _read(path: str) -> bytes:

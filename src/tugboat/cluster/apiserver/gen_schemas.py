@@ -26,13 +26,14 @@ ROOTS = {
     "V1HorizontalPodAutoscaler": "io.k8s.api.autoscaling.v1", "V2HorizontalPodAutoscaler": "io.k8s.api.autoscaling.v2",
     "V1EndpointSlice": "io.k8s.api.discovery.v1", "V1Lease": "io.k8s.api.coordination.v1",
     "V1StorageClass": "io.k8s.api.storage.v1", "V1Binding": "io.k8s.api.core.v1", "V1Scale": "io.k8s.api.autoscaling.v1",
-    "V1Eviction": "io.k8s.api.policy.v1", "V1DeleteOptions": "io.k8s.apimachinery.pkg.apis.meta.v1",
+    "V1Eviction": "io.k8s.api.policy.v1", "V1PodDisruptionBudget": "io.k8s.api.policy.v1",
+    "V1PriorityClass": "io.k8s.api.scheduling.v1", "V1ControllerRevision": "io.k8s.api.apps.v1", "V1DeleteOptions": "io.k8s.apimachinery.pkg.apis.meta.v1",
 }
 META = {"ObjectMeta", "LabelSelector", "LabelSelectorRequirement", "OwnerReference", "ManagedFieldsEntry",
         "ListMeta", "Condition", "DeleteOptions", "Preconditions"}
 # fields whose client type hides the API type
 SPECIAL = {("V1ContainerPort", "container_port"): "integer"}
-INT_OR_STRING = {"maxUnavailable", "maxSurge", "targetPort", "port", "partition"}
+INT_OR_STRING = {"maxUnavailable", "maxSurge", "targetPort", "port", "partition", "minAvailable"}
 
 
 def main() -> None:

@@ -114,6 +114,7 @@ class ObjectService:
         self.registry = registry
         self.cache = cache
         self.namespaces: dict[str, str] = {}  # name -> phase, kept by the watch cache feed
+        self.priority_classes: dict[str, Obj] = {}  # name -> PriorityClass, kept by the watch cache feed
         self._alloc_lock = asyncio.Lock()
 
     # --- version handling ------------------------------------------------------------------------
@@ -265,6 +266,61 @@ class ObjectService:
                                 used_ports.add(n)
                                 break
 
+    async def _priority_class(self, name: str) -> Obj | None:
+        kv = await self.store.get(f"/registry/scheduling.k8s.io/priorityclasses/{name}")
+        return load(kv) if kv is not None else None
+
+    async def _admit_pod_priority(self, pod: Obj) -> None:
+        """The Priority admission plugin: spec.priorityClassName -> spec.priority (+ preemptionPolicy);
+        without a class name the globalDefault class applies. A pod that sets spec.priority itself and
+        names no class (with no global default) keeps it (kube would force 0; our scheduler tests rely
+        on it)."""
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            return
+        name = pod["metadata"].get("name", "")
+        pcn = spec.get("priorityClassName")
+        pc: Obj | None = None
+        if pcn:
+            pc = await self._priority_class(pcn)
+            if pc is None:
+                raise ApiError(403, f'pods "{name}" is forbidden: no PriorityClass with name {pcn} was found',
+                               "Forbidden", {"name": name, "kind": "pods"})
+        else:
+            defaults = [c for c in self.priority_classes.values() if c.get("globalDefault")]
+            if defaults:
+                pc = min(defaults, key=lambda c: (int(c.get("value") or 0), c["metadata"]["name"]))
+                spec["priorityClassName"] = pc["metadata"]["name"]
+        if pc is None:
+            return
+        value = int(pc.get("value") or 0)
+        if spec.get("priority") is not None and spec["priority"] != value:
+            raise ApiError(403, f'pods "{name}" is forbidden: the integer value of priority ({spec["priority"]}) '
+                           f"must not be provided in pod spec; priority admission controller computed {value} "
+                           "from the given PriorityClass name", "Forbidden", {"name": name, "kind": "pods"})
+        spec["priority"] = value
+        pp = pc.get("preemptionPolicy") or "PreemptLowerPriority"
+        if spec.get("preemptionPolicy") is not None and spec["preemptionPolicy"] != pp:
+            raise ApiError(403, f'pods "{name}" is forbidden: the string value of PreemptionPolicy '
+                           f"({spec['preemptionPolicy']}) must not be provided in pod spec; priority admission "
+                           f"controller computed {pp} from the given PriorityClass name", "Forbidden",
+                           {"name": name, "kind": "pods"})
+        spec["preemptionPolicy"] = pp
+
+    async def _admit_priorityclass(self, pc: Obj, old: Obj | None = None) -> None:
+        """Only one PriorityClass may be the global default."""
+        if not pc.get("globalDefault") or (old is not None and old.get("globalDefault")):
+            return
+        name = pc["metadata"].get("name", "")
+        res = await self.store.list("/registry/scheduling.k8s.io/priorityclasses/")
+        for kv in res.items:
+            other = load(kv)
+            oname = other["metadata"]["name"]
+            if oname != name and other.get("globalDefault"):
+                raise ApiError(403, f'priorityclasses.scheduling.k8s.io "{name}" is forbidden: PriorityClass '
+                               f"{oname} is already marked as default. Only one default can exist", "Forbidden",
+                               {"name": name, "group": "scheduling.k8s.io", "kind": "priorityclasses"})
+
     def _check_kind(self, rt: ResourceType, obj: Obj) -> None:
         kind, av = obj.get("kind"), obj.get("apiVersion")
         if kind and kind != rt.kind:
@@ -305,6 +361,10 @@ class ObjectService:
         smd = sobj["metadata"]
         if "spec" in sobj or srt.plural in ("deployments", "replicasets", "statefulsets", "daemonsets", "jobs", "pods"):
             smd["generation"] = 1
+        if srt.plural == "pods" and srt.group == "":
+            await self._admit_pod_priority(sobj)
+        elif srt.plural == "priorityclasses":
+            await self._admit_priorityclass(sobj)
         if srt.defaults:
             srt.defaults(sobj)
         if srt.status_subresource and srt.reset_status_on_create:
@@ -338,6 +398,8 @@ class ObjectService:
             obj["status"] = {"phase": "Pending"}
         elif rt.plural == "nodes":
             pass
+        elif rt.plural == "poddisruptionbudgets":
+            obj["status"] = {"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0}
         else:
             obj["status"] = required_zero_status(rt)
 
@@ -388,6 +450,8 @@ class ObjectService:
                 new.pop("status", None)
             if srt.defaults:
                 srt.defaults(new)
+            if srt.plural == "priorityclasses":
+                await self._admit_priorityclass(new, cur)
             self._bump_generation(cur, new)
             if srt.validate:
                 causes = srt.validate(new, cur)
@@ -482,6 +546,12 @@ class ObjectService:
         """-> (object or its last state, deleted-now?)."""
         srt = self.storage_type(rt)
         key = srt.key(ns, name)
+        if srt.plural == "priorityclasses":
+            from tugboat.cluster.apiserver.kinds import SYSTEM_PRIORITY_CLASSES
+            if name in SYSTEM_PRIORITY_CLASSES:
+                raise ApiError(403, f'priorityclasses.scheduling.k8s.io "{name}" is forbidden: the PriorityClass '
+                               f'"{name}" is a system priority class and cannot be deleted', "Forbidden",
+                               {"name": name, "group": "scheduling.k8s.io", "kind": "priorityclasses"})
         for _attempt in range(20):
             kv = await self.store.get(key)
             if kv is None:

@@ -449,6 +449,13 @@ def _selector_matches(sel: Obj | None, labels: dict[str, str]) -> bool:
     return True
 
 
+def pod_matches_selector(sel: Obj | None, labels: dict[str, str]) -> bool:
+    """policy/v1 semantics: a missing selector matches nothing, an empty one everything."""
+    if sel is None:
+        return False
+    return _selector_matches(sel, labels) if sel else True
+
+
 def validate_workload(obj: Obj, old: Obj | None, needs_selector: bool = True, replicas: bool = True) -> list[Cause]:
     errs = validate_meta(obj)
     spec = obj.get("spec")
@@ -814,6 +821,110 @@ def _pvc_row(obj: Obj) -> list[Any]:
             "<unset>", age(obj["metadata"].get("creationTimestamp")), spec.get("volumeMode", "Filesystem")]
 
 
+# --- scheduling.k8s.io PriorityClass, apps ControllerRevision, policy PodDisruptionBudget ------------
+HIGHEST_USER_PRIORITY = 1000000000
+SYSTEM_PRIORITY_CLASSES: dict[str, tuple[int, str]] = {
+    "system-node-critical": (2000001000, "Used for system critical pods that must not be moved from their current node."),
+    "system-cluster-critical": (2000000000, "Used for system critical pods that must run in the cluster, but can be "
+                                "moved to another node if necessary."),
+}
+PREEMPTION_POLICIES = ["Never", "PreemptLowerPriority"]
+
+
+def default_priorityclass(obj: Obj) -> None:
+    obj.setdefault("preemptionPolicy", "PreemptLowerPriority")
+
+
+def validate_priorityclass(obj: Obj, old: Obj | None) -> list[Cause]:
+    errs = validate_meta(obj)
+    name = (obj.get("metadata") or {}).get("name") or ""
+    value = obj.get("value", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not -2147483648 <= value <= 2147483647:
+        errs.invalid("value", value, "must be a 32-bit integer")
+        return errs
+    if name.startswith("system-"):
+        if name not in SYSTEM_PRIORITY_CLASSES:
+            errs.forbidden("metadata.name", "priority class names with 'system-' prefix are reserved")
+        elif SYSTEM_PRIORITY_CLASSES[name][0] != value:
+            errs.forbidden("value", f"value of {name} PriorityClass must be {SYSTEM_PRIORITY_CLASSES[name][0]}")
+    elif value > HIGHEST_USER_PRIORITY:
+        errs.forbidden("value", f"maximum allowed value of a user defined priority is {HIGHEST_USER_PRIORITY}")
+    pp = obj.get("preemptionPolicy")
+    if pp is not None and pp not in PREEMPTION_POLICIES:
+        errs.unsupported("preemptionPolicy", pp, PREEMPTION_POLICIES)
+    if old is not None:
+        if old.get("value", 0) != value:
+            errs.forbidden("value", "may not be changed in an update.")
+        if old.get("preemptionPolicy") != pp:
+            errs.invalid("preemptionPolicy", pp, "field is immutable")
+    return errs
+
+
+def _priorityclass_row(obj: Obj) -> list[Any]:
+    return [obj["metadata"]["name"], obj.get("value", 0), bool(obj.get("globalDefault")),
+            age(obj["metadata"].get("creationTimestamp")), obj.get("preemptionPolicy") or ""]
+
+
+def validate_controllerrevision(obj: Obj, old: Obj | None) -> list[Cause]:
+    errs = validate_meta(obj)
+    errs.nonneg("revision", obj.get("revision", 0))
+    if old is not None and old.get("data") != obj.get("data"):
+        errs.invalid("data", "", "field is immutable")
+    return errs
+
+
+def _controllerrevision_row(obj: Obj) -> list[Any]:
+    ctrl = "<none>"
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            group = (ref.get("apiVersion") or "").split("/")[0] if "/" in (ref.get("apiVersion") or "") else ""
+            kind = (ref.get("kind") or "").lower()
+            ctrl = f"{kind}.{group}/{ref.get('name')}" if group else f"{kind}/{ref.get('name')}"
+    return [obj["metadata"]["name"], ctrl, obj.get("revision", 0), age(obj["metadata"].get("creationTimestamp"))]
+
+
+def _int_or_percent(errs: Errs, path: str, v: Any) -> None:
+    if isinstance(v, bool):
+        errs.invalid(path, v, "must be an integer or percentage (e.g '5%')")
+    elif isinstance(v, int):
+        errs.nonneg(path, v)
+    elif isinstance(v, str):
+        m = re.fullmatch(r"(\d+)%", v)
+        if not m:
+            errs.invalid(path, v, "a valid percent string must be a numeric string followed by an ending '%' "
+                         "(e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')")
+        elif int(m.group(1)) > 100:
+            errs.invalid(path, v, "must not be greater than 100%")
+    else:
+        errs.invalid(path, v, "must be an integer or percentage (e.g '5%')")
+
+
+def validate_pdb(obj: Obj, old: Obj | None) -> list[Cause]:
+    errs = validate_meta(obj)
+    spec = obj.get("spec") or {}
+    if not isinstance(spec, dict):
+        errs.invalid("spec", spec, "must be an object")
+        return errs
+    mn, mx = spec.get("minAvailable"), spec.get("maxUnavailable")
+    if mn is not None and mx is not None:
+        errs.invalid("spec", spec, "minAvailable and maxUnavailable cannot be both set")
+    if mn is not None:
+        _int_or_percent(errs, "spec.minAvailable", mn)
+    if mx is not None:
+        _int_or_percent(errs, "spec.maxUnavailable", mx)
+    pol = spec.get("unhealthyPodEvictionPolicy")
+    if pol is not None and pol not in ("AlwaysAllow", "IfHealthyBudget"):
+        errs.unsupported("spec.unhealthyPodEvictionPolicy", pol, ["AlwaysAllow", "IfHealthyBudget"])
+    return errs
+
+
+def _pdb_row(obj: Obj) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    mn, mx = spec.get("minAvailable"), spec.get("maxUnavailable")
+    return [obj["metadata"]["name"], "N/A" if mn is None else str(mn), "N/A" if mx is None else str(mx),
+            st.get("disruptionsAllowed", 0), age(obj["metadata"].get("creationTimestamp"))]
+
+
 def _name_age(obj: Obj) -> list[Any]:
     return [obj["metadata"]["name"], age(obj["metadata"].get("creationTimestamp"))]
 
@@ -992,6 +1103,21 @@ def build_registry() -> Registry:
                                       o.get("volumeBindingMode", ""), str(bool(o.get("allowVolumeExpansion"))).lower(),
                                       age(o["metadata"].get("creationTimestamp"))],
                        schema_name="io.k8s.api.storage.v1.StorageClass"))
+    # scheduling.k8s.io/v1, apps/v1 controllerrevisions, policy/v1
+    r.add(ResourceType("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", False, short_names=["pc"],
+                       defaults=default_priorityclass, validate=validate_priorityclass,
+                       columns=[NAME, C("Value", "integer"), C("Global-Default", "boolean"), AGE,
+                                C("PreemptionPolicy")],
+                       row=_priorityclass_row, schema_name="io.k8s.api.scheduling.v1.PriorityClass"))
+    r.add(ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", True,
+                       validate=validate_controllerrevision, reset_status_on_create=False,
+                       columns=[NAME, C("Controller"), C("Revision", "integer"), AGE],
+                       row=_controllerrevision_row, schema_name="io.k8s.api.apps.v1.ControllerRevision"))
+    r.add(ResourceType("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, short_names=["pdb"],
+                       subresources=sub("policy", "v1", "PodDisruptionBudget", "status"), validate=validate_pdb,
+                       columns=[NAME, C("Min Available"), C("Max Unavailable"), C("Allowed Disruptions", "integer"),
+                                AGE],
+                       row=_pdb_row, schema_name="io.k8s.api.policy.v1.PodDisruptionBudget"))
     for rt in r.by_gvr.values():
         if not rt.columns:
             rt.columns = [NAME, AGE]

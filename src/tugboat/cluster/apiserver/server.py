@@ -99,6 +99,11 @@ class APIServer:
             o = _dec.decode(kv.value)
             self.objects.namespaces[o["metadata"]["name"]] = (o.get("status") or {}).get("phase", "Active")
         self._bg.append(asyncio.create_task(self._follow_namespaces()))
+        res = await self.store.list("/registry/scheduling.k8s.io/priorityclasses/")
+        for kv in res.items:
+            o = load(kv)
+            self.objects.priority_classes[o["metadata"]["name"]] = o
+        self._bg.append(asyncio.create_task(self._follow_priority_classes()))
         self._bg.append(asyncio.create_task(self._forget_metrics_of_deleted()))
         await self._bootstrap()
         self._bg.append(asyncio.create_task(self._compactor()))
@@ -130,6 +135,23 @@ class APIServer:
                 with contextlib.suppress(ApiError):
                     await self.objects.create(sa, name, {"metadata": {"name": "default"}})
 
+    async def _follow_priority_classes(self) -> None:
+        """Keep ObjectService.priority_classes current (the Priority admission's globalDefault lookup)."""
+        prefix = "/registry/scheduling.k8s.io/priorityclasses/"
+        w = self.cache.watch(prefix, self.cache.rev)
+        while True:
+            ev = await w.queue.get()
+            if ev is None:
+                w = self.cache.watch(prefix, self.cache.rev)
+                res = await self.store.list(prefix)
+                self.objects.priority_classes = {o["metadata"]["name"]: o for o in (load(kv) for kv in res.items)}
+                continue
+            name = ev.obj["metadata"]["name"]
+            if ev.type == "DELETED":
+                self.objects.priority_classes.pop(name, None)
+            else:
+                self.objects.priority_classes[name] = ev.obj
+
     async def _forget_metrics_of_deleted(self) -> None:
         """Metrics of deleted pods and nodes disappear with them (not only after the TTL)."""
 
@@ -157,6 +179,13 @@ class APIServer:
         for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
             with contextlib.suppress(ApiError):
                 await self.objects.create(ns, None, {"metadata": {"name": name}})
+        pc = self.registry.get("scheduling.k8s.io", "v1", "priorityclasses")
+        assert pc is not None
+        from tugboat.cluster.apiserver.kinds import SYSTEM_PRIORITY_CLASSES
+        for name, (value, desc) in SYSTEM_PRIORITY_CLASSES.items():
+            with contextlib.suppress(ApiError):
+                await self.objects.create(pc, None, {"metadata": {"name": name}, "value": value,
+                                                     "description": desc})
         with contextlib.suppress(ApiError):
             await self.objects.create(svc, "default", {
                 "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
@@ -433,10 +462,80 @@ class APIServer:
             body = await self.read_body(request)
             ev = self._parse(request, body)
             opts = (ev or {}).get("deleteOptions") or {}
-            await self.objects.delete(rt, ns, name, opts, dry_run=self._dry_run(request))
+            await self._evict(rt, ns or "", name, opts, self._dry_run(request))
             return json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                   "code": 201}, 201)
         raise ApiError(405, "the server does not allow this method on the requested resource", "MethodNotAllowed")
+
+    async def _evict(self, rt: ResourceType, ns: str, name: str, opts: Obj, dry_run: bool) -> None:
+        """The eviction subresource: delete the pod unless that violates its PodDisruptionBudget
+        (kube's eviction REST: one PDB at most, status must be current, disruptionsAllowed is
+        decremented and the pod recorded in status.disruptedPods before the delete)."""
+        from tugboat.cluster.apiserver.kinds import pod_matches_selector
+
+        pdb_rt = self.registry.get("policy", "v1", "poddisruptionbudgets")
+        assert pdb_rt is not None
+        for _attempt in range(5):
+            pod = await self.objects.get(rt, ns, name)
+            md, st = pod["metadata"], pod.get("status") or {}
+            if md.get("deletionTimestamp") or st.get("phase") in ("Succeeded", "Failed", "Pending"):
+                break  # canIgnorePDB
+            labels = md.get("labels") or {}
+            res = await self.store.list(pdb_rt.key_prefix(ns))
+            pdbs = [p for p in (load(kv) for kv in res.items)
+                    if pod_matches_selector((p.get("spec") or {}).get("selector"), labels)]
+            if not pdbs:
+                break
+            if len(pdbs) > 1:
+                raise ApiError(500, "This pod has more than one PodDisruptionBudget, which the eviction "
+                               "subresource does not support.", "InternalError")
+            pdb = pdbs[0]
+            pst = pdb.get("status") or {}
+            spec = pdb.get("spec") or {}
+            ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+            if not ready and st.get("phase") == "Running":
+                policy = spec.get("unhealthyPodEvictionPolicy") or "IfHealthyBudget"
+                if policy == "AlwaysAllow" or (pst.get("currentHealthy", 0) >= pst.get("desiredHealthy", 0) > 0):
+                    break  # an unhealthy pod does not count against a healthy budget
+            too_many = "Cannot evict pod as it would violate the pod's disruption budget."
+            pname = pdb["metadata"]["name"]
+            if int(pst.get("observedGeneration") or 0) < int(pdb["metadata"].get("generation") or 0):
+                raise ApiError(429, too_many, "TooManyRequests", {"causes": [{
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {pname} is still being processed by the server."}]})
+            allowed = int(pst.get("disruptionsAllowed") or 0)
+            if allowed < 0:
+                raise ApiError(403, "pdb disruptions allowed is negative", "Forbidden")
+            if allowed == 0:
+                raise ApiError(429, too_many, "TooManyRequests", {"causes": [{
+                    "reason": "DisruptionBudget",
+                    "message": f"The disruption budget {pname} needs {pst.get('desiredHealthy', 0)} healthy pods "
+                               f"and has {pst.get('currentHealthy', 0)} currently"}]})
+            if dry_run:
+                break
+            if len(pst.get("disruptedPods") or {}) > 2000:
+                raise ApiError(403, "DisruptedPods map too big - too many evictions not confirmed by PDB "
+                               "controller", "Forbidden")
+            rv = pdb["metadata"]["resourceVersion"]
+
+            def take(cur: Obj, rv: str = rv) -> Obj:
+                cur["metadata"]["resourceVersion"] = rv
+                cst = cur.setdefault("status", {})
+                cst["disruptionsAllowed"] = int(cst.get("disruptionsAllowed") or 0) - 1
+                cst.setdefault("disruptedPods", {})[name] = meta.now_rfc3339()
+                return cur
+
+            try:
+                await self.objects.update(pdb_rt, ns, pname, take, subresource="status")
+            except ApiError as exc:
+                if exc.code == 409:
+                    continue  # the PDB changed under us: judge again
+                raise
+            break
+        else:
+            raise ApiError(429, "Cannot evict pod as it would violate the pod's disruption budget.",
+                           "TooManyRequests")
+        await self.objects.delete(rt, ns, name, opts, dry_run=dry_run)
 
     # --- bodies ----------------------------------------------------------------------------------
     async def read_body(self, request: web.Request) -> bytes:

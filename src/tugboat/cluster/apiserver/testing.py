@@ -21,11 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tugboat.util.net import free_port
 
 
 def _wait_port(port: int, proc: subprocess.Popen[Any], timeout: float, what: str, log: Path) -> None:

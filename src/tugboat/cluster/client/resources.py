@@ -55,13 +55,14 @@ LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 ENDPOINTSLICES = Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice")
 STORAGECLASSES = Resource("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False)
 PRIORITYCLASSES = Resource("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", namespaced=False)
+PODDISRUPTIONBUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
 POD_METRICS = Resource("metrics.k8s.io", "v1beta1", "pods", "PodMetrics")
 NODE_METRICS = Resource("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", namespaced=False)
 
 ALL = [
     PODS, NODES, NAMESPACES, SERVICES, ENDPOINTS, EVENTS, CONFIGMAPS, SECRETS, SERVICEACCOUNTS, PVCS, PVS,
     DEPLOYMENTS, REPLICASETS, STATEFULSETS, DAEMONSETS, CONTROLLERREVISIONS, JOBS, HPAS, LEASES,
-    ENDPOINTSLICES, STORAGECLASSES, PRIORITYCLASSES,
+    ENDPOINTSLICES, STORAGECLASSES, PRIORITYCLASSES, PODDISRUPTIONBUDGETS,
 ]
 _BY_KIND = {(r.api_version, r.kind): r for r in ALL}
 _BY_KIND_ONLY = {r.kind: r for r in ALL}

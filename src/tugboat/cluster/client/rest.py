@@ -120,7 +120,7 @@ class ApiClient:
                 method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 raw = await resp.read()
-                if resp.status == 429 and attempt < 5:
+                if resp.status == 429 and attempt < 5 and "Retry-After" in resp.headers:
                     await asyncio.sleep(float(resp.headers.get("Retry-After", "1") or 1) * random.uniform(0.5, 1))
                     continue
                 if resp.status >= 400:

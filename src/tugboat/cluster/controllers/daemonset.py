@@ -12,6 +12,7 @@ from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.rest import ConflictError, NotFoundError
 from tugboat.cluster.client.util import hash_obj, pod_active, pod_ready
 from tugboat.cluster.controllers.base import Controller, owned_by
+from tugboat.cluster.controllers.history import sync_history
 from tugboat.cluster.controllers.replicaset import pod_from_template
 from tugboat.cluster.scheduler.cache import make_nodeinfo
 from tugboat.cluster.scheduler.plugins import node_selector_term_matches, tolerates
@@ -48,6 +49,7 @@ class DaemonSetController(Controller):
         self.sets = self.ctx.informer(R.DAEMONSETS)
         self.nodes = self.ctx.informer(R.NODES)
         self.pods = self.ctx.informer(R.PODS)
+        self.revisions = self.ctx.informer(R.CONTROLLERREVISIONS)
         self.sets.add_handler(*self.handlers(self.enqueue))
         self.pods.add_handler(*self.handlers(lambda p: self.enqueue_owner("DaemonSet", p)))
         self.nodes.add_handler(self._all, lambda o, n: self._all(n) if (o.get("spec"), o["metadata"].get("labels")) != (
@@ -78,6 +80,7 @@ class DaemonSetController(Controller):
             return
         ds = copy.deepcopy(ds)
         rev = self._rev(ds)
+        await sync_history(self.client, self.revisions, ds, f"{ds['metadata']['name']}-{rev}", rev)
         by_node: dict[str, list[dict]] = {}
         for p in owned_by(self.pods, ds):
             if pod_active(p):

@@ -27,6 +27,7 @@ CONTROLLERS: dict[str, str] = {
     "horizontalpodautoscaling": "tugboat.cluster.controllers.hpa:HPAController",
     "persistentvolume-binder": "tugboat.cluster.controllers.volume:PersistentVolumeController",
     "serviceaccount": "tugboat.cluster.controllers.serviceaccount:ServiceAccountController",
+    "disruption": "tugboat.cluster.controllers.disruption:DisruptionController",
 }
 
 

@@ -11,6 +11,7 @@ from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.rest import ConflictError, NotFoundError
 from tugboat.cluster.client.util import hash_obj, pod_ready
 from tugboat.cluster.controllers.base import Controller, owned_by
+from tugboat.cluster.controllers.history import sync_history
 from tugboat.cluster.controllers.replicaset import pod_from_template
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class StatefulSetController(Controller):
         self.sets = self.ctx.informer(R.STATEFULSETS)
         self.pods = self.ctx.informer(R.PODS)
         self.pvcs = self.ctx.informer(R.PVCS)
+        self.revisions = self.ctx.informer(R.CONTROLLERREVISIONS)
         self.sets.add_handler(*self.handlers(self.enqueue))
         self.pods.add_handler(*self.handlers(lambda p: self.enqueue_owner("StatefulSet", p)))
 
@@ -101,6 +103,8 @@ class StatefulSetController(Controller):
         want = int(spec.get("replicas", 1))
         parallel = spec.get("podManagementPolicy") == "Parallel"
         rev = self._revision(sts)
+        cur = (sts.get("status") or {}).get("currentRevision")
+        await sync_history(self.client, self.revisions, sts, rev, rev.rsplit("-", 1)[-1], {cur} if cur else None)
         pods = {ordinal(sts, p): p for p in owned_by(self.pods, sts) if ordinal(sts, p) >= 0}
         # replace failed/succeeded pods
         for p in list(pods.values()):

@@ -21,6 +21,7 @@ import subprocess
 import threading
 
 from tugboat.errors import TugError
+from tugboat.util.fs import write_atomic
 
 NFT_TABLE = "tugboat-podnet"
 
@@ -73,12 +74,7 @@ class PodNetwork:
     # ---- IPAM
     def _save(self) -> None:
         os.makedirs(self.root, exist_ok=True)
-        tmp = self._path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(self._alloc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self._path)
+        write_atomic(self._path, json.dumps(self._alloc).encode())
 
     def allocate(self, uid: str) -> str:
         with self._lock:

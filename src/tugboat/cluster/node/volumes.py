@@ -19,17 +19,12 @@ from typing import Any
 from tugboat.cluster.client.util import quantity
 from tugboat.cluster.node.cri import Mount
 from tugboat.cluster.node.podspec import ConfigError, field_ref, resource_ref
+from tugboat.util.fs import write_atomic
 
 
 def _write(path: str, data: bytes, mode: int) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode)
 
 
 def _safe_rel(p: str) -> str:

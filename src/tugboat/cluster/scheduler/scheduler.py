@@ -21,7 +21,7 @@ from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.events import EventRecorder
 from tugboat.cluster.client.informer import Informer
 from tugboat.cluster.client.rest import ApiClient, ApiError, ConflictError, NotFoundError
-from tugboat.cluster.client.util import now
+from tugboat.cluster.client.util import match_labels, now
 from tugboat.cluster.scheduler import plugins as P
 from tugboat.cluster.scheduler.cache import DEFAULT_MEMORY, DEFAULT_MILLI_CPU, Cache, PodInfo, pod_priority
 
@@ -144,6 +144,7 @@ class Scheduler:
         self.pvs = Informer(client, R.PVS)
         self.storageclasses = Informer(client, R.STORAGECLASSES)
         self.priorityclasses = Informer(client, R.PRIORITYCLASSES)
+        self.pdbs = Informer(client, R.PODDISRUPTIONBUDGETS)
         self.pending: dict[str, dict] = {}  # unassigned pods by key
         self.bind_sem = asyncio.Semaphore(bind_concurrency)
         self.percentage = percentage_of_nodes_to_score
@@ -235,9 +236,9 @@ class Scheduler:
 
     # ---- running
     async def start(self) -> None:
-        for inf in (self.priorityclasses, self.storageclasses, self.pvs, self.pvcs, self.nodes, self.pods):
+        for inf in (self.pdbs, self.priorityclasses, self.storageclasses, self.pvs, self.pvcs, self.nodes, self.pods):
             inf.start()
-        for inf in (self.priorityclasses, self.storageclasses, self.pvs, self.pvcs, self.nodes, self.pods):
+        for inf in (self.pdbs, self.priorityclasses, self.storageclasses, self.pvs, self.pvcs, self.nodes, self.pods):
             await inf.wait_synced(120)
 
     async def run(self) -> None:
@@ -262,7 +263,7 @@ class Scheduler:
     async def stop(self) -> None:
         for t in list(self._binds):
             t.cancel()
-        for inf in (self.pods, self.nodes, self.pvcs, self.pvs, self.storageclasses, self.priorityclasses):
+        for inf in (self.pods, self.nodes, self.pvcs, self.pvs, self.storageclasses, self.priorityclasses, self.pdbs):
             await inf.stop()
         await self.recorder.flush(1.0)
 
@@ -525,7 +526,7 @@ class Scheduler:
             p.priority < st.priority for p in self.cache.pods.values()
         )):
             return False
-        best: tuple[tuple[int, int], str, list[PodInfo]] | None = None
+        best: tuple[tuple[int, int, int], str, list[PodInfo]] | None = None
         for name, rs in reasons.items():
             if not P.resolvable(rs):
                 continue
@@ -536,12 +537,14 @@ class Scheduler:
             if not lower or not P.pod_fits_after_removing(st, ni, lower):
                 continue
             victims = list(lower)
-            # reprieve the most important pods first while the pod still fits
-            for p in lower:
+            # kube's SelectVictimsOnNode: reprieve pods whose eviction would violate a
+            # PodDisruptionBudget first, then the others, most important first, while the pod still fits
+            violating = self._pdb_violating(lower)
+            for p in [p for p in lower if p.key in violating] + [p for p in lower if p.key not in violating]:
                 trial = [v for v in victims if v is not p]
                 if P.pod_fits_after_removing(st, ni, trial):
                     victims = trial
-            rank = (max(v.priority for v in victims), len(victims))
+            rank = (sum(1 for v in victims if v.key in violating), max(v.priority for v in victims), len(victims))
             if best is None or rank < best[0]:
                 best = (rank, name, victims)
         if best is None:
@@ -554,6 +557,26 @@ class Scheduler:
         self._binds.add(t)
         t.add_done_callback(self._binds.discard)
         return True
+
+    def _pdb_violating(self, pods: list[PodInfo]) -> set[str]:
+        """Keys of the pods whose removal would exceed a PodDisruptionBudget's disruptionsAllowed
+        (kube's filterPodsWithPDBViolation: budgets are used up in the given order)."""
+        allowed: dict[str, int] = {}
+        out: set[str] = set()
+        for p in pods:
+            for pdb in self.pdbs.list(p.namespace):
+                sel = (pdb.get("spec") or {}).get("selector")
+                if sel is None or not match_labels(sel, p.labels):
+                    continue
+                st = pdb.get("status") or {}
+                if p.name in (st.get("disruptedPods") or {}):
+                    continue  # already being disrupted: no further budget spent
+                k = pdb["metadata"]["name"]
+                allowed.setdefault(k, int(st.get("disruptionsAllowed") or 0))
+                allowed[k] -= 1
+                if allowed[k] < 0:
+                    out.add(p.key)
+        return out
 
     async def _do_preempt(self, pod: dict, node: str, victims: list[PodInfo], msg: str) -> None:
         md = pod["metadata"]

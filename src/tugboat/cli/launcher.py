@@ -1,0 +1,67 @@
+"""Write a lean ``tug`` launcher into a virtualenv (``make venv`` runs this after ``pip install -e``).
+
+pip's console-script wrapper starts Python normally: ``site`` scans site-packages, runs the
+``.pth`` files (the editable-install path, setuptools' ``_distutils_hack``) and honours
+``PYTHONDONTWRITEBYTECODE`` (so, in such an environment, an edited module is compiled again on
+every run). The launcher written here starts ``python -I -S`` with the interpreter's ``sys.path``
+as ``site`` had computed it at install time: about 3 ms less per ``tug`` command, and bytecode is
+cached. ``pip install -e .`` puts pip's wrapper back (correct, only slower): run this again.
+
+    python -m tugboat.cli.launcher [BIN_DIR]      # default: the running interpreter's bin dir
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+
+TEMPLATE = """#!{python} -IS
+# tugboat's lean launcher (python -m tugboat.cli.launcher); `pip install -e` replaces it with pip's
+import sys
+sys.path[:] = {path!r}
+from tugboat.cli.main import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def launcher_text(python: str, path: list[str]) -> str:
+    return TEMPLATE.format(python=python, path=path)
+
+
+def site_path() -> list[str]:
+    """``sys.path`` without its first entry (the script's directory, or the current one for ``-m``
+    and ``-c``): the interpreter's own paths, plus what ``site`` and ``.pth`` files added."""
+    out: list[str] = []
+    for p in sys.path[1:]:
+        if not p or not os.path.isabs(p) or not os.path.isdir(p) or p in out:
+            continue
+        out.append(p)
+    return out
+
+
+def install(bin_dir: str | None = None) -> str:
+    bin_dir = bin_dir or sysconfig.get_path("scripts")
+    python = os.path.join(bin_dir, "python")
+    if not os.path.exists(python):
+        python = sys.executable
+    target = os.path.join(bin_dir, "tug")
+    import tugboat
+
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
+    path = site_path()
+    if pkg_parent not in path:
+        path.insert(0, pkg_parent)
+    tmp = f"{target}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(launcher_text(python, path))
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+    return target
+
+
+if __name__ == "__main__":
+    print(install(sys.argv[1] if len(sys.argv) > 1 else None))
