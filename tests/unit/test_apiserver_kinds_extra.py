@@ -199,3 +199,15 @@ def test_pdb_validation_status_and_eviction(http: Http, server: ApiServerProcess
     out = subprocess.run(["kubectl", "get", "controllerrevisions"], env=env, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and "statefulset.apps/web" in out.stdout, out.stderr
+    # kubectl's generators send these kinds as protobuf
+    out = subprocess.run(["kubectl", "create", "priorityclass", "kc-high", "--value=500", "--description=from kubectl",
+                          "--preemption-policy=Never"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pc = http("GET", PC + "/kc-high").json()
+    assert pc["value"] == 500 and pc["description"] == "from kubectl" and pc["preemptionPolicy"] == "Never"
+    out = subprocess.run(["kubectl", "create", "pdb", "kc-pdb", "--selector=app=kc", "--max-unavailable=25%"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    pdb = http("GET", PDB + "/kc-pdb").json()
+    assert pdb["spec"] == {"maxUnavailable": "25%", "selector": {"matchLabels": {"app": "kc"}}}
+    assert pdb["status"]["disruptionsAllowed"] == 0

@@ -32,6 +32,9 @@ def _start_error(msg: str) -> TugError:
     )
 
 
+CREATE_TIMEOUT = 120.0  # seconds; a create normally takes tens of milliseconds
+
+
 class _CreateWorker:
     """The daemon's end of :mod:`tugboat.engine.rtworker` (one long-lived create helper)."""
 
@@ -88,14 +91,22 @@ class _CreateWorker:
             except OSError:
                 self._drop()
                 return None
+            self.sock.settimeout(CREATE_TIMEOUT)
             try:
                 raw = self.sock.recv(65536)
+            except TimeoutError:
+                raw = None
             except OSError:
                 raw = b""
+            finally:
+                if self.sock is not None:
+                    self.sock.settimeout(None)
             if not raw:
-                self._drop()
+                self._drop()  # a stuck create must not hold every later one: a new worker serves them
                 from tugboat.errors import Internal
 
+                if raw is None:
+                    raise Internal(f"the runtime did not create the container within {CREATE_TIMEOUT} s")
                 raise Internal("the runtime create worker died during create")
             return json.loads(raw)
 
@@ -186,7 +197,12 @@ class RuntimeAdapter:
         if self.worker is None:
             return False
         req = {"id": cid, "bundle": bundle, "console_socket": console_socket, "pid_file": pid_file}
-        resp = self.worker.create(req, stdio)
+        try:
+            resp = self.worker.create(req, stdio)
+        except TugError:  # the worker died or hung mid-create: remove whatever it left
+            with contextlib.suppress(Exception):
+                self.impl.delete(cid, force=True)
+            raise
         if resp is None:
             return False
         for w in resp.get("warnings") or ():

@@ -67,10 +67,20 @@ def parse_time(s: str) -> float:
     return dt.timestamp() + frac
 
 
+_TS_CACHE: dict[str, float] = {}
+
+
 def rfc3339_to_ts(s: str) -> float:
     if not s or s.startswith("0001-"):
         return 0.0
-    return parse_time(s)
+    ts = _TS_CACHE.get(s)
+    if ts is None:
+        ts = parse_time(s)
+        if "T" in s:  # absolute times only (a duration such as "1h" is relative to now)
+            if len(_TS_CACHE) >= 4096:  # `ps` asks for the same few hundred records' times
+                _TS_CACHE.clear()
+            _TS_CACHE[s] = ts
+    return ts
 
 
 def parse_signal(value: str | int | None, default: int = _signal.SIGKILL) -> int:

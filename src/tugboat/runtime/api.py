@@ -586,6 +586,7 @@ class Runtime:
         console_socket: str | None,
         pid_file: str | None,
         ignore_paused: bool = False,
+        on_started: Callable[[], None] | None = None,
     ) -> int:
         from tugboat.runtime import caps as capmod
         from tugboat.runtime import process
@@ -633,6 +634,8 @@ class Runtime:
         if detach:
             os.waitpid(e1, 0)
             return e2
+        if on_started is not None:
+            on_started()
         while True:
             try:
                 _, st = os.waitpid(e1, 0)

@@ -256,7 +256,7 @@ def _dispatch(
             _result(result_fd, {"ok": True})
             return 0
         detach = _flag(opts, "d", "detach")
-        return _run(rt, cid, bundle, detach, stdio, kw, result_fd)
+        return _run(rt, cid, bundle, detach, stdio, kw, result_fd, keep=_flag(opts, "keep"))
     if cmd == "start":
         rt.start(_need_id(pos, cmd))
         return 0
@@ -284,13 +284,16 @@ def _dispatch(
             return 0
         import subprocess
 
-        out = subprocess.run(["ps", "-ef", *pos[1:]], capture_output=True, text=True, check=False).stdout
+        # runc: the arguments after the id replace ps's default `-ef`
+        out = subprocess.run(["ps", *(pos[1:] or ["-ef"])], capture_output=True, text=True, check=False).stdout
         lines = out.splitlines()
         if lines:
+            header = lines[0].split()
+            col = header.index("PID") if "PID" in header else 1
             sys.stdout.write(lines[0] + "\n")
             for line in lines[1:]:
                 fields = line.split()
-                if len(fields) > 1 and fields[1].isdigit() and int(fields[1]) in pids:
+                if len(fields) > col and fields[col].isdigit() and int(fields[col]) in pids:
                     sys.stdout.write(line + "\n")
         return 0
     if cmd == "list":
@@ -352,7 +355,7 @@ def _features() -> dict[str, Any]:
 
 def _run(
     rt: Any, cid: str, bundle: str, detach: bool, stdio: tuple[int | None, int | None, int | None],
-    kw: dict[str, Any], result_fd: int | None,
+    kw: dict[str, Any], result_fd: int | None, keep: bool = False,
 ) -> int:
     import _signal as signal
 
@@ -370,9 +373,12 @@ def _run(
             kw["console_socket"] = console.path
     try:
         rt._create(cid, bundle, stdio=stdio, **kw)
-    finally:
+    except BaseException:
         if console is not None:
-            console.accept()
+            console.close()
+        raise
+    if console is not None:
+        console.accept()
     try:
         rt.start(cid)
     except BaseException:
@@ -404,7 +410,8 @@ def _run(
     finally:
         if pidfd is not None:
             os.close(pidfd)
-        rt.delete(cid, force=True)
+        if not keep:  # `run --keep` leaves the stopped container (and its cgroup) for inspection
+            rt.delete(cid, force=True)
         mark("run: deleted")
         if console is not None:
             console.close()
@@ -525,8 +532,24 @@ def _exec(
         if _flag(opts, "no-new-privs"):
             proc["noNewPrivileges"] = True
     detach = _flag(opts, "d", "detach")
-    res = rt._exec(cid, proc, detach=detach, stdio=stdio, console_socket=_one(opts, "console-socket"),
-                   pid_file=_one(opts, "pid-file"), ignore_paused=_flag(opts, "ignore-paused"))
+    console_socket = _one(opts, "console-socket")
+    proxy = None
+    if proc.get("terminal") and not console_socket and not detach:
+        proxy = _ConsoleProxy()  # like runc: our own pty proxy for a foreground `exec -t`
+        console_socket = proxy.path
+
+    def started() -> None:
+        if proxy is not None:
+            proxy.accept()
+            proxy.pump(None)
+
+    try:
+        res = rt._exec(cid, proc, detach=detach, stdio=stdio, console_socket=console_socket,
+                       pid_file=_one(opts, "pid-file"), ignore_paused=_flag(opts, "ignore-paused"),
+                       on_started=started)
+    finally:
+        if proxy is not None:
+            proxy.close()
     if detach:
         _result(result_fd, {"pid": res})
         return 0

@@ -18,11 +18,15 @@ def connect(path: str) -> socket.socket:
     return s
 
 
-def setup_pty(sock: socket.socket, uid: int = 0, gid: int = 0) -> None:
+def setup_pty(sock: socket.socket, uid: int = 0, gid: int = 0, size: dict | None = None) -> None:
     """Open a pty (the container's /dev/ptmx), send the master, make the slave our ctty and stdio."""
     master, slave = os.openpty()
+    if size and size.get("height") and size.get("width"):
+        import struct
+
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", int(size["height"]), int(size["width"]), 0, 0))
     try:
-        os.fchown(slave, uid, gid)  # the process's own terminal, as runc does
+        os.fchown(slave, uid, -1)  # the process's own terminal; the group stays devpts' (tty)
     except OSError:
         pass
     name = os.ttyname(slave)

@@ -99,6 +99,7 @@ class ProcessPlan(Record):
     seccomp: bytes | None
     terminal: bool
     oom_score_adj: int | None = None
+    console_size: dict[str, int] | None = None
 
 
 def plan_process(
@@ -132,6 +133,7 @@ def plan_process(
             seccomp=seccomp_prog,
             terminal=bool(proc.get("terminal")),
             oom_score_adj=proc.get("oomScoreAdj"),
+            console_size=proc.get("consoleSize"),
         ),
         warnings,
     )
@@ -556,6 +558,7 @@ def _run_init(
         for m in config.get("mounts") or []:
             rf.mount_entry(ctx, m)
         rf.setup_dev(ctx)
+        rf.finish_dev(ctx)
     mark("init: mounts done")
     if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
         ch.send({"hooks": "createRuntime"})
@@ -601,7 +604,7 @@ def _run_init(
     if console is not None:
         from tugboat.runtime import console as cons
 
-        cons.setup_pty(console, plan.user.uid, plan.user.gid)
+        cons.setup_pty(console, plan.user.uid, plan.user.gid, plan.console_size)
     else:
         _dup_stdio(spec.stdio)
     try:
@@ -859,7 +862,7 @@ def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
     if console is not None:
         from tugboat.runtime import console as cons
 
-        cons.setup_pty(console, plan.user.uid, plan.user.gid)
+        cons.setup_pty(console, plan.user.uid, plan.user.gid, plan.console_size)
     else:
         _dup_stdio(spec.stdio)
     try:

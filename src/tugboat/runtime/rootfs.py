@@ -146,6 +146,12 @@ class RootfsContext(Record):
     cgroup_dirs: dict[str, str]  # hierarchy name -> host dir of the container
     in_userns: bool = False
     has_netns: bool = True
+    dev_ro_flags: int | None = None
+
+
+def finish_dev(ctx: RootfsContext) -> None:
+    if ctx.dev_ro_flags is not None:
+        k.mount(None, os.path.join(ctx.rootfs, "dev"), None, k.MS_REMOUNT | k.MS_RDONLY | ctx.dev_ro_flags)
 
 
 def _remount_flags(path: str) -> int:
@@ -187,6 +193,10 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any]) -> None:
         else:
             _mkdir_all(dest)
             data = ",".join(opts.data) or None
+            if dest_in.rstrip("/") == "/dev" and opts.flags & k.MS_RDONLY:
+                # a read-only /dev is made read-only after its device nodes exist (as runc does)
+                opts.flags &= ~k.MS_RDONLY
+                ctx.dev_ro_flags = opts.flags
             try:
                 k.mount(source or mtype, dest, mtype, opts.flags, data)
             except OSError as e:
