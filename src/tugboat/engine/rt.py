@@ -56,7 +56,8 @@ class _CreateWorker:
                     f"serve({theirs.fileno()}, {self.root!r}, {self.cgroup_parent!r})")
             self.proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code],
                                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         pass_fds=[theirs.fileno()], close_fds=True)
+                                         pass_fds=[theirs.fileno()], close_fds=True,
+                                         start_new_session=True)  # no terminal ^C
         except BaseException:
             ours.close()
             raise

@@ -257,7 +257,7 @@ class Runtime:
             from tugboat.runtime.monitor import ensure_monitor
 
             spec = process.InitSpec(
-                config=config, rootfs=rootfs, state_dir=sd.path, fifo=sd.fifo, plan=plan,
+                config=config, rootfs=rootfs, state_dir=sd.path, fifo=sd.fifo, plan=plan, bundle_dir=bundle,
                 cgroup_procs=mgr.procs_files(),
                 cgroup_dirs={name: d for name, d in mgr.dirs().items() if name} if hasattr(mgr, "dirs") else {},
                 stdio=stdio, console_socket=os.path.abspath(console_socket) if console_socket else None,

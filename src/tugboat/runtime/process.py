@@ -154,6 +154,8 @@ class InitSpec(Record):
     monitor: str | None = None
     fifo_fd: int | None = None
     console_conn: Any = None
+    mount_sources: dict[int, str] = {}  # set per instance by start_init
+    bundle_dir: str = "."
     hooks: dict[str, list[dict[str, Any]]]
     hook_state: dict[str, Any]
 
@@ -309,6 +311,18 @@ def _preimport(terminal: bool, hooks: bool) -> None:
         import traceback  # noqa: F401
 
 
+def resolve_bind_sources(config: dict[str, Any], bundle: str) -> dict[int, str]:
+    """Absolute paths of the bind mounts' sources (relative ones are relative to the bundle)."""
+    from tugboat.runtime.rootfs import is_bind
+
+    out: dict[int, str] = {}
+    for i, m in enumerate(config.get("mounts") or []):
+        if is_bind(m) and m.get("source"):
+            src = m["source"]
+            out[i] = src if src.startswith("/") else os.path.join(bundle, src)
+    return out
+
+
 def start_init(
     spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True,
     after_ready: Any = None,
@@ -326,6 +340,8 @@ def start_init(
         from tugboat.runtime import console as cons
 
         spec.console_conn = cons.connect(spec.console_socket)
+    # relative bind sources are relative to the bundle (checked here, before any fork)
+    spec.mount_sources = resolve_bind_sources(spec.config, spec.bundle_dir)
     ch = Channel()
     pid_r, pid_w = os.pipe()
     # the state dir as an O_PATH dirfd: the init opens exec.fifo relative to it after
@@ -555,8 +571,8 @@ def _run_init(
     own_mounts = "mount" in new or "mount" in joined_types
     if own_mounts:
         rf.prepare_root(ctx)
-        for m in config.get("mounts") or []:
-            rf.mount_entry(ctx, m)
+        for i, m in enumerate(config.get("mounts") or []):
+            rf.mount_entry(ctx, m, spec.mount_sources.get(i))
         rf.setup_dev(ctx)
         rf.finish_dev(ctx)
     mark("init: mounts done")

@@ -166,8 +166,13 @@ def _remount_flags(path: str) -> int:
     return keep
 
 
-def mount_entry(ctx: RootfsContext, m: dict[str, Any]) -> None:
-    """Mount one OCI ``mounts`` entry under the rootfs."""
+def is_bind(m: dict[str, Any]) -> bool:
+    opts = m.get("options") or []
+    return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
+
+
+def mount_entry(ctx: RootfsContext, m: dict[str, Any], resolved_source: str | None = None) -> None:
+    """Mount one OCI ``mounts`` entry under the rootfs (``resolved_source``: a bind source made absolute)."""
     dest_in = m.get("destination") or ""
     if not dest_in.startswith("/"):
         dest_in = "/" + dest_in
@@ -178,10 +183,11 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any]) -> None:
     try:
         if opts.is_bind or mtype == "bind":
             opts.flags |= k.MS_BIND
-            if not os.path.exists(source):
+            src = resolved_source or source
+            if not os.path.exists(src):
                 raise OSError(errno.ENOENT, f"bind source {source}: no such file or directory")
-            _make_mountpoint(dest, os.path.isdir(source))
-            k.mount(source, dest, None, opts.flags & (k.MS_BIND | k.MS_REC))
+            _make_mountpoint(dest, os.path.isdir(src))
+            k.mount(src, dest, None, opts.flags & (k.MS_BIND | k.MS_REC))
             remount = opts.flags & ~(k.MS_BIND | k.MS_REC | k.MS_REMOUNT)
             if remount:
                 k.mount(None, dest, None, k.MS_BIND | k.MS_REMOUNT | remount | _remount_flags(dest))
