@@ -26,6 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/tug-runtime install-launcher $(BIN)/tug-runtime  # lean -I -S start-up
 	$(BIN)/python -m compileall -q src >/dev/null || true  # bytecode even under PYTHONDONTWRITEBYTECODE
 	cd / && $(CURDIR)/$(BIN)/python -m tugboat.cli.launcher >/dev/null  # lean `tug` (python -S)
 	touch $@
