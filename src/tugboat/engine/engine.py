@@ -539,7 +539,9 @@ class Engine:
                 with contextlib.suppress(OSError):
                     os.close(pio.pty_master)
             if not restore:
-                pio.closed.wait(2)
+                # every process of the container is gone, so the FIFOs reach EOF at once; the
+                # bound only matters for a loaded machine or a shared PID namespace
+                pio.closed.wait(10)
             if pio.writer is not None:
                 pio.writer.close()
                 pio.writer = None
