@@ -18,14 +18,12 @@ nothing.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from tugboat.build import plan as planmod
@@ -119,21 +117,24 @@ class _Future:
         return self._res
 
 
-@dataclass(repr=False, eq=False)
 class _Run:
     """Per-build mutable state shared by the stage threads."""
 
-    df: Dockerfile
-    ctx: BuildContext
-    tracker: planmod.ArgTracker
-    opts: dict[str, Any]
-    progress: Progress
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    cancel: threading.Event = field(default_factory=threading.Event)
-    futures: dict[int, _Future] = field(default_factory=dict)
-    step_base: dict[int, int] = field(default_factory=dict)
-    total: int = 0
-    image_cache: dict[str, Any] = field(default_factory=dict)
+    def __init__(self, df: Dockerfile, ctx: BuildContext, tracker: planmod.ArgTracker, opts: dict[str, Any],
+                 progress: Progress, lock: threading.Lock | None = None, cancel: threading.Event | None = None,
+                 futures: dict[int, _Future] | None = None, step_base: dict[int, int] | None = None,
+                 total: int = 0, image_cache: dict[str, Any] | None = None) -> None:
+        self.df = df
+        self.ctx = ctx
+        self.tracker = tracker
+        self.opts = opts
+        self.progress = progress
+        self.lock = threading.Lock() if lock is None else lock
+        self.cancel = threading.Event() if cancel is None else cancel
+        self.futures: dict[int, _Future] = {} if futures is None else futures
+        self.step_base: dict[int, int] = {} if step_base is None else step_base
+        self.total = total
+        self.image_cache: dict[str, Any] = {} if image_cache is None else image_cache
 
 
 class Builder:
@@ -197,7 +198,7 @@ class Builder:
                 if unused:
                     progress({"type": "warning",
                               "text": f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed"})
-                config = copy.deepcopy(final.config)
+                config = planmod.clone(final.config)
                 if opts.labels:
                     cfg = config.setdefault("config", {}) or {}
                     config["config"] = cfg
@@ -298,7 +299,7 @@ class Builder:
         names = {st.name: st.index for st in run.df.stages if st.name}
         if low in names and names[low] < stage.index:
             prev = self._stage_result(run, names[low])
-            return State(prev.key, copy.deepcopy(prev.config), list(prev.layers))
+            return State(prev.key, planmod.clone(prev.config), list(prev.layers))
         if low == "scratch":
             cfg = planmod.empty_image_config(run.tracker.opts.platform)
             return State("scratch", cfg, [])
@@ -309,7 +310,7 @@ class Builder:
         descs = img.manifest.get("layers", [])
         layers = [LayerBlob(d["digest"], d["mediaType"], diff, d["size"])
                   for d, diff in zip(descs, img.layers, strict=True)]
-        return State(img.id, copy.deepcopy(img.config), layers)
+        return State(img.id, planmod.clone(img.config), layers)
 
     def _image(self, run: _Run, ref: str, stage: Stage | None) -> Any:
         with run.lock:
@@ -388,7 +389,7 @@ class Builder:
 
     def _finish(self, run: _Run, ss: planmod.StageState, parent: State, key: str, text: str,
                 layer: LayerBlob | None) -> State:
-        cfg = copy.deepcopy(ss.image)
+        cfg = planmod.clone(ss.image)
         created = now_rfc3339()
         hist = list(cfg.get("history") or [])
         entry: dict[str, Any] = {"created": created, "created_by": text}
@@ -1177,7 +1178,7 @@ def _default_spec(argv: list[str]) -> dict[str, Any]:
         from tugboat.runtime.spec import default_spec
 
         _SPEC_TEMPLATE = default_spec(["sh"])
-    spec = copy.deepcopy(_SPEC_TEMPLATE)
+    spec = planmod.clone(_SPEC_TEMPLATE)
     spec["process"]["args"] = list(argv)
     return spec
 

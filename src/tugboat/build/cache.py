@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -31,13 +30,13 @@ def step_key(parent: str, *parts: str) -> str:
     return "sha256:" + h.hexdigest()
 
 
-@dataclass(repr=False, eq=False)
 class State:
     """A build state: what an image would be after some step."""
 
-    key: str
-    config: dict[str, Any]
-    layers: list[LayerBlob]
+    def __init__(self, key: str, config: dict[str, Any], layers: list[LayerBlob]) -> None:
+        self.key = key
+        self.config = config
+        self.layers = layers
 
     def to_record(self) -> dict[str, Any]:
         return {"key": self.key, "config": self.config, "layers": [list(lb) for lb in self.layers]}

@@ -21,7 +21,6 @@ import os
 import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tugboat.build.context import scoped_join, walk_tree
 from tugboat.build.dockerignore import Matcher
@@ -29,11 +28,11 @@ from tugboat.errors import InvalidArgument
 from tugboat.oci.user import read_colon_file
 
 
-@dataclass(repr=False, eq=False)
 class CopyOptions:
-    chown: tuple[int, int] | None = None
-    chmod: int | None = None
-    add: bool = False
+    def __init__(self, chown: tuple[int, int] | None = None, chmod: int | None = None, add: bool = False) -> None:
+        self.chown = chown
+        self.chmod = chmod
+        self.add = add
 
 
 def parse_chmod(value: str) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from tugboat.errors import InvalidArgument
@@ -64,13 +63,15 @@ class DockerfileError(InvalidArgument):
         self.reason = message
 
 
-@dataclass(repr=False, eq=False)
 class Heredoc:
-    name: str
-    content: str
-    expand: bool = True
-    chomp: bool = False
-    fd: int | None = None
+    # plain class (not a dataclass): decorating costs start-up time of every `tug build`
+    def __init__(self, name: str, content: str, expand: bool = True, chomp: bool = False,
+                 fd: int | None = None) -> None:
+        self.name = name
+        self.content = content
+        self.expand = expand
+        self.chomp = chomp
+        self.fd = fd
 
     @property
     def data(self) -> str:
@@ -80,7 +81,6 @@ class Heredoc:
         return "".join(line.lstrip("\t") for line in self.content.splitlines(keepends=True))
 
 
-@dataclass(repr=False, eq=False)
 class Instruction:
     """One instruction, before variable substitution.
 
@@ -89,47 +89,54 @@ class Instruction:
     MAINTAINER one string. ``pairs``: ENV/LABEL (key, value) and ARG (name, default or None).
     """
 
-    cmd: str
-    line: int
-    end_line: int
-    original: str
-    args: list[str] = field(default_factory=list)
-    json: bool = False
-    flags: dict[str, Any] = field(default_factory=dict)
-    pairs: list[tuple[str, str | None]] = field(default_factory=list)
-    heredocs: list[Heredoc] = field(default_factory=list)
-    health: dict[str, Any] | None = None
-    trigger: Instruction | None = None  # ONBUILD
-    trigger_text: str = ""  # ONBUILD: the trigger as stored in the image config
+    def __init__(self, cmd: str, line: int, end_line: int, original: str, args: list[str] | None = None,
+                 json: bool = False, flags: dict[str, Any] | None = None,
+                 pairs: list[tuple[str, str | None]] | None = None, heredocs: list[Heredoc] | None = None,
+                 health: dict[str, Any] | None = None, trigger: Instruction | None = None,
+                 trigger_text: str = "") -> None:
+        self.cmd = cmd
+        self.line = line
+        self.end_line = end_line
+        self.original = original
+        self.args: list[str] = [] if args is None else args
+        self.json = json
+        self.flags: dict[str, Any] = {} if flags is None else flags
+        self.pairs: list[tuple[str, str | None]] = [] if pairs is None else pairs
+        self.heredocs: list[Heredoc] = [] if heredocs is None else heredocs
+        self.health = health
+        self.trigger = trigger  # ONBUILD
+        self.trigger_text = trigger_text  # ONBUILD: the trigger as stored in the image config
 
     def __str__(self) -> str:
         return self.original
 
 
-@dataclass(repr=False, eq=False)
 class Stage:
-    index: int
-    base: str  # raw (before ARG substitution)
-    name: str | None
-    platform: str | None
-    line: int
-    original: str
-    instructions: list[Instruction] = field(default_factory=list)
+    def __init__(self, index: int, base: str, name: str | None, platform: str | None, line: int, original: str,
+                 instructions: list[Instruction] | None = None) -> None:
+        self.index = index
+        self.base = base  # raw (before ARG substitution)
+        self.name = name
+        self.platform = platform
+        self.line = line
+        self.original = original
+        self.instructions: list[Instruction] = [] if instructions is None else instructions
 
     @property
     def ref(self) -> str:
         return self.name if self.name is not None else str(self.index)
 
 
-@dataclass(repr=False, eq=False)
 class Dockerfile:
-    filename: str
-    directives: dict[str, str]
-    escape: str
-    meta_args: list[Instruction]
-    stages: list[Stage]
-    instructions: list[Instruction]  # all, in order (FROM included)
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, filename: str, directives: dict[str, str], escape: str, meta_args: list[Instruction],
+                 stages: list[Stage], instructions: list[Instruction], warnings: list[str] | None = None) -> None:
+        self.filename = filename
+        self.directives = directives
+        self.escape = escape
+        self.meta_args = meta_args
+        self.stages = stages
+        self.instructions = instructions  # all, in order (FROM included)
+        self.warnings: list[str] = [] if warnings is None else warnings
 
     def stage(self, ref: str) -> Stage | None:
         """A stage by name (case-insensitive) or index."""
@@ -146,15 +153,16 @@ class Dockerfile:
 # pass 1: lines -> nodes
 
 
-@dataclass(repr=False, eq=False)
 class _Node:
-    cmd: str  # as written
-    rest: str
-    flags: list[str]
-    original: str
-    start: int
-    end: int
-    heredocs: list[Heredoc] = field(default_factory=list)
+    def __init__(self, cmd: str, rest: str, flags: list[str], original: str, start: int, end: int,
+                 heredocs: list[Heredoc] | None = None) -> None:
+        self.cmd = cmd  # as written
+        self.rest = rest
+        self.flags = flags
+        self.original = original
+        self.start = start
+        self.end = end
+        self.heredocs: list[Heredoc] = [] if heredocs is None else heredocs
 
 
 def _extract_flags(line: str) -> tuple[str, list[str]]:

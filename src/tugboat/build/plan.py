@@ -16,11 +16,9 @@ Scoping follows Docker:
 
 from __future__ import annotations
 
-import copy
 import posixpath
 import re
 import signal as _signal
-from dataclasses import dataclass, field
 from typing import Any
 
 from tugboat.build.dockerfile import Dockerfile, Instruction, Stage
@@ -33,6 +31,25 @@ PROXY_ARGS = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 })
+
+
+def clone(obj: Any) -> Any:
+    """A deep copy of JSON-like data (dicts, lists, tuples, scalars); ``copy.deepcopy`` for anything else.
+
+    Faster than ``copy.deepcopy`` for image configs, and keeps the ``copy`` module (and ``weakref``)
+    out of the start-up of a cached ``tug build``."""
+    t = type(obj)
+    if t is dict:
+        return {k: clone(v) for k, v in obj.items()}
+    if t is list:
+        return [clone(v) for v in obj]
+    if t is str or t is int or t is bool or t is float or obj is None:
+        return obj
+    if t is tuple:
+        return tuple(clone(v) for v in obj)
+    import copy
+
+    return copy.deepcopy(obj)
 
 
 def platform_args(os_name: str = "linux", arch: str | None = None, variant: str = "") -> dict[str, str]:
@@ -52,12 +69,13 @@ def platform_args(os_name: str = "linux", arch: str | None = None, variant: str 
     return out
 
 
-@dataclass(repr=False, eq=False)
 class BuildOptions:
-    build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
-    platform: dict[str, str] = field(default_factory=platform_args)
+    def __init__(self, build_args: dict[str, str] | None = None, target: str | None = None,
+                 labels: dict[str, str] | None = None, platform: dict[str, str] | None = None) -> None:
+        self.build_args: dict[str, str] = {} if build_args is None else build_args
+        self.target = target
+        self.labels: dict[str, str] = {} if labels is None else labels
+        self.platform: dict[str, str] = platform_args() if platform is None else platform
 
 
 class ArgTracker:
@@ -242,7 +260,7 @@ class StageState:
     """One stage's config while it is being built: the OCI image config plus ARG scope."""
 
     def __init__(self, image: dict[str, Any], tracker: ArgTracker) -> None:
-        self.image = copy.deepcopy(image)
+        self.image = clone(image)
         self.image.setdefault("config", {})
         if self.image["config"] is None:
             self.image["config"] = {}

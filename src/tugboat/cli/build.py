@@ -252,14 +252,15 @@ def build_cmd(args: list[str], ctx: Context) -> int:
 
     try:
         text_for_sizes = dockerfile_text
-        if text_for_sizes is None and isinstance(context, str) and os.path.isdir(context):
+        # the sizes only label progress lines: with -q the Dockerfile is not parsed twice
+        if text_for_sizes is None and progress is not None and isinstance(context, str) and os.path.isdir(context):
             path = dockerfile if os.path.isabs(dockerfile) else os.path.join(context, dockerfile)
             try:
                 with open(path, "rb") as f:
                     text_for_sizes = f.read()
             except OSError:
                 text_for_sizes = None
-        if text_for_sizes is not None:
+        if text_for_sizes is not None and progress is not None:
             from tugboat.build.dockerfile import parse
 
             try:

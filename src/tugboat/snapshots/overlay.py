@@ -20,7 +20,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +33,12 @@ from tugboat.util.fs import write_atomic
 from tugboat.util.proc import pid_alive
 
 OVERLAY_OPTIONS_MAX = 4000  # the kernel copies mount data into one page
+
+
+def _mkdtemp(prefix: str, dir: str) -> str:
+    import tempfile  # lazily: tempfile (random, weakref) is not needed on a cached `tug build`
+
+    return tempfile.mkdtemp(prefix=prefix, dir=dir)
 
 
 def _write_json_atomic(path: str, obj: Any) -> None:
@@ -145,7 +150,7 @@ class Snapshotter:
                 return self.layer_meta(chain_id)
             os.makedirs(self.tmp_dir, exist_ok=True)
             os.makedirs(self.layers_dir, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
+            tmp = _mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
             from tugboat.snapshots.layer import apply_layer
 
             try:
@@ -189,7 +194,7 @@ class Snapshotter:
         if not os.path.exists(d):
             return
         os.makedirs(self.tmp_dir, exist_ok=True)
-        dead = tempfile.mkdtemp(prefix="rm-", dir=self.tmp_dir)
+        dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
         os.rename(d, os.path.join(dead, "x"))
         _rmtree(dead)
 
@@ -230,7 +235,7 @@ class Snapshotter:
         if not lowers or readonly:
             lowers.append(self.empty_dir)  # overlay needs a lower; read-only mounts need two
         os.makedirs(self.tmp_dir, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
+        tmp = _mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
         os.mkdir(os.path.join(tmp, "upper"), 0o755)
         os.mkdir(os.path.join(tmp, "work"), 0o700)
         _write_json_atomic(
@@ -290,7 +295,7 @@ class Snapshotter:
         if not os.path.exists(d):
             raise NotFound(f"snapshot {key} does not exist")
         os.makedirs(self.tmp_dir, exist_ok=True)
-        dead = tempfile.mkdtemp(prefix="rm-", dir=self.tmp_dir)
+        dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
         os.rename(d, os.path.join(dead, "x"))
         _rmtree(dead)
 

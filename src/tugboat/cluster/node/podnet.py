@@ -118,14 +118,19 @@ class PodNetwork:
         """Give the netns of process ``pid`` an eth0 on the pod network; returns the pod IP."""
         ip = self.allocate(uid)
         hif = self.host_ifname(uid)
-        _ip("link", "del", hif, check=False)
-        _ip("link", "add", hif, "type", "veth", "peer", "name", "eth0", "netns", str(pid))
-        _ip("link", "set", hif, "master", self.bridge)
-        _ip("link", "set", hif, "type", "bridge_slave", "hairpin", "on")
-        _ip("link", "set", hif, "up")
-        cmds = (f"ip addr add {ip}/{self.prefix} dev eth0 && ip link set eth0 up && "
-                f"ip route add default via {self.gateway}")
-        r = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "sh", "-c", cmds], capture_output=True, text=True)
+        if os.path.exists(f"/sys/class/net/{hif}"):  # a leftover of an earlier attempt
+            _ip("link", "del", hif, check=False)
+        # two `ip -batch` runs (host side, then inside the pod's netns) instead of a fork per step
+        host = (f"link add {hif} type veth peer name eth0 netns {pid}\n"
+                f"link set {hif} master {self.bridge}\n"
+                f"link set {hif} type bridge_slave hairpin on\n"
+                f"link set {hif} up\n")
+        pod = (f"addr add {ip}/{self.prefix} dev eth0\nlink set eth0 up\n"
+               f"route add default via {self.gateway}\n")
+        r = subprocess.run(["ip", "-batch", "-"], input=host, capture_output=True, text=True)
+        if r.returncode == 0:
+            r = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-batch", "-"], input=pod,
+                               capture_output=True, text=True)
         if r.returncode != 0:
             _ip("link", "del", hif, check=False)
             self.release(uid)

@@ -155,22 +155,30 @@ class PodWorker:
         if self.phase_final:
             return 30.0
         now = time.monotonic()
+        first_post: asyncio.Future | None = None
         if self.sandbox_id is None:
             if self.config_error and now < self.config_retry_at:
                 return self.config_retry_at - now
             ok = await self.setup_sandbox()
-            await self.post_status()
             if not ok:
+                await self.post_status()
                 return max(0.1, self.config_retry_at - time.monotonic())
-        await self.refresh()
-        policy = spec.get("restartPolicy") or "Always"
-        self.handle_exits(policy)
-        if self.phase_final:
-            await self.post_status()
-            return 30.0
-        await self.start_containers()
-        await self.run_probes()
+            # the sandbox's status (pod IP, start time) goes out while the containers start: the
+            # PATCH round trip is not on the way to Ready; the next post waits for it (in order)
+            first_post = asyncio.ensure_future(self.post_status())
+        try:
+            await self.refresh()
+            policy = spec.get("restartPolicy") or "Always"
+            self.handle_exits(policy)
+            if not self.phase_final:
+                await self.start_containers()
+                await self.run_probes()
+        finally:
+            if first_post is not None:
+                await first_post
         await self.post_status()
+        if self.phase_final:
+            return 30.0
         # next wake-up: back-off expiry, next probe, or a slow poll
         nxt = 5.0
         t = time.monotonic()
@@ -222,11 +230,18 @@ class PodWorker:
         # the pod's /etc/resolv.conf and /etc/hosts, shared by its containers
         pdir = volumes.pod_dir(agent.root, self.uid)
         os.makedirs(pdir, exist_ok=True)
-        if await self.adopt(host_network):
+        _a = time.monotonic()
+        _ad = await self.adopt(host_network)
+        with open("/tmp/podtrace.log", "a") as _f:
+            _f.write(f"{self.key} adopt {time.monotonic()-_a:.3f}\n")
+        if _ad:
             self.start_time = self.start_time or (pod.get("status") or {}).get("startTime") or kube_now()
             return True
         try:
+            _a = time.monotonic()
             self.sandbox_id, ip = await self._x(agent.runtime.run_sandbox, sb)
+            with open("/tmp/podtrace.log", "a") as _f:
+                _f.write(f"{self.key} run_sandbox {time.monotonic()-_a:.3f}\n")
         except TugError as e:
             self.config_error = f"failed to create pod sandbox: {e}"
             self.config_retry_at = time.monotonic() + 2.0
@@ -237,7 +252,10 @@ class PodWorker:
         else:
             try:
                 pid = await self._x(agent.runtime.sandbox_pid, self.sandbox_id)
+                _a = time.monotonic()
                 self.pod_ip = await self._x(agent.podnet.attach, self.uid, pid)
+                with open("/tmp/podtrace.log", "a") as _f:
+                    _f.write(f"{self.key} attach {time.monotonic()-_a:.3f}\n")
             except TugError as e:
                 await self._x(agent.runtime.stop_sandbox, self.sandbox_id)
                 self.sandbox_id = None
@@ -474,11 +492,15 @@ class PodWorker:
         assert self.sandbox_id is not None
         try:
             old = c.cid
+            _a = time.monotonic()
             cid = await self._x(agent.runtime.create_container, self.sandbox_id, self.sandbox_cfg, cfg)
+            _b = time.monotonic()
             self.event("Normal", "Created", f"Created container {c.name}", c.name)
             c.cid = cid
             c.attempt += 1
             await self._x(agent.runtime.start_container, cid)
+            with open("/tmp/podtrace.log", "a") as _f:
+                _f.write(f"{self.key} create {_b-_a:.3f} startc {time.monotonic()-_b:.3f}\n")
         except TugError as e:
             c.waiting_reason = "RunContainerError" if c.cid else "CreateContainerError"
             c.waiting_message = str(e)
