@@ -116,68 +116,6 @@ class _CreateWorker:
             self._drop()
 
 
-def _pool_size() -> int:
-    """Create workers to keep: ``TUG_ENGINE_CREATE_WORKERS``, else one per core (at most 4)."""
-    try:
-        n = int(os.environ.get("TUG_ENGINE_CREATE_WORKERS") or 0)
-    except ValueError:
-        n = 0
-    return n if n > 0 else max(1, min(4, os.cpu_count() or 1))
-
-
-class _CreatePool:
-    """A few :class:`_CreateWorker` s: concurrent creates (e.g. a pod's sandbox and another pod's
-    app) run in parallel, each worker still single-threaded and serving one create at a time. A
-    worker is spawned only when every existing one is busy; the most recently used idle one is
-    reused first, so a lone ``docker run`` keeps hitting one warm worker."""
-
-    def __init__(self, root: str, cgroup_parent: str | None, size: int) -> None:
-        self.root = root
-        self.cgroup_parent = cgroup_parent
-        self.size = max(1, size)
-        self.cond = threading.Condition()
-        self.idle: list[_CreateWorker] = []
-        self.all: list[_CreateWorker] = []
-
-    def _acquire(self) -> _CreateWorker:
-        with self.cond:
-            while True:
-                if self.idle:
-                    return self.idle.pop()
-                if len(self.all) < self.size:
-                    w = _CreateWorker(self.root, self.cgroup_parent)
-                    self.all.append(w)
-                    return w
-                self.cond.wait()
-
-    def _release(self, w: _CreateWorker) -> None:
-        with self.cond:
-            self.idle.append(w)
-            self.cond.notify()
-
-    def create(self, req: dict, fds: list[int]) -> dict | None:
-        """As :meth:`_CreateWorker.create`, on whichever worker is free."""
-        import time as _t
-        _a = _t.monotonic()
-        w = self._acquire()
-        _b = _t.monotonic()
-        try:
-            return w.create(req, fds)
-        finally:
-            with open("/tmp/podtrace.log", "a") as _f:
-                _f.write(f"x wait {_b-_a:.3f} wcreate {_t.monotonic()-_b:.3f}\n")
-        try:
-            pass
-        finally:
-            self._release(w)
-
-    def close(self) -> None:
-        with self.cond:
-            workers = list(self.all)
-        for w in workers:
-            w.close()
-
-
 class RuntimeAdapter:
     """create/start/kill/delete/state/exec/pause/resume/ps/stats over one runtime state root."""
 
@@ -186,7 +124,7 @@ class RuntimeAdapter:
         os.makedirs(state_root, exist_ok=True)
         self.impl: Any = None
         self.kind = "runc"
-        self.worker: _CreatePool | None = None
+        self.worker: _CreateWorker | None = None
         if prefer in ("auto", "tugboat") and not os.environ.get("TUG_ENGINE_RUNC"):
             try:
                 from tugboat.runtime.api import Runtime
@@ -194,7 +132,7 @@ class RuntimeAdapter:
                 self.impl = Runtime(state_root)
                 self.kind = "tugboat"
                 if not os.environ.get("TUG_ENGINE_NO_CREATE_WORKER"):
-                    self.worker = _CreatePool(self.impl.root, self.impl.cgroup_parent, _pool_size())
+                    self.worker = _CreateWorker(self.impl.root, self.impl.cgroup_parent)
             except ImportError:
                 self.impl = None
         self.runc = shutil.which("runc") or "runc"
@@ -287,11 +225,7 @@ class RuntimeAdapter:
     def start(self, cid: str) -> None:
         if self.impl is not None:
             try:
-                import time as _t
-                _a = _t.monotonic()
                 self.impl.start(cid)
-                with open("/tmp/podtrace.log", "a") as _f:
-                    _f.write(f"x rtstart {_t.monotonic()-_a:.3f}\n")
             except TugError as exc:
                 raise _start_error(str(exc)) from None
             return

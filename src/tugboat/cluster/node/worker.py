@@ -230,18 +230,11 @@ class PodWorker:
         # the pod's /etc/resolv.conf and /etc/hosts, shared by its containers
         pdir = volumes.pod_dir(agent.root, self.uid)
         os.makedirs(pdir, exist_ok=True)
-        _a = time.monotonic()
-        _ad = await self.adopt(host_network)
-        with open("/tmp/podtrace.log", "a") as _f:
-            _f.write(f"{self.key} adopt {time.monotonic()-_a:.3f}\n")
-        if _ad:
+        if await self.adopt(host_network):
             self.start_time = self.start_time or (pod.get("status") or {}).get("startTime") or kube_now()
             return True
         try:
-            _a = time.monotonic()
             self.sandbox_id, ip = await self._x(agent.runtime.run_sandbox, sb)
-            with open("/tmp/podtrace.log", "a") as _f:
-                _f.write(f"{self.key} run_sandbox {time.monotonic()-_a:.3f}\n")
         except TugError as e:
             self.config_error = f"failed to create pod sandbox: {e}"
             self.config_retry_at = time.monotonic() + 2.0
@@ -252,10 +245,7 @@ class PodWorker:
         else:
             try:
                 pid = await self._x(agent.runtime.sandbox_pid, self.sandbox_id)
-                _a = time.monotonic()
                 self.pod_ip = await self._x(agent.podnet.attach, self.uid, pid)
-                with open("/tmp/podtrace.log", "a") as _f:
-                    _f.write(f"{self.key} attach {time.monotonic()-_a:.3f}\n")
             except TugError as e:
                 await self._x(agent.runtime.stop_sandbox, self.sandbox_id)
                 self.sandbox_id = None
@@ -492,15 +482,11 @@ class PodWorker:
         assert self.sandbox_id is not None
         try:
             old = c.cid
-            _a = time.monotonic()
             cid = await self._x(agent.runtime.create_container, self.sandbox_id, self.sandbox_cfg, cfg)
-            _b = time.monotonic()
             self.event("Normal", "Created", f"Created container {c.name}", c.name)
             c.cid = cid
             c.attempt += 1
             await self._x(agent.runtime.start_container, cid)
-            with open("/tmp/podtrace.log", "a") as _f:
-                _f.write(f"{self.key} create {_b-_a:.3f} startc {time.monotonic()-_b:.3f}\n")
         except TugError as e:
             c.waiting_reason = "RunContainerError" if c.cid else "CreateContainerError"
             c.waiting_message = str(e)
