@@ -96,3 +96,35 @@ def test_fastjson_matches_json_and_create_body() -> None:
     assert hc["Binds"] == ["v:/d:ro"] and hc["AutoRemove"] is True and hc["Memory"] == 64 << 20
     assert hc["NanoCpus"] == 500_000_000 and hc["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
     assert body["AttachStdout"] and not body["AttachStdin"]
+
+
+def test_head_response_has_no_body_whatever_its_content_length(tmp_path) -> None:
+    """A 404 to HEAD carries Content-Length but no body: the client must not wait for one."""
+    import socket as _s
+    import threading
+
+    from tugboat.cli.client import DaemonClient
+    from tugboat.errors import NotFound
+
+    path = str(tmp_path / "d.sock")
+    srv = _s.socket(_s.AF_UNIX, _s.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 69\r\n\r\n")
+        conn.recv(65536)  # keep the connection open: a client waiting for 69 bytes would hang
+        conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = DaemonClient(f"unix://{path}")
+    c.timeout = 5
+    import pytest
+
+    with pytest.raises(NotFound):
+        c.head("/containers/x/archive", query={"path": "/nothere"})
+    c.close()
+    srv.close()

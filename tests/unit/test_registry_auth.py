@@ -122,3 +122,16 @@ def test_client_with_token_auth(tmp_path, htpasswd, monkeypatch):
             shared.pull(LocalImages(str(tmp_path / "d3")), ref)
     finally:
         srv.stop()
+
+
+def test_first_basic_auth_push_with_parallel_blob_checks(tmp_path, htpasswd):
+    """A fresh client's parallel blob checks all meet the 401 challenge: none may be taken for a
+    wrong password just because a sibling request learnt the basic scheme first."""
+    with thread_server(str(tmp_path / "reg"), htpasswd=htpasswd) as s:
+        src = LocalImages(str(tmp_path / "src"))
+        md = make_image(src.content, "app", layers=4)
+        ref = f"{s.addr}/team/app:v1"
+        src.tag(ref, md)
+        assert RegistryClient().push(src, ref, auth=("alice", "s3cret")) == md
+        with pytest.raises(Unauthorized):
+            RegistryClient().push(src, ref, auth=("alice", "wrong"))

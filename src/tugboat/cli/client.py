@@ -228,6 +228,8 @@ class DaemonClient:
             self._sock = sock
             sock.sendall(head.encode() + data)
             resp = self._read_head(sock)
+        if method == "HEAD":  # a HEAD response has no body, whatever its Content-Length says
+            resp._done = True
         return resp
 
     def _read_head(self, sock: _socket.socket) -> Response:

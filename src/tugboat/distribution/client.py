@@ -295,7 +295,9 @@ class RegistryClient:
                 resp.release()
                 if ch_new is None:
                     raise Unauthorized(f"registry {ep.registry} requires authentication")
-                old = self._auth_schemes.get(ep.base)
+                # compare with the scheme THIS request was sent with: concurrent requests share
+                # _auth_schemes, and a sibling may have learnt the challenge meanwhile
+                old = ch
                 if ch_new.scheme == "basic" and not creds:
                     raise Unauthorized(f"registry {ep.registry} requires authentication: log in first")
                 if old is not None and old.scheme == ch_new.scheme and ch_new.scheme == "basic":
