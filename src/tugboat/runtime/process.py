@@ -613,21 +613,7 @@ def _run_init(
                 f.write(str(plan.oom_score_adj))
         except OSError as e:
             ch.send({"warning": f"oomScoreAdj {plan.oom_score_adj} not applied: {os.strerror(e.errno or 0).lower()}"})
-    for res, soft, hard in plan.rlimits:
-        resource.setrlimit(res, (soft, hard))
-    env = _with_home(plan.env, plan.user.uid)
-    path = _lookpath(plan.args[0], env, plan.cwd)
-    if console is not None:
-        from tugboat.runtime import console as cons
-
-        cons.setup_pty(console, plan.user.uid, plan.user.gid, plan.console_size)
-    else:
-        _dup_stdio(spec.stdio)
-    try:
-        os.chdir(plan.cwd)
-    except OSError as e:
-        raise OSError(e.errno, f"chdir to cwd {plan.cwd!r} set in config.json: {os.strerror(e.errno or 0).lower()}") from None
-    apply_credentials(plan, in_userns=in_userns)
+    path, env = _enter_process(plan, spec.stdio, console, in_userns, " set in config.json")
     mark("init: ready")
     ch.send({"ready": True})
     os.close(ch.w)
@@ -869,22 +855,29 @@ def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
-def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
-    plan = spec.plan
-    env = _with_home(plan.env, plan.user.uid)
-    path = _lookpath(plan.args[0], env, plan.cwd)
+
+def _enter_process(plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_origin: str) -> tuple[str, dict]:
+    """The last steps before exec, shared by a container's init and by exec: rlimits, the
+    executable's path, stdio (or the pty), cwd, then credentials. Returns (path, env)."""
     for res, soft, hard in plan.rlimits:
         resource.setrlimit(res, (soft, hard))
+    env = _with_home(plan.env, plan.user.uid)
+    path = _lookpath(plan.args[0], env, plan.cwd)
     if console is not None:
         from tugboat.runtime import console as cons
 
         cons.setup_pty(console, plan.user.uid, plan.user.gid, plan.console_size)
     else:
-        _dup_stdio(spec.stdio)
+        _dup_stdio(stdio)
     try:
         os.chdir(plan.cwd)
     except OSError as e:
-        raise OSError(e.errno, f"chdir to cwd {plan.cwd!r}: {os.strerror(e.errno or 0).lower()}") from None
-    apply_credentials(plan, in_userns=spec.in_userns)
+        raise OSError(e.errno, f"chdir to cwd {plan.cwd!r}{cwd_origin}: {os.strerror(e.errno or 0).lower()}") from None
+    apply_credentials(plan, in_userns=in_userns)
+    return path, env
+
+def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
+    plan = spec.plan
+    path, env = _enter_process(plan, spec.stdio, console, spec.in_userns, "")
     ch.send({"ready": True})
     finish_exec(plan, path, env)
