@@ -360,8 +360,9 @@ def up(args: list[str], ctx: Any) -> int:
         f"(API server {st['server']}).\n\n"
         f"  export KUBECONFIG={st['kubeconfig']}\n  kubectl get nodes -o wide\n"
         "  kubectl create deployment web --image=busybox --replicas=3 -- httpd -f -p 8080\n\n"
-        f"Logs: {state_dir}/logs/. Take it down with: tug cluster down"
-        + (f" --state-dir {state_dir}" if o.state_dir else "") + "\n")
+        f"Logs: {state_dir}/logs/. Take it down with: tug"
+        + (f" --root {ctx.root}" if getattr(ctx, "root", None) and not o.state_dir else "")
+        + " cluster down" + (f" --state-dir {state_dir}" if o.state_dir else "") + "\n")
     return 0
 
 
