@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from apiserver_support import Http
 
 from tugboat.cluster.apiserver.testing import ApiServerProcess
-
-
-class Http:
-    def __init__(self, api: ApiServerProcess) -> None:
-        self.api = api
-        self.s = requests.Session()
-        self.s.verify = api.ca
-        self.s.cert = (str(api.dir / "pki" / "admin.crt"), str(api.dir / "pki" / "admin.key"))
-
-    def __call__(self, method: str, path: str, **kw: object) -> requests.Response:
-        return self.s.request(method, self.api.url + path, timeout=30, verify=self.api.ca, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")

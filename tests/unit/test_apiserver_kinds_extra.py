@@ -10,7 +10,7 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
-import requests
+from apiserver_support import Http
 
 from tugboat.cluster.apiserver.testing import ApiServerProcess
 
@@ -19,17 +19,6 @@ CR = "/apis/apps/v1/namespaces/default/controllerrevisions"
 PDB = "/apis/policy/v1/namespaces/default/poddisruptionbudgets"
 PODS = "/api/v1/namespaces/default/pods"
 TABLE = {"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}
-
-
-class Http:
-    def __init__(self, api: ApiServerProcess) -> None:
-        self.api = api
-        self.s = requests.Session()
-        self.s.verify = api.ca
-        self.s.cert = (str(api.dir / "pki" / "admin.crt"), str(api.dir / "pki" / "admin.key"))
-
-    def __call__(self, method: str, path: str, **kw: object) -> requests.Response:
-        return self.s.request(method, self.api.url + path, timeout=30, verify=self.api.ca, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
