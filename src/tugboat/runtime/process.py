@@ -212,6 +212,14 @@ class Channel:
         self.r = self.w = self.reply_r = self.reply_w = -1
 
 
+def _report_error(ch: Channel, e: BaseException) -> None:
+    """In a forked child that is about to ``_exit``: tell the parent why, best effort."""
+    try:
+        ch.send({"error": _error_text(e)})
+    except BaseException:
+        pass
+
+
 def _error_text(e: BaseException) -> str:
     from tugboat.runtime.trace import ENABLED
 
@@ -362,10 +370,7 @@ def start_init(
                 os._exit(0)
             _run_a(spec, ch, pid_r, pid_w)
         except BaseException as e:
-            try:
-                ch.send({"error": _error_text(e)})
-            except BaseException:
-                pass
+            _report_error(ch, e)
         os._exit(1)
     os.close(pid_r)
     os.close(pid_w)
@@ -450,10 +455,7 @@ def _run_a(spec: InitSpec, ch: Channel, pid_r: int, pid_w: int) -> None:
             os.close(pid_r)
             _run_b(spec, ch, pid_w)
         except BaseException as e:
-            try:
-                ch.send({"error": _error_text(e)})
-            except BaseException:
-                pass
+            _report_error(ch, e)
         os._exit(1)
     os.close(pid_w)
     data = b""
@@ -762,10 +764,7 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
             os.close(ch.reply_w)
             _run_exec_e1(spec, ch, detach)
         except BaseException as e:
-            try:
-                ch.send({"error": _error_text(e)})
-            except BaseException:
-                pass
+            _report_error(ch, e)
         os._exit(255)
     ch.close_parent_ends()
     e2 = 0
@@ -830,10 +829,7 @@ def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
         try:
             _run_exec_e2(spec, ch, console)
         except BaseException as e:
-            try:
-                ch.send({"error": _error_text(e)})
-            except BaseException:
-                pass
+            _report_error(ch, e)
         os._exit(255)
     ch.send({"pid": e2})
     # E2 reports ready itself (its copy of the channel closes at exec)
