@@ -1,11 +1,14 @@
 """Pod start-up latency, service update propagation and node agent memory on a `tug cluster up` cluster.
 
-    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3]
+    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3] [--trace]
 
 Start-up latency: from the pod's POST returning to the agent reporting Ready (image present on
 the node), seen through a watch; p50/p99/max over all pods, created 10 at a time. Kubernetes'
 SLO is p99 <= 5 s. Service propagation: from the Service's POST to its ClusterIP being in every
-node's nftables map. RSS: VmRSS of each node agent process after the run.
+node's nftables map. RSS: VmRSS of each node agent process after the run. ``--trace``: the
+median and p99 time from the POST to each step of the agents' pod workers (seen, sandbox,
+network, container created/started, status PATCH), from their ``TUG_POD_TRACE`` records, and
+when the bench's own watch saw the pod bound to a node (``bound-seen``).
 """
 
 from __future__ import annotations
@@ -33,10 +36,37 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
+CREATED: dict[str, float] = {}
+BOUND: dict[str, float] = {}
+READY: dict[str, float] = {}
+
+
+def breakdown(trace_file: str) -> None:
+    """Median time from the POST to each step of the agents' pod workers (TUG_POD_TRACE)."""
+    steps: dict[str, list[float]] = {"bound-seen": [BOUND[k] - CREATED[k] for k in CREATED if k in BOUND]}
+    order: list[str] = ["bound-seen"]
+    with open(trace_file) as f:
+        for line in f:
+            rec = json.loads(line)
+            t0 = CREATED.get(rec["pod"])
+            if t0 is None:
+                continue
+            for step, t in rec["steps"]:
+                if step not in steps:
+                    order.append(step)
+                steps.setdefault(step, []).append(t - t0)
+            if rec["pod"] in READY:
+                steps.setdefault("ready-seen", []).append(READY[rec["pod"]] - t0)
+    for step in [*order, "ready-seen"]:
+        if steps.get(step):
+            print(f"  {step:<22} p50 {pct(steps[step], 50):6.3f} s  p99 {pct(steps[step], 99):6.3f} s")
+
+
 async def startup(kubeconfig: str, n: int) -> list[float]:
     async with ApiClient.from_kubeconfig(kubeconfig) as c:
         created: dict[str, float] = {}
         ready: dict[str, float] = {}
+        bound: dict[str, float] = {}
         done = asyncio.Event()
 
         async def watch() -> None:
@@ -45,6 +75,8 @@ async def startup(kubeconfig: str, n: int) -> list[float]:
             async for ev in c.watch(R.PODS, "default", resource_version=rv, label_selector="bench=startup"):
                 obj = ev.get("object") or {}
                 name = obj.get("metadata", {}).get("name")
+                if name and name not in bound and (obj.get("spec") or {}).get("nodeName"):
+                    bound[name] = time.monotonic()
                 if name and name not in ready and any(
                         cd.get("type") == "Ready" and cd.get("status") == "True"
                         for cd in (obj.get("status") or {}).get("conditions") or []):
@@ -71,6 +103,9 @@ async def startup(kubeconfig: str, n: int) -> list[float]:
         await asyncio.gather(*(make(i) for i in range(n)))
         await asyncio.wait_for(done.wait(), 300)
         w.cancel()
+        CREATED.update(created)
+        BOUND.update(bound)
+        READY.update(ready)
         return [ready[k] - created[k] for k in created if k in ready]
 
 
@@ -112,7 +147,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=30)
     ap.add_argument("--nodes", type=int, default=1)
+    ap.add_argument("--trace", action="store_true", help="print where each pod's start-up time goes")
     o = ap.parse_args()
+    trace = ""
+    if o.trace:
+        fd, trace = tempfile.mkstemp(prefix="tug-pod-trace-")
+        os.close(fd)
+        os.environ["TUG_POD_TRACE"] = trace
     base = tempfile.mkdtemp(prefix="tug-bench-pods-")
     state_dir = os.path.join(base, "c")
     name = "b" + uuid.uuid4().hex[:5]
@@ -124,6 +165,9 @@ def main() -> int:
         lat = asyncio.run(startup(st["kubeconfig"], o.pods))
         print(f"pod startup ({o.pods} pods, {o.nodes} node(s)): p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
               f"max {max(lat):.3f} s")
+        if trace:
+            breakdown(trace)
+            os.unlink(trace)
         prop = asyncio.run(propagation(st["kubeconfig"], st["nodes"]))
         print(f"service -> nftables on all nodes: p50 {pct(prop, 50) * 1000:.0f} ms, max {max(prop) * 1000:.0f} ms")
         agents = [p for p in st["processes"] if p["name"].startswith(f"{name}-node-")]

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import textwrap
+from collections.abc import Iterator
 
 import pytest
 
 from conftest import require_binary
-from engine_support import Daemon, daemon  # noqa: F401
+from engine_support import Daemon, bootstrap_busybox, cleanup_root, daemon  # noqa: F401
 
 
 def _ctx(path, dockerfile: str, files: dict[str, str] | None = None) -> str:
@@ -124,3 +125,54 @@ def test_client_going_away_cancels_the_build(daemon: Daemon, tmp_path) -> None:
         time.sleep(0.2)
     assert not os.path.isdir(rt_root) or os.listdir(rt_root) == []
     assert docker(daemon, "image", "inspect", "cancelled").returncode != 0
+
+
+@pytest.fixture
+def net_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """A daemon with networking (the shared one has TUG_ENGINE_NO_NETWORK), on kernel objects of
+    its own (TUG_NETWORK_INSTANCE), torn down at its exit."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    base = tmp_path_factory.mktemp("buildnet")
+    root = str(base / "root")
+    os.makedirs(root)
+    bootstrap_busybox(root)
+    inst = "bn" + os.urandom(3).hex()
+    d = Daemon(root=root, sock=str(base / "tug.sock"), env={"TUG_NETWORK_INSTANCE": inst})
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+        cleanup_root(root)
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert f"tugboat-{inst}" not in tables
+
+
+def test_docker_build_network_modes(net_daemon: Daemon, tmp_path) -> None:
+    """RUN runs on the daemon's default bridge unless --network says host or none (dockerd's
+    legacy builder)."""
+    daemon = net_daemon
+    ctx = _ctx(tmp_path / "c9", """
+        FROM busybox
+        RUN echo "eth0=[$(ip -o -4 addr show eth0 2>/dev/null | grep -o 'inet [0-9.]*')]"; \\
+            echo "netns=[$(readlink /proc/self/ns/net)]"
+    """)
+    host_ns = os.readlink("/proc/self/ns/net")
+    r = docker(daemon, "build", "--no-cache", ctx)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "eth0=[inet " in r.stdout and f"netns=[{host_ns}]" not in r.stdout
+    r = docker(daemon, "build", "--no-cache", "--network", "none", ctx)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "eth0=[]" in r.stdout and f"netns=[{host_ns}]" not in r.stdout
+    r = docker(daemon, "build", "--no-cache", "--network", "host", ctx)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert f"netns=[{host_ns}]" in r.stdout
+    r = docker(daemon, "build", "--no-cache", "--network", "container:abc", ctx)
+    assert r.returncode != 0 and "not supported for builds" in r.stderr
+    # a user network of the daemon's, by name
+    assert docker(daemon, "network", "create", "--subnet", "10.217.3.0/24", "buildnet").returncode == 0
+    r = docker(daemon, "build", "--no-cache", "--network", "buildnet", ctx)
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "eth0=[inet 10.217.3." in r.stdout
+    assert docker(daemon, "network", "rm", "buildnet").returncode == 0

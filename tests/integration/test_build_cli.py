@@ -95,3 +95,31 @@ def test_killed_build_tags_nothing_and_leaves_a_consistent_store(env: BuildEnv, 
     assert not os.path.isdir(rt_root) or os.listdir(rt_root) == []
     report = env.images.check()
     assert not report.get("problems"), report
+
+
+def test_cached_tug_build_loads_no_image_store_code(env: BuildEnv, tmp_path) -> None:
+    """A fully cached `tug build` is start-up time: it must not import msgspec, the image service
+    or the snapshotter (see tugboat.build.lazyimages)."""
+    ctx = env.context(tmp_path, "FROM busybox\nRUN echo lazy > /lazy\nCOPY a.txt /a.txt\n", {"a.txt": "a"})
+    first = tug(env.root, "build", "-q", "-t", "bt-lazy", ctx)
+    assert first.returncode == 0, first.stderr
+    r = subprocess.run([sys.executable, "-X", "importtime", *TUG[1:], "--root", env.root, "build", "-q",
+                        "-t", "bt-lazy", ctx], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == first.stdout.strip()
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "tugboat.build.builder" in loaded
+    assert not loaded & {"msgspec", "tugboat.images.service", "tugboat.snapshots.overlay", "argparse"}, loaded
+    # a new tag on the same image: the image store is loaded (and written) only then
+    r = tug(env.root, "build", "-q", "-t", "bt-lazy:other", ctx)
+    assert r.returncode == 0 and r.stdout.strip() == first.stdout.strip()
+    assert env.images.resolve("bt-lazy:other").id == first.stdout.strip()
+
+
+def test_tug_build_network_flag(env: BuildEnv, tmp_path) -> None:
+    ctx = env.context(tmp_path, "FROM busybox\nRUN ip -o link | grep -c eth0 || echo no-eth0\n")
+    r = tug(env.root, "build", "--no-cache", "--network", "none", ctx)
+    assert r.returncode == 0, r.stderr
+    assert "no-eth0" in r.stderr
+    r = tug(env.root, "build", "--no-cache", "--network=container:x", ctx)
+    assert r.returncode == 1 and "not supported for builds" in r.stderr

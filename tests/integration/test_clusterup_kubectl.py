@@ -262,7 +262,36 @@ spec:
     t = cluster.wait("hog terminated", terminated, 60)
     assert t["reason"] == "OOMKilled" and t["exitCode"] == 137, t
     assert cluster.pod("hog")["status"]["phase"] == "Failed"
-    assert "OOMKilled" in cluster.kubectl("describe", "pod", "hog").stdout
+    import re
+
+    described = cluster.kubectl("describe", "pod", "hog").stdout
+    assert re.search(r"State:\s+Terminated\s+Reason:\s+OOMKilled\s+Exit Code:\s+137", described), described
+
+
+def test_pod_containers_share_ipc(cluster: Cluster) -> None:
+    cluster.kubectl("apply", "-f", "-", input="""
+apiVersion: v1
+kind: Pod
+metadata: {name: ipc}
+spec:
+  containers:
+  - name: writer
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sh", "-c", "echo shared-by-writer > /dev/shm/segment && exec sleep 3600"]
+  - name: reader
+    image: busybox
+    imagePullPolicy: IfNotPresent
+    command: ["sleep", "3600"]
+""")
+    cluster.wait("ipc ready", lambda: all(c.get("ready") for c in cluster.pod("ipc")["status"].get(
+        "containerStatuses") or [{}]), 60)
+    assert cluster.kubectl("exec", "ipc", "-c", "reader", "--", "cat", "/dev/shm/segment").stdout == \
+        "shared-by-writer\n"
+    ns = {c: cluster.kubectl("exec", "ipc", "-c", c, "--", "readlink", "/proc/self/ns/ipc").stdout
+          for c in ("writer", "reader")}
+    assert ns["writer"] == ns["reader"] and ns["writer"].startswith("ipc:["), ns
+    cluster.kubectl("delete", "pod", "ipc", "--wait=false")
 
 
 def test_port_forward(cluster: Cluster) -> None:

@@ -171,7 +171,7 @@ def test_failing_hook_fails_create(runtime: Runtime, bundles: Bundles) -> None:
 
     with pytest.raises(Exception) as err:
         runtime.create("hk", bundles.make(["true"], edit=edit))
-    assert "createRuntime hook #0 /bin/sh: exit status 3: nope" in str(err.value)
+    assert "error running hook #0 (createRuntime /bin/sh): exit status 3: nope" in str(err.value)
     assert runtime.list() == []
 
 

@@ -132,3 +132,41 @@ def test_cache_records_round_trip_atomically(tmp_path) -> None:
     assert got is not None and got.config == st.config and got.layers == st.layers
     assert [n for n in os.listdir(tmp_path / "cache") if ".tmp" in n] == []
     assert cache.count() == 1 and cache.clear() == 1 and cache.get(key) is None
+
+
+def test_big_file_digests_are_remembered_across_builds(tmp_path) -> None:
+    import json
+
+    from tugboat.build.context import BuildContext, FileDigests
+
+    ctx_dir = tmp_path / "ctx"
+    ctx_dir.mkdir()
+    big = ctx_dir / "big.bin"
+    big.write_bytes(b"a" * FileDigests.MIN_SIZE)
+    (ctx_dir / "small.txt").write_text("s")
+    store = str(tmp_path / "build" / "filedigests.json")
+    ctx = BuildContext.open(str(ctx_dir), str(tmp_path / "tmp"), digests_file=store)
+    first = ctx.checksum(["."])
+    ctx.close()
+    with open(store) as f:
+        saved = json.load(f)
+    assert len(saved) == 1 and next(iter(saved)).startswith(str(big) + "\0")  # only the big file
+    # a second build reads the remembered digest instead of the file (a forged one shows it)
+    forged = {k: "0" * 64 for k in saved}
+    with open(store, "w") as f:
+        json.dump(forged, f)
+    ctx2 = BuildContext.open(str(ctx_dir), str(tmp_path / "tmp"), digests_file=store)
+    forged_sum = ctx2.checksum(["."])
+    assert forged_sum != first
+    ctx2.close()
+    # rewriting the file (same size, mtime put back) changes its ctime: it is hashed again
+    st = os.stat(big)
+    big.write_bytes(b"b" * FileDigests.MIN_SIZE)
+    os.utime(big, ns=(st.st_atime_ns, st.st_mtime_ns))
+    ctx3 = BuildContext.open(str(ctx_dir), str(tmp_path / "tmp"), digests_file=store)
+    third = ctx3.checksum(["."])
+    ctx3.close()
+    assert third not in (first, forged_sum)
+    big.write_bytes(b"a" * FileDigests.MIN_SIZE)
+    ctx4 = BuildContext.open(str(ctx_dir), str(tmp_path / "tmp"), digests_file=store)
+    assert ctx4.checksum(["."]) == first

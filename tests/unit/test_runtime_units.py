@@ -164,8 +164,13 @@ def test_mount_options() -> None:
     o = parse_mount_options(["nosuid", "noexec", "nodev", "ro", "rprivate", "mode=755", "size=65536k"])
     assert o.flags == k.MS_NOSUID | k.MS_NOEXEC | k.MS_NODEV | k.MS_RDONLY
     assert o.propagation == [k.MS_PRIVATE | k.MS_REC] and o.data == ["mode=755", "size=65536k"]
+    # rro & co are not mount(2) flags: mount_setattr(AT_RECURSIVE) applies them to every sub-mount
     o = parse_mount_options(["rbind", "ro", "rw", "rro"])
-    assert o.is_bind and o.flags & k.MS_REC and o.flags & k.MS_RDONLY
+    assert o.is_bind and o.flags & k.MS_REC and not o.flags & k.MS_RDONLY
+    assert (o.rec_set, o.rec_clr) == (k.MOUNT_ATTR_RDONLY, 0)
+    o = parse_mount_options(["rro", "rrw", "rnosuid", "rnoatime"])
+    assert o.rec_set == k.MOUNT_ATTR_NOSUID | k.MOUNT_ATTR_NOATIME
+    assert o.rec_clr == k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR__ATIME  # an atime mode clears the whole field
 
 
 def test_secure_join_stays_inside(tmp_path) -> None:

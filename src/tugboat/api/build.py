@@ -152,7 +152,7 @@ async def build(request: web.Request) -> web.StreamResponse:
                 f.write(chunk)
         return await _run_build(request, builder, ctx_path, dockerfile=dockerfile, tags=tags,
                                 build_args=build_args, labels=labels, no_cache=no_cache, pull=pull, quiet=quiet,
-                                target=target)
+                                target=target, network_mode=q.get("networkmode") or "default")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(ctx_path)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
@@ -267,6 +268,78 @@ class Hijacked:
             transport.close()
 
 
+class _TLSHijacked(Hijacked):
+    """A hijacked TLS connection: the TLS object and its memory BIOs taken over from asyncio's TLS
+    layer (paused), bytes moved on the socket by us; the client's close_notify is a half-close."""
+
+    def __init__(self, request: web.Request, sock: socket.socket, tail: bytes, ssl_object: Any,
+                 incoming: Any, outgoing: Any) -> None:
+        super().__init__(request, sock, tail)
+        self.tls = ssl_object
+        self.incoming = incoming
+        self.outgoing = outgoing
+        self.eof = False
+
+    async def _flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            await self.loop.sock_sendall(self.sock, data)
+
+    async def recv(self, n: int = 65536) -> bytes:
+        import ssl
+
+        if self._tail:
+            data, self._tail = self._tail, b""
+            return data
+        while not self.eof:
+            try:
+                data = self.tls.read(n)
+                if data:
+                    return data
+                self.eof = True  # close_notify
+            except ssl.SSLWantReadError:
+                try:
+                    raw = await self.loop.sock_recv(self.sock, 65536)
+                except OSError:
+                    raw = b""
+                if not raw:
+                    self.eof = True
+                else:
+                    self.incoming.write(raw)
+            except ssl.SSLZeroReturnError:
+                self.eof = True
+            except (ssl.SSLError, OSError):
+                self.eof = True
+            with contextlib.suppress(OSError):
+                await self._flush()  # e.g. TLS 1.3 key updates answered
+        return b""
+
+    async def send(self, data: bytes) -> None:
+        import ssl
+
+        if self.broken or not data:
+            return
+        try:
+            self.tls.write(data)
+            await self._flush()
+        except (ssl.SSLError, OSError):
+            self.broken = True
+
+    async def close(self) -> None:
+        import ssl
+
+        with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+            self.tls.unwrap()  # our close_notify
+        with contextlib.suppress(ssl.SSLError, OSError):
+            await self._flush()
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()  # asyncio's TLS state is ours now: no second shutdown through it
+
+
 class _Done(web.StreamResponse):
     """Returned by hijacking handlers: aiohttp must write nothing more on the connection."""
 
@@ -298,6 +371,14 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
     if tail:
         proto._message_tail = b""
     raw: socket.socket = transport.get_extra_info("socket")
+    ssl_object = transport.get_extra_info("ssl_object")
+    ssl_proto = getattr(transport, "_ssl_protocol", None)
+    if ssl_object is not None and ssl_proto is not None:
+        # tcp:// with TLS: asyncio's TLS layer closes the connection on the client's close_notify
+        # (docker half-closes stdin that way), so the hijacked stream drives the TLS object itself
+        inner = getattr(ssl_proto, "_transport", None)
+        if inner is not None:
+            inner.pause_reading()
     sock = socket.socket(fileno=__import__("os").dup(raw.fileno()))
     sock.setblocking(False)
     if wants_upgrade(request):
@@ -310,7 +391,10 @@ async def hijack(request: web.Request, content_type: str) -> Hijacked:
         )
     else:
         head = f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n"
-    h = Hijacked(request, sock, tail)
+    if ssl_object is not None and ssl_proto is not None:
+        h: Hijacked = _TLSHijacked(request, sock, tail, ssl_object, ssl_proto._incoming, ssl_proto._outgoing)
+    else:
+        h = Hijacked(request, sock, tail)
     await h.send(head.encode())
     return h
 

@@ -414,12 +414,15 @@ async def archive_get(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream_proc(request: web.Request, resp: web.StreamResponse, proc: Any) -> None:
+    from tugboat.engine import archive
+
     try:
         await common.copy_to_response(resp, proc.stdout.read)
     finally:
         with contextlib.suppress(Exception):
             proc.kill()
         await run(proc.wait)
+        archive.done(proc)
 
 
 async def archive_put(request: web.Request) -> web.StreamResponse:
@@ -438,6 +441,12 @@ async def archive_put(request: web.Request) -> web.StreamResponse:
         await run(proc.stdin.close)
     except BrokenPipeError:
         pass
+    except BaseException:  # the client went away mid-upload
+        with contextlib.suppress(Exception):
+            proc.kill()
+        await run(proc.wait)
+        archive.done(proc)
+        raise
     await run(archive.finish_extract, proc)
     return web.Response(status=200)
 

@@ -135,6 +135,8 @@ async def remove(request: web.Request) -> web.StreamResponse:
                 return c.id
         return None
 
+    if hasattr(engine, "flush_removals"):  # removed containers' snapshots no longer hold layers
+        await run(engine.flush_removals)
     res = await run(svc.remove, name, query_bool(request, "force"), in_use, not query_bool(request, "noprune"))
     for ev in res:
         if "Deleted" in ev:
@@ -153,6 +155,8 @@ async def prune(request: web.Request) -> web.StreamResponse:
     def in_use(image_id: str) -> bool:
         return any(c.data.get("Image") == image_id for c in engine.containers())
 
+    if hasattr(engine, "flush_removals"):
+        await run(engine.flush_removals)
     return json_response(await run(svc.prune, all_, in_use, filters))
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from tugboat.api import common
 from tugboat.api.common import add_route, engine_of, json_response
-from tugboat.errors import InvalidArgument, Unavailable
+from tugboat.errors import InvalidArgument, NotFound, Unavailable
 
 
 def _manager(request: web.Request) -> Any:
@@ -32,13 +32,27 @@ async def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await common.run(fn, *args, **kwargs)
 
 
+async def _settled(request: web.Request) -> None:
+    """Let pending exit clean-ups finish: `docker stop c` answers before the container's endpoint
+    is torn down, and a network view or removal right after must not see it any more."""
+    engine = engine_of(request)
+    if hasattr(engine, "await_cleanups") and any(not c.cleaned.is_set() for c in engine.containers()):
+        await _run(engine.await_cleanups)
+
+
 async def list_networks(request: web.Request) -> web.StreamResponse:
     filters = common.parse_filters(request.query.get("filters"))
+    await _settled(request)
     nets = await _run(_manager(request).list, filters)
     return json_response(nets)
 
 
 async def inspect_network(request: web.Request) -> web.StreamResponse:
+    if getattr(engine_of(request), "network", None) is None:
+        # dockerd's answer for a network it does not know: `docker inspect NAME` (which tries
+        # container, image, network, volume, plugin in turn) needs a 404 to say "No such object"
+        raise NotFound(f"network {request.match_info['id']} not found")
+    await _settled(request)
     return json_response(await _run(_manager(request).inspect, request.match_info["id"]))
 
 
@@ -77,12 +91,16 @@ async def create_network(request: web.Request) -> web.StreamResponse:
 
 
 async def remove_network(request: web.Request) -> web.StreamResponse:
+    await _settled(request)
     await _run(_manager(request).remove, request.match_info["id"])
     return common.no_content()
 
 
 async def prune_networks(request: web.Request) -> web.StreamResponse:
     filters = common.parse_filters(request.query.get("filters"))
+    if getattr(engine_of(request), "network", None) is None:
+        return json_response({"NetworksDeleted": []})  # nothing to prune (`docker system prune`)
+    await _settled(request)
     removed = await _run(_manager(request).prune, filters)
     return json_response({"NetworksDeleted": removed})
 

@@ -4,8 +4,9 @@ For every step of every needed stage (independent stages run in parallel threads
 
 - metadata instructions (ENV, LABEL, CMD …) change only the config: no layer;
 - RUN prepares a writable snapshot over the parent's layers, mounts it, runs the command in a
-  container (our runtime, or runc when ``tugboat.runtime.api`` is missing) with the host network,
-  streams its output, and turns the upper dir into a layer;
+  container (our runtime, or runc when ``tugboat.runtime.api`` is missing) on the build's network
+  (the daemon's default bridge, the host's, none, a named network), streams its output, and turns
+  the upper dir into a layer;
 - COPY/ADD mount the same kind of snapshot and write into it directly (no container).
 
 A new layer's upper dir is adopted as the unpacked layer of its chain ID (it already is one:
@@ -20,21 +21,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import threading
 import time
 from collections.abc import Callable
 from typing import IO, Any
 
 from tugboat.build import plan as planmod
-from tugboat.build.cache import BuildCache, State, step_key
-from tugboat.build.context import BuildContext, resolve_in, scoped_join
+from tugboat.build.cache import BuildCache, LayerBlob, State, sha256, step_key
+from tugboat.build.context import BuildContext, has_glob, resolve_in, scoped_join
 from tugboat.build.copy import CopyOptions, copy_sources, parse_chmod, resolve_chown, write_file
 from tugboat.build.dockerfile import Dockerfile, Instruction, Stage, is_heredoc_word, parse
+from tugboat.build.lazyimages import normalize
 from tugboat.build.shell import Lex
 from tugboat.errors import InvalidArgument, NotFound, TugError, Unavailable
-from tugboat.oci.digest import chain_ids as compute_chain_ids
-from tugboat.oci.image import LayerBlob
 from tugboat.oci.user import lookup_user, read_colon_file
 from tugboat.util.proc import pid_alive
 
@@ -72,7 +71,9 @@ class _ImageView:
         self.manifest = {"layers": [{"digest": lb.digest, "mediaType": lb.media_type, "size": lb.size}
                                     for lb in layers]}
         self.layers = [lb.diff_id for lb in layers]
-        self.chain_ids = compute_chain_ids(self.layers)
+        from tugboat.oci.digest import chain_ids
+
+        self.chain_ids = chain_ids(self.layers)
 
 
 class _OnceFd:
@@ -143,7 +144,7 @@ class Builder:
     def __init__(self, images: Any, snapshotter: Any = None, runtime: Any = None, network: Any = None,
                  root: str | None = None) -> None:
         self.images = images
-        self.snapshotter = snapshotter if snapshotter is not None else images.snapshots
+        self._snapshotter = snapshotter
         self.runtime = runtime
         self.network = network
         self.root = os.path.abspath(root or images.root)
@@ -152,6 +153,20 @@ class Builder:
         self.tmp_dir = os.path.join(self.build_dir, "tmp")
         self.run_dir = os.path.join(self.build_dir, "run")
         self._runtime_checked = False
+        self._snapshots_swept = False
+        self._own_network: Any = None  # a private NetworkManager when none was given
+        self._net_lock = threading.Lock()
+
+    @property
+    def snapshotter(self) -> Any:
+        """The snapshotter (the image service's unless given); loaded on first use, when build
+        snapshots that killed builds left behind are removed too (see ``cleanup``)."""
+        if self._snapshotter is None:
+            self._snapshotter = self.images.snapshots
+        if not self._snapshots_swept:
+            self._snapshots_swept = True
+            self._sweep_snapshots()
+        return self._snapshotter
 
     # ---- public -------------------------------------------------------------------------------
 
@@ -169,14 +184,19 @@ class Builder:
         progress: Progress | None = None,
         dockerfile_text: str | bytes | None = None,
         cancel: threading.Event | None = None,
+        network_mode: str = "default",
     ) -> Any:
         progress = progress or (lambda _e: None)
-        self.cleanup()
+        network_mode = check_network_mode(network_mode)
+        self.cleanup(snapshots=False)
+        self._snapshots_swept = False  # swept again at this build's first use of the snapshotter
         for t in tags:
-            from tugboat.oci.reference import parse_reference
+            if normalize(t) is None:
+                from tugboat.oci.reference import parse_reference
 
-            parse_reference(t)
-        ctx = BuildContext.open(context, self.tmp_dir, dockerfile)
+                parse_reference(t)
+        ctx = BuildContext.open(context, self.tmp_dir, dockerfile,
+                                digests_file=os.path.join(self.build_dir, "filedigests.json"))
         try:
             text = dockerfile_text if dockerfile_text is not None else ctx.read_dockerfile(dockerfile)
             df = parse(text, filename=os.path.basename(dockerfile) if dockerfile else "Dockerfile")
@@ -186,7 +206,8 @@ class Builder:
             tracker = planmod.ArgTracker(df, opts)
             needed = planmod.stages_to_build(df, tracker, target)
             run = _Run(df=df, ctx=ctx, tracker=tracker, progress=progress,
-                       opts={"no_cache": no_cache, "pull": pull}, cancel=cancel or threading.Event())
+                       opts={"no_cache": no_cache, "pull": pull, "network": network_mode},
+                       cancel=cancel or threading.Event())
             n = 0
             for i in needed:
                 run.step_base[i] = n
@@ -212,19 +233,22 @@ class Builder:
             return image
         finally:
             ctx.close()
+            self._close_own_network()
 
     def _existing(self, config: dict[str, Any], layers: list[LayerBlob], tags: list[str]) -> Any:
         """The image a fully cached build gives again, when it exists with every tag already on it
         (saves the image store's write and fsyncs on a cached rebuild)."""
-        import hashlib
-
-        import msgspec
-
         cfg = dict(config)
         cfg["rootfs"] = {"type": "layers", "diff_ids": [lb.diff_id for lb in layers]}
         if "created" not in cfg or "architecture" not in cfg or "os" not in cfg:
             return None
-        image_id = "sha256:" + hashlib.sha256(msgspec.json.encode(cfg)).hexdigest()
+        try:
+            # the bytes ImageService.create_image (msgspec) writes, for JSON without floats; a
+            # difference only makes this a miss (then create_image finds or writes the image)
+            data = json.dumps(cfg, separators=(",", ":"), ensure_ascii=False).encode()
+        except (TypeError, ValueError, UnicodeEncodeError):
+            return None
+        image_id = "sha256:" + sha256(data).hexdigest()
         try:
             img = self.images.resolve(image_id)
             for t in tags:
@@ -475,6 +499,14 @@ class Builder:
         network = ins.flags.get("network", "default")
         if network not in ("default", "host", "none"):
             raise InvalidArgument(f"unsupported network mode {network!r} for RUN (default, host, none)")
+        if network == "default":
+            network = run.opts.get("network") or "default"
+        if network == "default":
+            # dockerd's legacy builder: the default bridge. Without a daemon (no NetworkManager
+            # given) the host network, as buildkitd without CNI: a private bridge would cost the
+            # CLI ~0.3 s (pyroute2's import, a bridge and nft tables) per build; --network=bridge
+            # asks for it.
+            network = "bridge" if self.network is not None else "host"
         text = ss.run_created_by(argv)
         mounts = self._run_mounts(run, stage, ss, ins)
         extra = [f"{m['type']}:{m['target']}:{m.get('digest', '')}" for m in mounts]
@@ -564,22 +596,34 @@ class Builder:
             proc["terminal"] = False
             spec["hostname"] = key[-12:]
             nss = spec["linux"]["namespaces"]
-            if network in ("default", "host"):
+            net_files: list[tuple[str, str]] = []
+            if network == "host":
                 spec["linux"]["namespaces"] = [ns for ns in nss if ns["type"] != "network"]
-                for src, dst in (("/etc/resolv.conf", "etc/resolv.conf"), ("/etc/hosts", "etc/hosts")):
-                    if not os.path.exists(src):
+                net_files = [("/etc/resolv.conf", "etc/resolv.conf"), ("/etc/hosts", "etc/hosts")]
+            elif network != "none":  # the default bridge, or a network of the daemon's by name
+                info = self._attach_network(stack, key, network, spec["hostname"])
+                for ns in nss:
+                    if ns["type"] == "network":
+                        ns["path"] = info.netns_path
+                for name, text in (("resolv.conf", info.resolv_conf), ("hosts", info.hosts)):
+                    path = os.path.join(bundle, name)
+                    with open(path, "w") as f:
+                        f.write(text)
+                    net_files.append((path, "etc/" + name))
+            for src, dst in net_files:
+                if not os.path.exists(src):
+                    continue
+                host_dst = scoped_join(rootfs, dst)
+                if not os.path.lexists(host_dst):
+                    if not os.path.isdir(os.path.dirname(host_dst)):
                         continue
-                    host_dst = scoped_join(rootfs, dst)
-                    if not os.path.lexists(host_dst):
-                        if not os.path.isdir(os.path.dirname(host_dst)):
-                            continue
-                        with open(host_dst, "w"):
-                            pass
-                        placeholders.append(dst)
-                    elif not os.path.isfile(host_dst):
-                        continue
-                    spec["mounts"].append({"destination": "/" + dst, "type": "bind", "source": src,
-                                           "options": ["rbind", "ro"]})
+                    with open(host_dst, "w"):
+                        pass
+                    placeholders.append(dst)
+                elif not os.path.isfile(host_dst):
+                    continue
+                spec["mounts"].append({"destination": "/" + dst, "type": "bind", "source": src,
+                                       "options": ["rbind", "ro"]})
             for m in mounts or []:
                 target = m["target"]
                 host_t = scoped_join(rootfs, target)
@@ -626,7 +670,7 @@ class Builder:
             stack.close()
             if mounted:
                 _umount(rootfs)
-            shutil.rmtree(bundle, ignore_errors=True)
+            _shutil().rmtree(bundle, ignore_errors=True)
             if not ok:
                 with contextlib.suppress(TugError, OSError):
                     self.snapshotter.remove(key)
@@ -644,12 +688,47 @@ class Builder:
                     os.rmdir(parent)
         return self._commit_snapshot(key, state)
 
+    # ---- RUN networking ------------------------------------------------------------------------
+
+    def _network_manager(self) -> Any:
+        """The daemon's NetworkManager when the builder was given one; otherwise a private one
+        for this build process (its own bridge ``tug-b<pid>`` and nft tables, under
+        ``build/tmp/<pid>-net``), removed again when the build ends."""
+        if self.network is not None:
+            return self.network
+        with self._net_lock:
+            if self._own_network is None:
+                from tugboat.network.manager import NetworkManager
+
+                d = os.path.join(self.tmp_dir, f"{os.getpid()}-net")
+                os.makedirs(d, exist_ok=True)
+                self._own_network = NetworkManager(d, instance=f"b{os.getpid()}", fsync=False)
+            return self._own_network
+
+    def _attach_network(self, stack: contextlib.ExitStack, cid: str, network: str, hostname: str) -> Any:
+        from tugboat.network.models import ContainerNetworkSpec
+
+        nm = self._network_manager()
+        info = nm.setup_container(cid, ContainerNetworkSpec(mode=network, hostname=hostname))
+        stack.callback(nm.teardown_container, cid)
+        if not info.netns_path:
+            raise InvalidArgument(f"network {network!r} gives no network namespace to a RUN step")
+        return info
+
+    def _close_own_network(self) -> None:
+        with self._net_lock:
+            nm, self._own_network = self._own_network, None
+        if nm is not None:
+            _shutdown_private_network(nm, os.path.join(self.tmp_dir, f"{os.getpid()}-net"))
+
     def _commit_snapshot(self, key: str, state: State) -> LayerBlob:
         """The snapshot's upper dir -> a layer blob, and adopted as that layer's unpacked dir."""
         try:
             blob = self.snapshotter.diff(key)
             diff_ids = [lb.diff_id for lb in state.layers] + [blob.diff_id]
-            chain_id = compute_chain_ids(diff_ids)[-1]
+            from tugboat.oci.digest import chain_ids
+
+            chain_id = chain_ids(diff_ids)[-1]
             with contextlib.suppress(OSError, TugError):
                 self._adopt(key, chain_id, blob)
             return blob
@@ -687,9 +766,9 @@ class Builder:
             try:
                 os.rename(tmp, sn.layer_dir(chain_id))
             except OSError:
-                shutil.rmtree(tmp, ignore_errors=True)  # someone else adopted/unpacked it first
+                _shutil().rmtree(tmp, ignore_errors=True)  # someone else adopted/unpacked it first
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _shutil().rmtree(tmp, ignore_errors=True)
             raise
 
     def _run_container(self, run: _Run, stage: Stage, cid: str, bundle: str, n: int = 0) -> tuple[int, str]:
@@ -834,7 +913,7 @@ class Builder:
                        emit: Callable[[bytes], None]) -> int:
         import subprocess
 
-        runc = shutil.which("runc")
+        runc = _shutil().which("runc")
         if runc is None:
             raise Unavailable("no container runtime: tugboat.runtime.api is missing and runc is not installed")
         state_root = os.path.join(self.build_dir, "runc")
@@ -872,8 +951,17 @@ class Builder:
         for k in ("from", "chown", "chmod"):
             if k in flags:
                 flags[k] = lex.process_word(flags[k], env)
+        if "exclude" in flags:
+            flags["exclude"] = [lex.process_word(p, env) for p in flags["exclude"]]
         if cmd == "ADD" and "from" in ins.flags:
             raise InvalidArgument("ADD does not support --from; use COPY --from")
+        link = bool(flags.get("link"))
+        parents = bool(flags.get("parents"))
+        exclude = None
+        if flags.get("exclude"):
+            from tugboat.build.dockerignore import Matcher, parse_patterns
+
+            exclude = Matcher(parse_patterns("\n".join(flags["exclude"])))
         words = list(ins.args)
         dest = lex.process_word(words[-1], env)
         heredoc_map = {h.name: h for h in ins.heredocs}
@@ -906,6 +994,7 @@ class Builder:
             parts.append("from:" + from_state.key)
         downloads: dict[str, tuple[str, float | None]] = {}
         resolved: list[list[tuple[str, str]]] = []
+        kept: list[list[str]] = []  # --parents: per source, the paths to recreate under dest
         with contextlib.ExitStack() as stack:
             if from_state is not None:
                 src_root = stack.enter_context(self._mounted_readonly(from_state))
@@ -916,23 +1005,37 @@ class Builder:
                     name, data = val
                     parts.append(f"heredoc:{name}:{step_key('', data)}")
                     resolved.append([])
+                    kept.append([])
                 elif kind == "url":
                     path, mtime, digest = self._download(val, flags.get("checksum"))
                     stack.callback(_unlink_quiet, path)
                     downloads[val] = (path, mtime)
                     parts.append(f"url:{val}:{digest}")
                     resolved.append([])
+                    kept.append([])
                 else:
                     if from_state is not None:
                         pairs = resolve_in(src_root, val, excluded, what="source image")
-                        digest = self._tree_digest(src_root, [real for _n, real in pairs])
                     else:
                         pairs = run.ctx.resolve(val)
-                        digest = run.ctx.checksum([real for _n, real in pairs])
+                    if exclude is not None and has_glob(val):  # a glob's matches are excluded by name
+                        pairs = [(nm, real) for nm, real in pairs
+                                 if not exclude.excluded(os.path.basename(nm.rstrip("/")) or nm)]
+                        if not pairs:
+                            raise NotFound(f"no source files were specified (pattern {val!r} matched nothing "
+                                           "but excluded files)")
+                    reals = [real for _n, real in pairs]
+                    if from_state is not None:
+                        digest = self._tree_digest(src_root, reals, exclude)
+                    else:
+                        digest = run.ctx.checksum(reals, exclude)
                     parts.append(f"src:{val}:{digest}")
                     resolved.append(pairs)
+                    kept.append(_kept_paths(val, pairs) if parents else [])
             text = f"{cmd} " + " ".join(
-                (f"--{k}={v}" if not isinstance(v, bool) else f"--{k}") for k, v in flags.items() if k != "exclude"
+                (f"--{k}" if v is True else f"--{k}={str(v).lower()}" if isinstance(v, bool)
+                 else " ".join(f"--{k}={x}" for x in v) if isinstance(v, list) else f"--{k}={v}")
+                for k, v in flags.items()
             )
             text = (text + " " + " ".join(words)).replace("  ", " ")
             key = step_key(state.key, *parts)
@@ -940,19 +1043,31 @@ class Builder:
             if hit is not None:
                 self._event(run, stage, {"type": "cached", "n": n})
                 return hit
+            link_key = step_key("link", *parts) if link else ""
+            linked = self._lookup(run, link_key) if link else None
+            if linked is not None and len(linked.layers) == 1:
+                # --link: the layer does not depend on the parent; the one made over another
+                # parent is used again as it is
+                self._event(run, stage, {"type": "cached", "n": n, "link": True})
+                return self._finish(run, ss, state, key, text, linked.layers[0])
             self._check_runtime()
             layer = self._execute_copy(state, ss, srcs, resolved, downloads, dest, flags, chmod, src_root,
-                                       excluded, matcher, cmd, len(words) - 1)
+                                       excluded, matcher, cmd, len(words) - 1,
+                                       keep=kept if parents else None, exclude=exclude, link=link)
+            if link:
+                self.cache.put(State(link_key, {}, [layer]))
         return self._finish(run, ss, state, key, text, layer)
 
-    def _tree_digest(self, root: str, rels: list[str]) -> str:
+    def _tree_digest(self, root: str, rels: list[str], exclude: Any = None) -> str:
         import hashlib
 
         from tugboat.build.context import tree_entry_digest, walk_tree
+        from tugboat.build.copy import _Descend, excluding
 
         h = hashlib.sha256()
         for rel in rels:
-            for path, st in walk_tree(root, rel, lambda _p: False):
+            descend = _Descend(None, exclude, rel) if exclude else None
+            for path, st in walk_tree(root, rel, excluding(lambda _p: False, exclude, rel), descend):
                 h.update(tree_entry_digest(root, path, st).encode())
         return "sha256:" + h.hexdigest()
 
@@ -994,7 +1109,7 @@ class Builder:
             try:
                 yield d
             finally:
-                shutil.rmtree(d, ignore_errors=True)
+                _shutil().rmtree(d, ignore_errors=True)
             return
         key = f"build-{os.getpid()}-{os.urandom(6).hex()}"
         view = _ImageView(state.key, state.layers)
@@ -1032,9 +1147,13 @@ class Builder:
     def _execute_copy(self, state: State, ss: planmod.StageState, srcs: list[tuple[str, Any]],
                       resolved: list[list[tuple[str, str]]], downloads: dict[str, tuple[str, float | None]],
                       dest: str, flags: dict[str, Any], chmod: int | None, src_root: str, excluded: Any,
-                      matcher: Any, cmd: str, n_args: int) -> LayerBlob:
+                      matcher: Any, cmd: str, n_args: int, keep: list[list[str]] | None = None,
+                      exclude: Any = None, link: bool = False) -> LayerBlob:
+        """Copy into a snapshot over the parent's layers, or (``link``) over nothing: a --link
+        layer is made apart from the parent (no symlink of the parent is followed, a file or
+        directory of the parent at the destination is not looked at) and stacked on it."""
         key = f"build-{os.getpid()}-{os.urandom(6).hex()}"
-        view = _ImageView(state.key, state.layers) if state.layers else None
+        view = _ImageView(state.key, state.layers) if state.layers and not link else None
         self.snapshotter.prepare(key, view)
         rootfs = os.path.join(self.run_dir, key)
         os.makedirs(rootfs, exist_ok=True)
@@ -1043,7 +1162,13 @@ class Builder:
         try:
             self.snapshotter.spec(key).mount(rootfs)
             mounted = True
-            chown = resolve_chown(rootfs, flags["chown"]) if flags.get("chown") else None
+            chown = None
+            if flags.get("chown"):
+                if link and not all(p.isdigit() for p in flags["chown"].split(":") if p):
+                    with self._mounted_readonly(state) as parent_root:  # names: the parent's /etc/passwd
+                        chown = resolve_chown(parent_root, flags["chown"])
+                else:
+                    chown = resolve_chown(rootfs, flags["chown"])
             opts = CopyOptions(chown=chown, chmod=chmod, add=cmd == "ADD")
             wd = ss.workdir()
             if n_args > 1 and not (dest.endswith("/") or dest in (".", "./")):
@@ -1051,7 +1176,7 @@ class Builder:
                     f"When using {cmd} with more than one source file, the destination must be a directory "
                     "and end with a /"
                 )
-            for (kind, val), pairs in zip(srcs, resolved, strict=True):
+            for i, ((kind, val), pairs) in enumerate(zip(srcs, resolved, strict=True)):
                 if kind == "heredoc":
                     name, data = val
                     write_file(rootfs, dest, wd, data.encode(), name, opts, mode=0o644)
@@ -1067,7 +1192,8 @@ class Builder:
                     write_file(rootfs, dest, wd, data_b, name or "download", opts, mode=0o600, mtime=mtime)
                 else:
                     copy_sources(rootfs, src_root, pairs, dest, wd, opts, source_args=n_args, excluded=excluded,
-                                 matcher=matcher, cmd=cmd)
+                                 matcher=matcher, cmd=cmd, keep=keep[i] if keep is not None else None,
+                                 exclude=exclude)
             ok = True
         finally:
             if mounted:
@@ -1081,8 +1207,10 @@ class Builder:
 
     # ---- housekeeping -------------------------------------------------------------------------
 
-    def cleanup(self) -> int:
-        """Remove what killed builds left: mounts and bundles under build/run, build-* snapshots."""
+    def cleanup(self, snapshots: bool = True) -> int:
+        """Remove what killed builds left: mounts and bundles under build/run, build-* snapshots.
+        ``snapshots=False`` (the start of a build) leaves the snapshots to the first use of the
+        snapshotter, so that a fully cached build never loads it."""
         n = 0
         rt_root = os.path.join(self.build_dir, "runtime")
         if os.path.isdir(rt_root) and any(_dead_owner(c) for c in os.listdir(rt_root)):
@@ -1105,29 +1233,79 @@ class Builder:
                     path = os.path.join(d, name)
                     for mp in (os.path.join(path, "rootfs"), path):
                         _umount(mp, quiet=True)
-                    shutil.rmtree(path, ignore_errors=True)
+                    _shutil().rmtree(path, ignore_errors=True)
                     n += 1
-        with contextlib.suppress(Exception):
-            for key in self.snapshotter.list():
-                if key.startswith("build-") and _dead_owner(key):
-                    with contextlib.suppress(TugError, OSError):
-                        self.snapshotter.remove(key)
-                        n += 1
+        if snapshots:
+            n += self._sweep_snapshots()
         with contextlib.suppress(FileNotFoundError):
             for name in os.listdir(self.tmp_dir):
                 pid = name.split("-", 1)[0]
                 if pid.isdigit() and not pid_alive(int(pid)):
                     p = os.path.join(self.tmp_dir, name)
+                    if name == f"{pid}-net":  # a killed build's private network: bridge, nft tables
+                        with contextlib.suppress(Exception):
+                            from tugboat.network.manager import NetworkManager
+
+                            _shutdown_private_network(NetworkManager(p, instance=f"b{pid}", fsync=False), p)
                     if os.path.isdir(p):
-                        shutil.rmtree(p, ignore_errors=True)
+                        _shutil().rmtree(p, ignore_errors=True)
                     else:
                         _unlink_quiet(p)
                     n += 1
         return n
 
+    def _sweep_snapshots(self) -> int:
+        n = 0
+        self._snapshots_swept = True
+        with contextlib.suppress(Exception):
+            sn = self.snapshotter
+            for key in sn.list():
+                if key.startswith("build-") and _dead_owner(key):
+                    with contextlib.suppress(TugError, OSError):
+                        sn.remove(key)
+                        n += 1
+        return n
+
     def prune(self) -> int:
-        """Forget every cache record (``tug builder prune``)."""
+        """Forget every cache record and remembered file digest (``tug builder prune``)."""
+        _unlink_quiet(os.path.join(self.build_dir, "filedigests.json"))
         return self.cache.clear()
+
+
+NETWORK_MODES = ("default", "bridge", "host", "none")
+
+
+def _kept_paths(src: str, pairs: list[tuple[str, str]]) -> list[str]:
+    """COPY --parents: the path each match keeps under the destination: the path as named,
+    or its part after a ``/./`` pivot in the source."""
+    from tugboat.build.dockerignore import clean
+
+    i = src.find("/./")
+    prefix = clean(src[:i]).lstrip("/") if i != -1 else "."
+    prefix = clean("/" + prefix).lstrip("/") or "."
+    out = []
+    for named, _real in pairs:
+        if prefix != "." and (named == prefix or named.startswith(prefix + "/")):
+            out.append(named[len(prefix):].lstrip("/") or ".")
+        else:
+            out.append(named)
+    return out
+
+
+def check_network_mode(mode: str | None) -> str:
+    """``docker build --network``: default (the default bridge), bridge, host, none, or the
+    name of a network of the daemon's; ``container:…`` is refused."""
+    mode = (mode or "default").strip()
+    if mode.startswith("container:"):
+        raise InvalidArgument(f"network mode {mode!r} is not supported for builds "
+                              "(default, bridge, host, none or a network name)")
+    return mode
+
+
+def _shutdown_private_network(nm: Any, path: str) -> None:
+    with contextlib.suppress(Exception):
+        nm.shutdown(remove_all=True)
+    _shutil().rmtree(path, ignore_errors=True)
 
 
 def posixpath_join(a: str, b: str) -> str:
@@ -1190,3 +1368,10 @@ def _resolve_user(rootfs: str, user: str) -> dict[str, Any]:
     passwd = read_colon_file(scoped_join(rootfs, "etc/passwd"))
     groups = read_colon_file(scoped_join(rootfs, "etc/group"))
     return lookup_user(passwd, groups, user)
+
+
+def _shutil() -> Any:
+    """``shutil`` on first use: it imports bz2 and lzma, start-up time a cached build does not need."""
+    import shutil
+
+    return shutil

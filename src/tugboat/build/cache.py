@@ -6,23 +6,38 @@ config (history and rootfs included) and the layer blobs. A step's key is
 first parent is the base image ID (or ``scratch``). Records are written atomically after the step
 succeeded, so a failed or killed step never leaves a record behind (the cache is never poisoned).
 A record any of whose layer blobs has left the content store (image GC) is a miss.
+
+Only the standard library is imported here (``json``, not msgspec): a fully cached ``tug build``
+reads these records and nothing else, and its start-up time is mostly imports.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
-import msgspec
-
-from tugboat.oci.image import LayerBlob
 from tugboat.util.fs import write_atomic
+
+try:  # CPython's own SHA-256: importing hashlib loads OpenSSL (~3 ms of a cached build's start-up)
+    from _sha256 import sha256
+except ImportError:  # pragma: no cover - other interpreters
+    from hashlib import sha256
+
+
+class LayerBlob(NamedTuple):
+    """A layer blob: the same fields, in the same order, as ``tugboat.oci.image.LayerBlob`` (which
+    imports msgspec); the two are interchangeable (both are tuples read by attribute name)."""
+
+    digest: str
+    media_type: str
+    diff_id: str
+    size: int
 
 
 def step_key(parent: str, *parts: str) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     h.update(parent.encode())
     for p in parts:
         h.update(b"\0")
@@ -57,12 +72,12 @@ class BuildCache:
     def get(self, key: str) -> State | None:
         try:
             with open(self._path(key), "rb") as f:
-                rec = msgspec.json.decode(f.read())
-        except (FileNotFoundError, msgspec.DecodeError):
+                rec = json.loads(f.read())
+        except (FileNotFoundError, ValueError):
             return None
         try:
             state = State.from_record(rec)
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, ValueError):
             return None
         if self.content is not None and not all(self.content.exists(lb.digest) for lb in state.layers):
             return None  # a blob was garbage-collected: rebuild the step
@@ -70,7 +85,8 @@ class BuildCache:
 
     def put(self, state: State) -> None:
         os.makedirs(self.root, exist_ok=True)
-        write_atomic(self._path(state.key), msgspec.json.encode(state.to_record()))
+        write_atomic(self._path(state.key),
+                     json.dumps(state.to_record(), separators=(",", ":")).encode())
 
     def clear(self) -> int:
         n = 0

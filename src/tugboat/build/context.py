@@ -5,18 +5,22 @@ inside the context (``../x`` is refused, a symlink is followed only within the c
 excluded by .dockerignore invisible. :meth:`BuildContext.checksum` gives the content digest of a
 set of sources for the layer cache (paths, modes, symlink targets and file contents; not owners
 or times, as COPY resets owners and the cache should survive a ``git checkout``).
+
+Digests of big files (``FileDigests.MIN_SIZE`` and up) of a context directory are remembered
+across builds in ``<root>/build/filedigests.json``, keyed by path, size, mtime, ctime and inode
+(ctime cannot be set back by a user, so a rewritten file is hashed again): a cached rebuild of a
+context with large files does not read them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from typing import IO, Any
 
+from tugboat.build.cache import sha256
 from tugboat.build.dockerignore import Matcher, clean
 from tugboat.errors import InvalidArgument, NotFound
 from tugboat.util.fs import scoped_join as scoped_join
@@ -81,12 +85,15 @@ class BuildContext:
         self.root = os.path.realpath(root)
         self.matcher = matcher or Matcher([])
         self.owned = owned
-        self._hash_cache: dict[str, str] = {}
+        self._hash_cache: Any = {}
 
     @classmethod
-    def open(cls, source: str | IO[bytes], tmp_dir: str, dockerfile: str = "Dockerfile") -> BuildContext:
+    def open(cls, source: str | IO[bytes], tmp_dir: str, dockerfile: str = "Dockerfile",
+             digests_file: str | None = None) -> BuildContext:
         if isinstance(source, str) and os.path.isdir(source):
             ctx = cls(source)
+            if digests_file:
+                ctx._hash_cache = FileDigests(digests_file)
         else:
             import tarfile
             import tempfile
@@ -103,10 +110,10 @@ class BuildContext:
                 with tf:
                     safe_extract(tf, d)
             except tarfile.TarError as exc:
-                shutil.rmtree(d, ignore_errors=True)
+                _shutil().rmtree(d, ignore_errors=True)
                 raise InvalidArgument(f"failed to read the build context: {exc}") from None
             except BaseException:
-                shutil.rmtree(d, ignore_errors=True)
+                _shutil().rmtree(d, ignore_errors=True)
                 raise
             ctx = cls(d, owned=True)
         ctx.matcher = ctx._load_ignore(dockerfile)
@@ -126,8 +133,11 @@ class BuildContext:
         return Matcher([])
 
     def close(self) -> None:
+        if isinstance(self._hash_cache, FileDigests):
+            with contextlib.suppress(OSError):
+                self._hash_cache.save()
         if self.owned:
-            shutil.rmtree(self.root, ignore_errors=True)
+            _shutil().rmtree(self.root, ignore_errors=True)
             self.owned = False
 
     def __enter__(self) -> BuildContext:
@@ -167,23 +177,87 @@ class BuildContext:
         """(relative path, lstat) of ``rel`` and everything below it that is not ignored."""
         yield from walk_tree(self.root, rel, self.excluded, self.matcher)
 
-    def checksum(self, rels: list[str]) -> str:
-        h = hashlib.sha256()
+    def checksum(self, rels: list[str], exclude: Matcher | None = None) -> str:
+        """The content digest of sources (``exclude``: COPY --exclude, relative to each source)."""
+        h = sha256()
         for rel in rels:
             h.update(b"\0src\0" + rel.encode())
-            for path, st in self.walk(rel):
+            skip, descend = self.excluded, self.matcher
+            if exclude:
+                from tugboat.build.copy import _Descend, excluding
+
+                skip, descend = excluding(self.excluded, exclude, rel), _Descend(self.matcher, exclude, rel)
+            for path, st in walk_tree(self.root, rel, skip, descend):
                 h.update(tree_entry_digest(self.root, path, st, self._hash_cache).encode())
         return "sha256:" + h.hexdigest()
 
 
-def tree_entry_digest(root: str, rel: str, st: os.stat_result, cache: dict[str, str] | None = None) -> str:
+class FileDigests:
+    """A dict-like cache of big files' digests, kept in a JSON file between builds."""
+
+    MIN_SIZE = 256 << 10
+    MAX_ENTRIES = 4096
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._mem: dict[str, str] = {}
+        self._disk: dict[str, str] | None = None
+        self._dirty = False
+
+    def _load(self) -> dict[str, str]:
+        if self._disk is None:
+            import json
+
+            try:
+                with open(self.path, "rb") as f:
+                    data = json.loads(f.read())
+                self._disk = {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self._disk = {}
+        return self._disk
+
+    @staticmethod
+    def _big(key: str) -> bool:
+        return int(key.split("\0")[1]) >= FileDigests.MIN_SIZE
+
+    def get(self, key: str) -> str | None:
+        if key in self._mem:
+            return self._mem[key]
+        return self._load().get(key) if self._big(key) else None
+
+    def __setitem__(self, key: str, digest: str) -> None:
+        self._mem[key] = digest
+        if self._big(key):
+            disk = self._load()
+            disk[key] = digest
+            while len(disk) > self.MAX_ENTRIES:
+                del disk[next(iter(disk))]
+            self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty or self._disk is None:
+            return
+        import json
+
+        from tugboat.util.fs import write_atomic
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        write_atomic(self.path, json.dumps(self._disk, separators=(",", ":")).encode())
+        self._dirty = False
+
+
+def tree_entry_digest(root: str, rel: str, st: os.stat_result, cache: Any = None) -> str:
     full = os.path.join(root, rel) if rel != "." else root
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISREG(st.st_mode):
-        key = f"{full}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+        key = f"{full}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
         digest = cache.get(key) if cache is not None else None
         if digest is None:
-            fh = hashlib.sha256()
+            fh = sha256()
+            if st.st_size > 1 << 20:  # OpenSSL's is several times faster on big files
+                import hashlib
+
+                fh = hashlib.sha256()
             with open(full, "rb") as f:
                 while chunk := f.read(1 << 20):
                     fh.update(chunk)
@@ -257,7 +331,7 @@ def resolve_in(root: str, src: str, excluded: Any, what: str = "build context",
     return [(m, m) for m in matches]
 
 
-def walk_tree(root: str, rel: str, excluded: Any, matcher: Matcher | None = None) -> Iterator[tuple[str, os.stat_result]]:
+def walk_tree(root: str, rel: str, excluded: Any, matcher: Any = None) -> Iterator[tuple[str, os.stat_result]]:
     full = os.path.join(root, rel) if rel != "." else root
     st = os.lstat(full)
     yield rel, st
@@ -281,3 +355,10 @@ def walk_tree(root: str, rel: str, excluded: Any, matcher: Matcher | None = None
             yield child, cst
             if stat.S_ISDIR(cst.st_mode):
                 stack.append(child)
+
+
+def _shutil() -> Any:
+    """``shutil`` on first use: it imports bz2 and lzma, start-up time a cached build does not need."""
+    import shutil
+
+    return shutil

@@ -12,15 +12,21 @@
   the destination directory, and downloads URLs (mode 0600, mtime from Last-Modified).
 - Paths in the image are resolved with its symlinks taken relative to its root
   (``/bin -> usr/bin`` works; an absolute symlink never leads out to the host).
+- ``--parents``: each source keeps its path (as named, below the context or stage root) under the
+  destination directory; a ``/./`` in the source marks where the kept part starts
+  (``COPY --parents a/./b/c.txt /d/`` gives ``/d/b/c.txt``).
+- ``--exclude=PATTERN`` (repeatable, .dockerignore syntax): matched against paths relative to a
+  directory source (``--exclude=*.log dir /d/`` skips ``dir/x.log``, not ``dir/sub/x.log``: use
+  ``**/*.log``), and against the name of each file or directory a glob source matched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Callable
+from typing import Any
 
 from tugboat.build.context import scoped_join, walk_tree
 from tugboat.build.dockerignore import Matcher
@@ -150,7 +156,7 @@ class Copier:
         if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
             os.unlink(target)
         elif os.path.isdir(target) and not want_dir:
-            shutil.rmtree(target)
+            _shutil().rmtree(target)
 
     def copy_entry(self, src: str, target: str, st: os.stat_result) -> None:
         m = st.st_mode
@@ -164,7 +170,7 @@ class Copier:
         elif stat.S_ISREG(m):
             self._clear(target, False)
             with open(src, "rb") as fi, open(target, "wb") as fo:
-                shutil.copyfileobj(fi, fo, 1 << 20)
+                _shutil().copyfileobj(fi, fo, 1 << 20)
             self._apply_meta(target, st)
         elif stat.S_ISLNK(m):
             self._clear(target, False)
@@ -177,7 +183,7 @@ class Copier:
         # sockets are skipped, as Docker does
 
     def copy_tree(self, src_root: str, rel: str, target: str, excluded: Callable[[str], bool],
-                  matcher: Matcher | None) -> None:
+                  matcher: Any) -> None:
         """Copy the contents of directory ``src_root/rel`` into the host directory ``target``."""
         dirs: list[tuple[str, os.stat_result]] = []
         base = rel
@@ -238,7 +244,7 @@ class Copier:
                         src = tf.extractfile(m)
                         assert src is not None
                         with open(path, "wb") as f:
-                            shutil.copyfileobj(src, f, 1 << 20)
+                            _shutil().copyfileobj(src, f, 1 << 20)
                     elif m.issym():
                         os.symlink(m.linkname, path)
                     elif m.islnk():
@@ -274,10 +280,16 @@ def copy_sources(
     excluded: Callable[[str], bool] = lambda _p: False,
     matcher: Matcher | None = None,
     cmd: str = "COPY",
+    keep: list[str] | None = None,
+    exclude: Matcher | None = None,
 ) -> None:
-    """Copy resolved sources (``(named, real)`` paths under ``src_root``) into ``rootfs``."""
-    want_dir = dest_is_dir(dest)
+    """Copy resolved sources (``(named, real)`` paths under ``src_root``) into ``rootfs``.
+    ``keep`` (``--parents``): for each source, the path to recreate under the destination
+    directory. ``exclude`` (``--exclude``): patterns relative to each directory source."""
+    want_dir = dest_is_dir(dest) or keep is not None
     dest_abs = absolute_dest(dest, workdir)
+    if keep is not None and not dest_abs.endswith("/"):
+        dest_abs += "/"
     if (source_args > 1 or len(sources) > 1) and not want_dir:
         existing = scoped_join(rootfs, dest_abs)
         if not os.path.isdir(existing) or source_args > 1:
@@ -286,12 +298,21 @@ def copy_sources(
             )
         want_dir = True
     cp = Copier(rootfs, opts)
-    for named, real in sources:
+    for i, (named, real) in enumerate(sources):
         src = os.path.join(src_root, real) if real != "." else src_root
         st = os.stat(src) if os.path.islink(src) else os.lstat(src)
+        kept = keep[i].strip("/") if keep is not None else ""
         if stat.S_ISDIR(st.st_mode):
-            target = cp.mkdir_p(dest_abs)
-            cp.copy_tree(src_root, real, target, excluded, matcher)
+            target = cp.mkdir_p(dest_abs + kept if kept not in ("", ".") else dest_abs)
+            cp.copy_tree(src_root, real, target, excluding(excluded, exclude, real),
+                         _Descend(matcher, exclude, real) if exclude else matcher)
+            if kept not in ("", "."):
+                cp._apply_meta(target, st)  # --parents recreates the directory itself
+            continue
+        if kept not in ("", "."):
+            parent_rel, _, name = (dest_abs + kept).rpartition("/")
+            target = os.path.join(cp.mkdir_p(parent_rel or "/"), name)
+            cp.copy_entry(src, target, st)
             continue
         if opts.add and stat.S_ISREG(st.st_mode) and is_archive(src):
             target = cp.mkdir_p(dest_abs)
@@ -306,6 +327,35 @@ def copy_sources(
             parent = cp.mkdir_p(parent_rel or "/")
             target = os.path.join(parent, name)
         cp.copy_entry(src, target, st)
+
+
+def excluding(excluded: Callable[[str], bool], exclude: Matcher | None, base: str) -> Callable[[str], bool]:
+    """``excluded`` (context-relative, .dockerignore) plus ``exclude`` matched relative to ``base``."""
+    if exclude is None or not exclude:
+        return excluded
+    prefix = "" if base in (".", "") else base.rstrip("/") + "/"
+
+    def check(path: str) -> bool:
+        if excluded(path):
+            return True
+        return path.startswith(prefix) and exclude.excluded(path[len(prefix):])
+
+    return check
+
+
+class _Descend:
+    """For a walk: whether an excluded directory may hold re-included (``!``) files, by the
+    .dockerignore rules or by the ``--exclude`` ones (relative to the source ``base``)."""
+
+    def __init__(self, matcher: Matcher | None, exclude: Matcher, base: str) -> None:
+        self.matcher = matcher
+        self.exclude = exclude
+        self.prefix = "" if base in (".", "") else base.rstrip("/") + "/"
+
+    def may_contain_included(self, path: str) -> bool:
+        if self.matcher is not None and self.matcher.may_contain_included(path):
+            return True
+        return path.startswith(self.prefix) and self.exclude.may_contain_included(path[len(self.prefix):])
 
 
 def write_file(rootfs: str, dest: str, workdir: str, data: bytes, name: str, opts: CopyOptions,
@@ -329,3 +379,10 @@ def write_file(rootfs: str, dest: str, workdir: str, data: bytes, name: str, opt
     os.chmod(target, opts.chmod if opts.chmod is not None else mode)
     if mtime is not None:
         os.utime(target, (mtime, mtime))
+
+
+def _shutil() -> Any:
+    """``shutil`` on first use: it imports bz2 and lzma, start-up time a cached build does not need."""
+    import shutil
+
+    return shutil

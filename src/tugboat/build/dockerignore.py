@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 
 from tugboat.errors import InvalidArgument
 
@@ -42,15 +41,18 @@ def clean(path: str) -> str:
     return out or "."
 
 
-@dataclass
 class Pattern:
-    text: str
-    exclusion: bool
-    kind: str = "exact"  # exact | prefix | suffix | regexp
-    regex: re.Pattern[str] | None = None
+    """One line of a .dockerignore (a plain class: ``dataclasses`` costs start-up time)."""
 
-    def __post_init__(self) -> None:
+    def __init__(self, text: str, exclusion: bool, kind: str = "exact", regex: re.Pattern[str] | None = None) -> None:
+        self.text = text
+        self.exclusion = exclusion
+        self.kind = kind  # exact | prefix | suffix | regexp
+        self.regex = regex
         self._compile()
+
+    def __repr__(self) -> str:
+        return f"Pattern({self.text!r}, exclusion={self.exclusion})"
 
     def _compile(self) -> None:
         pat = self.text

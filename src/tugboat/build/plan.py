@@ -16,6 +16,7 @@ Scoping follows Docker:
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 import signal as _signal
@@ -55,9 +56,7 @@ def clone(obj: Any) -> Any:
 def platform_args(os_name: str = "linux", arch: str | None = None, variant: str = "") -> dict[str, str]:
     """TARGETPLATFORM, TARGETOS, TARGETARCH, TARGETVARIANT and the BUILD* equivalents."""
     if arch is None:
-        import platform as _p
-
-        m = _p.machine()
+        m = os.uname().machine  # what platform.machine() returns, without importing platform
         arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}.get(m, m)
     plat = f"{os_name}/{arch}" + (f"/{variant}" if variant else "")
     out = {}

@@ -22,7 +22,6 @@ Exit status: 0, or the failing RUN's exit code (1 for other errors).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
@@ -34,7 +33,9 @@ from tugboat.cli.main import Context
 USAGE = "tug build [OPTIONS] PATH | -"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> Any:
+    import argparse
+
     p = argparse.ArgumentParser(prog="tug build", description="Build an image from a Dockerfile")
     p.add_argument("path", help="build context directory, a tar file, or - (tar on stdin)")
     p.add_argument("-t", "--tag", action="append", default=[], help="name:tag (repeatable)")
@@ -47,7 +48,74 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--iidfile", default=None, help="write the image ID to this file")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.add_argument("--progress", default="plain", choices=["auto", "plain", "tty", "quiet"])
+    p.add_argument("--network", default="default",
+                   help="network of RUN steps: default, bridge, host, none, or a network name "
+                        "(default: the daemon's bridge with -H, else the host's)")
     return p
+
+
+# option -> (attribute, kind): "str" takes a value, "list" a repeatable value, "bool" none
+_OPTIONS: dict[str, tuple[str, str]] = {
+    "-t": ("tag", "list"), "--tag": ("tag", "list"), "-f": ("file", "str"), "--file": ("file", "str"),
+    "--build-arg": ("build_arg", "list"), "--target": ("target", "str"), "--no-cache": ("no_cache", "bool"),
+    "--pull": ("pull", "bool"), "--label": ("label", "list"), "--iidfile": ("iidfile", "str"),
+    "-q": ("quiet", "bool"), "--quiet": ("quiet", "bool"), "--progress": ("progress", "str"),
+    "--network": ("network", "str"),
+}
+
+
+class _Options:
+    """What ``_parser().parse_args`` returns, for the arguments ``_fast_parse`` understands."""
+
+    def __init__(self) -> None:
+        self.path: str | None = None
+        self.tag: list[str] = []
+        self.file: str | None = None
+        self.build_arg: list[str] = []
+        self.target: str | None = None
+        self.no_cache = False
+        self.pull = False
+        self.label: list[str] = []
+        self.iidfile: str | None = None
+        self.quiet = False
+        self.progress = "plain"
+        self.network = "default"
+
+
+def _fast_parse(args: list[str]) -> _Options | None:
+    """The usual ``tug build`` arguments without importing argparse (~6 ms of every build's
+    start-up); None for anything else (help, abbreviations, errors): argparse then decides."""
+    o = _Options()
+    i = 0
+    while i < len(args):
+        a = args[i]
+        i += 1
+        if a == "-" or not a.startswith("-"):
+            if o.path is not None:
+                return None
+            o.path = a
+            continue
+        name, eq, value = a.partition("=") if a.startswith("--") else (a[:2], "", a[2:])
+        if name not in _OPTIONS:
+            return None
+        attr, kind = _OPTIONS[name]
+        if kind == "bool":
+            if eq or value:
+                return None
+            setattr(o, attr, True)
+            continue
+        if not eq and not value:
+            if i >= len(args) or (args[i].startswith("-") and args[i] != "-"):
+                return None
+            value = args[i]
+            i += 1
+        if kind == "list":
+            getattr(o, attr).append(value)
+        else:
+            setattr(o, attr, value)
+    if o.path is None or o.progress not in ("auto", "plain", "tty", "quiet"):
+        return None
+    return o
 
 
 def _kv(items: list[str], what: str, env_fallback: bool = False) -> dict[str, str]:
@@ -133,11 +201,16 @@ def _context_tar(path: str, dockerfile: str, dockerfile_text: bytes | None) -> b
     """The context as an uncompressed tar, .dockerignore applied (Dockerfile and .dockerignore kept)."""
     import io
     import tarfile
-    import tempfile
 
     from tugboat.build.context import BuildContext
 
-    ctx = BuildContext.open(path, tempfile.gettempdir(), dockerfile)
+    if os.path.isdir(path):
+        tmp = ""  # a directory is read in place
+    else:
+        import tempfile
+
+        tmp = tempfile.gettempdir()
+    ctx = BuildContext.open(path, tmp, dockerfile)
     keep = {dockerfile, ".dockerignore", dockerfile + ".dockerignore"}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
@@ -181,6 +254,8 @@ def _build_via_daemon(o: Any, ctx: Context, build_args: dict[str, str], labels: 
         query["pull"] = True
     if o.target:
         query["target"] = o.target
+    if o.network and o.network != "default":
+        query["networkmode"] = o.network
     client = DaemonClient(ctx.daemon_host)
     image_id = ""
     for msg in client.json_stream("POST", "/build", query=query, raw_body=data,
@@ -203,19 +278,18 @@ def _build_via_daemon(o: Any, ctx: Context, build_args: dict[str, str], labels: 
 
 
 def build_cmd(args: list[str], ctx: Context) -> int:
-    o = _parser().parse_args(args)
+    o: Any = _fast_parse(args) or _parser().parse_args(args)
     if ctx.host or os.environ.get("TUG_HOST"):
         return _build_via_daemon(o, ctx, _kv(o.build_arg, "build-arg", env_fallback=True), _kv(o.label, "label"))
     from tugboat.build.builder import Builder, BuildError
+    from tugboat.build.lazyimages import LazyImages
     from tugboat.errors import TugError
-    from tugboat.images.service import ImageService
 
     build_args = _kv(o.build_arg, "build-arg", env_fallback=True)
     labels = _kv(o.label, "label")
     quiet = o.quiet or o.progress == "quiet"
     err = sys.stderr
-    svc = ImageService(ctx.data_root)
-    builder = Builder(svc)
+    builder = Builder(LazyImages(ctx.data_root))  # a cached build loads no image-store code
 
     context: Any = o.path
     dockerfile_text = None
@@ -283,7 +357,7 @@ def build_cmd(args: list[str], ctx: Context) -> int:
     try:
         image = builder.build(context, dockerfile=dockerfile, tags=o.tag, build_args=build_args, target=o.target,
                               no_cache=o.no_cache, pull=o.pull, labels=labels, progress=wrapped,
-                              dockerfile_text=dockerfile_text)
+                              dockerfile_text=dockerfile_text, network_mode=o.network)
     except KeyboardInterrupt:
         err.write("\nERROR: build cancelled; nothing was tagged\n")
         return 130
@@ -309,10 +383,15 @@ def build_cmd(args: list[str], ctx: Context) -> int:
         return 0
     v = (progress.vertex if progress is not None else 0) + 1
     err.write(f"#{v} exporting to image\n#{v} writing image {image.id} done\n")
-    from tugboat.oci.reference import parse_reference
+    from tugboat.build.lazyimages import normalize
 
     for t in o.tag:
-        err.write(f"#{v} naming to {parse_reference(t)} done\n")
+        name = normalize(t)
+        if name is None:
+            from tugboat.oci.reference import parse_reference
+
+            name = str(parse_reference(t))
+        err.write(f"#{v} naming to {name} done\n")
     err.write(f"#{v} DONE {time.monotonic() - t0:.1f}s\n")
     return 0
 

@@ -141,6 +141,40 @@ def _error_for(status: int, message: str) -> Exception:
     return exc
 
 
+def _tls_context():  # type: ignore[no-untyped-def]
+    """TLS for tcp:// as docker's CLI does it: when ``TUG_TLS_VERIFY``/``DOCKER_TLS_VERIFY`` or a
+    certificate directory (``TUG_CERT_PATH``/``DOCKER_CERT_PATH``, default ``~/.docker``) is given:
+    its ``ca.pem`` verifies the daemon, ``cert.pem``/``key.pem`` identify us. None: plain TCP."""
+    import os
+
+    env = os.environ
+    certs = env.get("TUG_CERT_PATH") or env.get("DOCKER_CERT_PATH")
+    if not (certs or env.get("TUG_TLS_VERIFY") or env.get("DOCKER_TLS_VERIFY")):
+        return None
+    import ssl
+
+    certs = certs or os.path.join(os.path.expanduser("~"), ".docker")
+    try:
+        ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.pem"))
+        cert = os.path.join(certs, "cert.pem")
+        if os.path.exists(cert):
+            ctx.load_cert_chain(cert, os.path.join(certs, "key.pem"))
+    except (OSError, ssl.SSLError) as exc:
+        raise DaemonUnreachable(f"TLS setup from {certs} failed: {exc}") from None
+    return ctx
+
+
+def half_close(sock: Any) -> None:
+    """End our side of a hijacked stream (stdin EOF). On TLS the socket cannot half-close without
+    ending the session, so nothing is sent there (the daemon still ends the stream at exit)."""
+    if hasattr(sock, "unwrap"):
+        return
+    try:
+        sock.shutdown(_socket.SHUT_WR)
+    except OSError:
+        pass
+
+
 class DaemonClient:
     def __init__(self, host: str | None = None, version: str = API_VERSION, timeout: float | None = None) -> None:
         if host is None:
@@ -167,6 +201,9 @@ class DaemonClient:
                 import socket
 
                 s = socket.create_connection((host, int(port)), timeout=self.timeout)
+                ctx = _tls_context()
+                if ctx is not None:
+                    s = ctx.wrap_socket(s, server_hostname=host.strip("[]"))
             else:
                 raise ValueError(h)
         except (OSError, ValueError):

@@ -7,11 +7,9 @@ import sys
 import time
 
 from tugboat.cli import fastjson as json
-from tugboat.cli.client import DaemonClient, q
+from tugboat.cli.client import DaemonClient, half_close, q
 from tugboat.cli.flags import FlagError, filter_map, parse
-from tugboat.cli.tabwriter import tabwrite
 from tugboat.errors import NotFound, TugError
-from tugboat.util.human import human_duration
 
 TYPE_CHECKING = False  # not `typing`: importing it costs start-up time
 
@@ -57,18 +55,24 @@ def _fmt():  # type: ignore[no-untyped-def]
 
 def _render_rows(fmt: str | None, rows: list[dict], default_cols: list[tuple[str, str]],
                  quiet_key: str | None = None) -> str:
-    if fmt == "json":
-        return "".join(json.dumps(r) + "\n" for r in rows)
+    if fmt == "json":  # docker's `--format json`: `{{json .}}` of each row (sorted keys, compact)
+        from tugboat.cli.gotemplate import FUNCS, RowContext
+
+        return "".join(FUNCS["json"](RowContext(r)) + "\n" for r in rows)
     if fmt and fmt != "table":
         headers = {k: h for h, k in default_cols}
         return _fmt().format_rows(fmt, rows, headers)
     table = [[h for h, _ in default_cols]]
     for r in rows:
         table.append([str(r.get(k, "")) for _, k in default_cols])
+    from tugboat.cli.tabwriter import tabwrite  # here, not at the top: `stop`/`rm` start faster
+
     return tabwrite(table)
 
 
 def _ago(ts: float) -> str:
+    from tugboat.util.human import human_duration
+
     return human_duration(time.time() - ts) + " ago"
 
 
@@ -127,7 +131,7 @@ def cmd_ps(args: list[str], ctx: Any) -> int:
         return 0
     rows = []
     for c in items:
-        size = ""
+        size = "0B"
         if o["size"]:
             size = _fmt().human_size(c.get("SizeRw", 0)) + f" (virtual {_fmt().human_size(c.get('SizeRootFs', 0))})"
         rows.append({
@@ -141,9 +145,12 @@ def cmd_ps(args: list[str], ctx: Any) -> int:
             "Status": c.get("Status", ""),
             "Size": size,
             "Names": ",".join(n.lstrip("/") for n in c.get("Names") or []),
-            "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items()),
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted((c.get("Labels") or {}).items())),
+            "Label": (lambda labels: lambda key: labels.get(key, ""))(c.get("Labels") or {}),
+            "LocalVolumes": str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local")),
             "Mounts": ",".join(m.get("Name") or m.get("Source", "") for m in c.get("Mounts") or []),
             "Networks": ",".join(((c.get("NetworkSettings") or {}).get("Networks") or {}).keys()),
+            "Platform": None,
         })
     cols = [("CONTAINER ID", "ID"), ("IMAGE", "Image"), ("COMMAND", "Command"), ("CREATED", "RunningFor"),
             ("STATUS", "Status"), ("PORTS", "Ports"), ("NAMES", "Names")]
@@ -550,12 +557,7 @@ def _attach_run(ctx: Any, cid: str, *, tty: bool, stdin: bool, start: bool, cond
 
         threading.Thread(target=_copy_stdin, args=(sock,), daemon=True).start()
     else:
-        import _socket
-
-        try:
-            sock.shutdown(_socket.SHUT_WR)
-        except OSError:
-            pass
+        half_close(sock)
     try:
         _copy_output(sock, early, tty)
     finally:
@@ -600,7 +602,6 @@ def _copy_output(sock: Any, early: bytes, tty: bool) -> None:
 
 
 def _copy_stdin(sock: Any) -> None:
-    import _socket as _s
 
     try:
         while True:
@@ -610,10 +611,7 @@ def _copy_stdin(sock: Any) -> None:
             sock.sendall(data)
     except OSError:
         pass
-    try:
-        sock.shutdown(_s.SHUT_WR)
-    except OSError:
-        pass
+    half_close(sock)
 
 
 def _raw_terminal() -> Callable[[], None]:
@@ -878,12 +876,7 @@ def cmd_exec(args: list[str], ctx: Any) -> int:
     if o["interactive"]:
         threading.Thread(target=_copy_stdin, args=(sock,), daemon=True).start()
     else:
-        import _socket as _s
-
-        try:
-            sock.shutdown(_s.SHUT_WR)
-        except OSError:
-            pass
+        half_close(sock)
     try:
         _copy_output(sock, early, o["tty"])
     finally:
@@ -906,6 +899,7 @@ def cmd_inspect(args: list[str], ctx: Any) -> int:
     paths = {"container": "/containers/{}/json", "image": "/images/{}/json", "network": "/networks/{}",
              "volume": "/volumes/{}"}
     for name in pos:
+        missing = f"Error: No such object: {name}"
         for k in kinds:
             try:
                 query = {"size": "1"} if o["size"] and k == "container" else None
@@ -914,9 +908,11 @@ def cmd_inspect(args: list[str], ctx: Any) -> int:
             except TugError as exc:
                 if not getattr(exc, "from_daemon", False) or (o["type"] and not isinstance(exc, NotFound)):
                     raise
+                if o["type"]:  # docker prints the daemon's own words for a typed inspect
+                    missing = f"Error response from daemon: {exc.message}"
                 continue
         else:
-            _err(f"Error: No such object: {name}" if not o["type"] else f"Error: No such {o['type']}: {name}")
+            _err(missing)
             rc = 1
     _print_inspect(results, o["format"])
     return rc
@@ -927,6 +923,8 @@ def _print_inspect(results: list[Any], fmt: str | None) -> None:
         f = _fmt()
         for r in results:
             sys.stdout.write(f.render(fmt, r) + "\n")
+        if not results:
+            sys.stdout.write("\n")  # as docker prints when nothing matched
     else:
         import json as _json
 
@@ -944,6 +942,8 @@ def cmd_top(args: list[str], ctx: Any) -> int:
     if not pos:
         raise FlagError('"tug top" requires at least 1 argument.')
     res = _client(ctx).get(f"/containers/{q(pos[0])}/top", query={"ps_args": " ".join(pos[1:]) or None})
+    from tugboat.cli.tabwriter import tabwrite
+
     sys.stdout.write(tabwrite([res["Titles"], *res["Processes"]]))
     return 0
 

@@ -3,7 +3,6 @@ human sizes and durations. Lean imports (used on every ``tug images``)."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Callable
@@ -42,74 +41,20 @@ def since(rfc3339: str) -> str:
     return human_duration(time.time() - t) + " ago"
 
 
-def render(template: str, obj: dict[str, Any], funcs: dict[str, Callable[..., str]] | None = None) -> str:
-    """A small subset of Go templates: ``{{.Field}}``, ``{{.A.B}}``, ``{{json .}}``,
-    ``{{json .Field}}``, ``{{upper .F}}``, ``{{lower .F}}``, ``{{join .F ", "}}``,
-    ``{{index .Map "key"}}``, plus ``\\t``/``\\n`` escapes."""
-    template = template.replace("\\t", "\t").replace("\\n", "\n")
+def render(template: str, obj: Any, funcs: dict[str, Callable[..., Any]] | None = None) -> str:
+    """docker's Go-template ``--format`` over ``obj`` (see :mod:`tugboat.cli.gotemplate`), with the
+    ``\\t``/``\\n`` escapes docker's formatter expands."""
+    from tugboat.cli.gotemplate import render as go_render
 
-    def lookup(expr: str) -> Any:
-        if expr == ".":
-            return obj
-        cur: Any = obj
-        for part in expr.lstrip(".").split("."):
-            cur = cur.get(part) if isinstance(cur, dict) else getattr(cur, part, None)
-        return cur
-
-    def fmt(v: Any) -> str:
-        if v is None:
-            return "<no value>"
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, list):
-            return "[" + " ".join(fmt(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "map[" + " ".join(f"{k}:{fmt(x)}" for k, x in sorted(v.items())) + "]"
-        return str(v)
-
-    def repl(m: re.Match[str]) -> str:
-        expr = m.group(1)
-        words = _split_words(expr)
-        if not words:
-            return ""
-        if words[0] == "json" and len(words) == 2:
-            return json.dumps(lookup(words[1]), separators=(",", ":"))
-        if words[0] in ("upper", "lower", "title") and len(words) == 2:
-            s = fmt(lookup(words[1]))
-            return getattr(s, words[0])()
-        if words[0] == "join" and len(words) == 3:
-            v = lookup(words[1]) or []
-            return _unquote(words[2]).join(str(x) for x in v)
-        if words[0] == "index" and len(words) == 3:
-            v = lookup(words[1]) or {}
-            return fmt(v.get(_unquote(words[2])) if isinstance(v, dict) else None)
-        if words[0] == "println":
-            return " ".join(fmt(lookup(w)) for w in words[1:]) + "\n"
-        if funcs and words[0] in funcs:
-            return funcs[words[0]](*[lookup(w) for w in words[1:]])
-        if words[0].startswith("."):
-            return fmt(lookup(words[0]))
-        raise ValueError(f'template: unsupported expression "{expr}"')
-
-    return _TEMPLATE_RE.sub(repl, template)
-
-
-def _split_words(expr: str) -> list[str]:
-    out: list[str] = []
-    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|\S+', expr):
-        out.append(m.group(0))
-    return out
-
-
-def _unquote(s: str) -> str:
-    if len(s) >= 2 and s[0] == s[-1] == '"':
-        return json.loads(s)
-    return s
+    return go_render(template.replace("\\t", "\t").replace("\\n", "\n"), obj, funcs)
 
 
 def format_rows(fmt: str, items: list[dict[str, Any]], headers: dict[str, str]) -> str:
     """docker's ``--format``: ``table …`` prints a header row (through the tabwriter),
     anything else one line per item; ``json`` is ``{{json .}}``."""
+    from tugboat.cli.gotemplate import RowContext
+
+    items = [RowContext(it) for it in items]  # `{{json .}}` of a row: sorted keys, as docker
     if fmt == "json":
         fmt = "{{json .}}"
     if fmt.startswith("table"):

@@ -21,7 +21,16 @@ import sys
 sys.path.extend([p for p in {path!r} if p not in sys.path])
 from tugboat.cli.main import main
 if __name__ == "__main__":
-    sys.exit(main())
+    rc = main()
+    if sys.modules["tugboat.cli.main"].quick_exit:  # done: skip the interpreter's teardown
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except Exception:
+            sys.exit(rc)
+        import os
+        os._exit(rc)
+    sys.exit(rc)
 """
 
 
@@ -49,9 +58,8 @@ def install(bin_dir: str | None = None) -> str:
     import tugboat
 
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(tugboat.__file__)))
-    path = site_path()
-    if pkg_parent not in path:
-        path.insert(0, pkg_parent)
+    # tugboat's own directory first: `import tugboat` then never lists site-packages
+    path = [pkg_parent, *(p for p in site_path() if p != pkg_parent)]
     tmp = f"{target}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         f.write(launcher_text(python, path))

@@ -73,6 +73,14 @@ def _split_globals(argv: list[str]) -> tuple[Context, list[str]]:
     return ctx, argv[i:]
 
 
+# Commands whose work is over when they return (output written to stdout/stderr only, no file
+# left open, no thread to join): the lean launcher then ends the process with os._exit instead of
+# the interpreter's teardown (~1.5 ms of every `tug stop`, `tug rm` …).
+QUICK_EXIT = frozenset({"ps", "run", "create", "start", "stop", "restart", "kill", "rm", "pause", "unpause",
+                        "rename", "wait", "port", "inspect", "top", "exec"})
+quick_exit = False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ctx, rest = _split_globals(argv)
@@ -101,11 +109,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"tug: '{name}' is not a tug command.\nSee 'tug --help'\n")
         return 1
     modname, funcname = target.split(":")
-    import importlib
-
     try:
-        fn = getattr(importlib.import_module(modname), funcname)
-        return int(fn(args, ctx) or 0)
+        # __import__ rather than importlib.import_module: `importlib` pulls in `warnings` (start-up)
+        fn = getattr(__import__(modname, fromlist=(funcname,)), funcname)
+        rc = int(fn(args, ctx) or 0)
+        global quick_exit
+        quick_exit = name in QUICK_EXIT
+        return rc
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

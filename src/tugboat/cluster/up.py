@@ -82,11 +82,20 @@ def _wait_nodes_ready(kubeconfig: str, n: int, timeout: float, state: dict[str, 
                     pass
                 for p in state["processes"]:
                     if not _alive(p["pid"]):
-                        raise RuntimeError(f"{p['name']} exited; see {state['dir']}/logs/{p['name']}.log")
+                        raise RuntimeError(f"{p['name']} exited (the state dir is removed again); the end of its "
+                                           f"log:\n{_log_tail(state, p['name'])}")
                 await asyncio.sleep(0.2)
             raise RuntimeError(f"only {len(ready)} of {n} nodes became Ready within {timeout:.0f}s")
 
     return asyncio.run(poll())
+
+
+def _log_tail(state: dict[str, Any], name: str, lines: int = 15) -> str:
+    try:
+        with open(os.path.join(state["dir"], "logs", f"{name}.log"), errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _alive(pid: int) -> bool:
@@ -166,8 +175,15 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
             time.sleep(0.05)
         state["kubeconfig"] = kubeconfig
         state["server"] = f"https://{host_ip}:{api_port}"
+        pki_dir = os.path.join(api_dir, "pki")
         _spawn(state, "controller-manager", [*_tug(), "cluster", "controller-manager", "--kubeconfig", kubeconfig,
-                                             "--leader-elect", "false", *(controller_args or [])], log_dir)
+                                             "--leader-elect", "false",
+                                             # node serving certificates (CSRs) are signed with the cluster CA
+                                             "--cluster-signing-cert-file", os.path.join(pki_dir, "ca.crt"),
+                                             "--cluster-signing-key-file", os.path.join(pki_dir, "ca.key"),
+                                             # local PersistentVolumes live in the state dir: `down` removes them
+                                             "--local-volume-dir", os.path.join(state_dir, "local-volumes"),
+                                             *(controller_args or [])], log_dir)
         _spawn(state, "scheduler", [*_tug(), "cluster", "scheduler", "--kubeconfig", kubeconfig,
                                     "--leader-elect", "false"], log_dir)
         _write_state(path, state)
@@ -363,6 +379,15 @@ def up(args: list[str], ctx: Any) -> int:
         f"Logs: {state_dir}/logs/. Take it down with: tug"
         + (f" --root {ctx.root}" if getattr(ctx, "root", None) and not o.state_dir else "")
         + " cluster down" + (f" --state-dir {state_dir}" if o.state_dir else "") + "\n")
+    with contextlib.suppress(Exception):
+        from tugboat.cluster.apiserver.certs import ClusterPKI
+        from tugboat.cluster.node.tls import ca_cert_hash
+
+        pki = ClusterPKI(os.path.join(state_dir, "apiserver"))
+        with open(pki.ca_cert, "rb") as f:
+            pin = ca_cert_hash(f.read())
+        sys.stdout.write(f"Another machine joins as a node with:\n  tug cluster join --server {st['server']} "
+                         f"--token {pki.admin_token()} --ca-cert-hash {pin}\n")
     return 0
 
 
@@ -385,7 +410,10 @@ def join(args: list[str], ctx: Any) -> int:
     p = argparse.ArgumentParser(prog="tug cluster join", description="Join this machine to a cluster as a node.")
     p.add_argument("--server", required=True, help="https://HOST:PORT of the API server")
     p.add_argument("--token", required=True, help="a bearer token the API server accepts (DATA_DIR/tokens.csv)")
-    p.add_argument("--ca-file", default=None, help="the cluster CA (default: do not verify the server)")
+    p.add_argument("--ca-file", default=None, help="the cluster CA (default: do not verify the server; the CA "
+                   "then comes back with the node's serving certificate, checked against --ca-cert-hash)")
+    p.add_argument("--ca-cert-hash", default=None,
+                   help="sha256:<hex> of the cluster CA's public key (`tug cluster up` prints it)")
     p.add_argument("--name", default=None)
     o, rest = p.parse_known_args(args)
     kc_dir = os.path.join(ctx.data_root, "node")
@@ -405,4 +433,5 @@ def join(args: list[str], ctx: Any) -> int:
     os.replace(kc + ".tmp", kc)
     from tugboat.cluster.node.cli import node
 
-    return node(["--kubeconfig", kc, *(["--name", o.name] if o.name else []), *rest], ctx)
+    return node(["--kubeconfig", kc, *(["--name", o.name] if o.name else []),
+                 *(["--ca-cert-hash", o.ca_cert_hash] if o.ca_cert_hash else []), "--pin-kubeconfig-ca", *rest], ctx)

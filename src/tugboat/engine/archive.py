@@ -2,8 +2,13 @@
 
 Every path inside the container is resolved by a helper process that first ``chroot``s into the
 container's root (``/proc/<pid>/root`` of a running container, so its volumes are included, or the
-mounted rootfs of a stopped one): a hostile symlink or ``..`` in a path or in an uploaded archive
-can then only ever point inside the container (the CVE-2018-15664 class).
+rootfs of a stopped one): a hostile symlink or ``..`` in a path or in an uploaded archive can then
+only ever point inside the container (the CVE-2018-15664 class).
+
+A stopped container keeps no mount: its rootfs is mounted for the copy (``Engine.fs_acquire``,
+released when the helper is done) and, as docker does, its volumes and bind mounts are mounted at
+their destinations inside the helper's own private mount namespace (gone when it exits), so the
+copy sees the same tree as the running container would.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from tugboat.errors import InvalidArgument, NotFound, TugError
@@ -21,7 +27,37 @@ import os, sys, json, stat, tarfile, shutil, io, grp, pwd, errno, datetime
 import encodings.idna, encodings.utf_8, encodings.latin_1, encodings.ascii
 mode, root, path = sys.argv[1], sys.argv[2], sys.argv[3]
 opt = sys.argv[4] if len(sys.argv) > 4 else ""
+mounts = json.loads(sys.argv[5]) if len(sys.argv) > 5 else []
+trees = []
+if mounts:  # a stopped container's volumes and binds, in a mount namespace of our own
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    def _chk(r, what):
+        if r < 0:
+            e = ctypes.get_errno()
+            sys.stderr.write(f"mounting volumes for the copy: {what}: {os.strerror(e)}\n"); sys.exit(6)
+        return r
+    _chk(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
+    _chk(libc.mount(None, b"/", None, 0x4000 | 0x40000, None), "make-rprivate")  # MS_REC|MS_PRIVATE
+    for src, dest, rw in mounts:
+        # open_tree(OPEN_TREE_CLONE|O_CLOEXEC|AT_RECURSIVE): a detached copy of the source, attached
+        # below after the chroot, so every destination is resolved inside the container's root
+        fd = _chk(libc.syscall(428, -100, src.encode(), 1 | 0o2000000 | 0x8000), src)
+        trees.append((fd, dest, rw, os.path.isdir(src)))
 os.chroot(root); os.chdir("/")
+for fd, dest, rw, isdir in trees:
+    if not os.path.lexists(dest):
+        if isdir:
+            os.makedirs(dest, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            open(dest, "a").close()
+    # move_mount(fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH)
+    _chk(libc.syscall(429, fd, b"", -100, dest.encode(), 0x4), dest)
+    os.close(fd)
+    if not rw:
+        _chk(libc.mount(None, dest.encode(), None, 0x1000 | 0x20 | 0x1, None), dest)  # MS_BIND|MS_REMOUNT|MS_RDONLY
 def statj(p):
     st = os.lstat(p)
     link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
@@ -120,48 +156,91 @@ except FileNotFoundError as e:
 '''
 
 
-def _root_of(engine: Any, ref: str) -> tuple[Any, str]:
+def _root_of(engine: Any, ref: str) -> tuple[Any, str, list, Callable[[], None] | None]:
+    """(container, root seen by the helper, volume mounts for it, release) for ``ref``."""
     c = engine.get(ref)
     pid = int(c.state.get("Pid") or 0)
     if c.running and pid and os.path.exists(f"/proc/{pid}/root"):
-        return c, f"/proc/{pid}/root"
-    rootfs = c.tug.get("Rootfs")
-    if not rootfs or not os.path.ismount(rootfs):
-        try:
-            engine._mount_rootfs(c, engine._image_service().resolve(c.data["Image"]))
-        except TugError:
-            raise InvalidArgument(f"container {c.id} has no filesystem mounted") from None
-    return c, rootfs
+        return c, f"/proc/{pid}/root", [], None
+    try:
+        c, rootfs = engine.fs_acquire(ref)
+    except TugError as exc:
+        if isinstance(exc, NotFound):
+            raise
+        raise InvalidArgument(f"container {c.id} has no filesystem mounted: {exc.message}") from None
+    try:
+        mounts = _volume_mounts(c)
+    except BaseException:
+        engine.fs_release(c)
+        raise
+    return c, rootfs, mounts, lambda: engine.fs_release(c)
 
 
-def _spawn(mode: str, root: str, path: str, opt: str = "", stdin: Any = subprocess.DEVNULL) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-I", "-S", "-c", _HELPER, mode, root, path, opt],
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _volume_mounts(c: Any) -> list[list[Any]]:
+    """[source, destination in the container, rw] of the volumes and binds of a stopped container,
+    parents before children (the helper resolves destinations after its chroot)."""
+    out = []
+    for m in sorted(c.data.get("Mounts") or [], key=lambda m: len(m.get("Destination") or "")):
+        if m.get("Type") not in ("volume", "bind") or not m.get("Source") or not m.get("Destination"):
+            continue
+        if not os.path.exists(m["Source"]):
+            continue
+        out.append([m["Source"], "/" + m["Destination"].strip("/"), bool(m.get("RW", True))])
+    return out
+
+
+def _spawn(mode: str, root: str, path: str, opt: str = "", stdin: Any = subprocess.DEVNULL,
+           mounts: list | None = None, release: Callable[[], None] | None = None) -> subprocess.Popen:
+    args = [sys.executable, "-I", "-S", "-c", _HELPER, mode, root, path, opt]
+    if mounts:
+        args.append(json.dumps(mounts))
+    try:
+        p = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    p.tug_release = release  # type: ignore[attr-defined]
+    return p
+
+
+def done(proc: subprocess.Popen) -> None:
+    """The helper has exited: a stopped container's rootfs may be unmounted again."""
+    release = getattr(proc, "tug_release", None)
+    proc.tug_release = None  # type: ignore[attr-defined]
+    if release is not None:
+        release()
 
 
 def _fail(proc: subprocess.Popen, path: str, ref: str) -> None:
     err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
     code = proc.wait()
+    done(proc)
     if code == 2:
         raise NotFound(f"Could not find the file {path} in container {ref}")
     raise InvalidArgument(err or f"archive helper failed ({code})")
 
 
 def stat_path(engine: Any, ref: str, path: str) -> dict:
-    _, root = _root_of(engine, ref)
-    p = _spawn("stat", root, path)
-    out, _ = p.stdout.read(), None
-    if p.wait() != 0:
+    _, root, mounts, release = _root_of(engine, ref)
+    p = _spawn("stat", root, path, mounts=mounts, release=release)
+    try:
+        out = p.stdout.read()
+        code = p.wait()
+    finally:
+        done(p)
+    if code != 0:
         err = p.stderr.read().decode(errors="replace")
-        if p.returncode == 2:
+        if code == 2:
             raise NotFound(f"Could not find the file {path} in container {ref}")
         raise InvalidArgument(err.strip())
     return json.loads(out)
 
 
 def open_archive(engine: Any, ref: str, path: str) -> tuple[dict, subprocess.Popen]:
-    _, root = _root_of(engine, ref)
-    p = _spawn("get", root, path)
+    """The path's stat and the helper streaming its tar on stdout (call :func:`done` after)."""
+    _, root, mounts, release = _root_of(engine, ref)
+    p = _spawn("get", root, path, mounts=mounts, release=release)
     n = p.stdout.read(4)
     if len(n) < 4:
         _fail(p, path, ref)
@@ -170,22 +249,36 @@ def open_archive(engine: Any, ref: str, path: str) -> tuple[dict, subprocess.Pop
 
 
 def open_export(engine: Any, ref: str) -> subprocess.Popen:
-    _, root = _root_of(engine, ref)
-    return _spawn("export", root, "/")
+    _, root, _mounts, release = _root_of(engine, ref)  # docker export: the rootfs only
+    return _spawn("export", root, "/", release=release)
 
 
 def start_extract(engine: Any, ref: str, path: str, no_overwrite: bool, copy_uid: bool) -> subprocess.Popen:
-    c, root = _root_of(engine, ref)
-    if c.data["HostConfig"].get("ReadonlyRootfs"):
-        raise InvalidArgument("container rootfs is marked read-only")
-    st = stat_path(engine, ref, path)
-    if not st["mode"] & (1 << 31):
-        raise InvalidArgument("extraction point is not a directory")
-    return _spawn("put", root, path, "n" if no_overwrite else "", stdin=subprocess.PIPE)
+    c, root, mounts, release = _root_of(engine, ref)
+    try:
+        if c.data["HostConfig"].get("ReadonlyRootfs"):
+            raise InvalidArgument("container rootfs is marked read-only")
+        p = _spawn("stat", root, path, mounts=mounts)
+        out = p.stdout.read()
+        if p.wait() != 0:
+            if p.returncode == 2:
+                raise NotFound(f"Could not find the file {path} in container {ref}")
+            raise InvalidArgument(p.stderr.read().decode(errors="replace").strip())
+        if not json.loads(out)["mode"] & (1 << 31):
+            raise InvalidArgument("extraction point is not a directory")
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+    return _spawn("put", root, path, "n" if no_overwrite else "", stdin=subprocess.PIPE, mounts=mounts,
+                  release=release)
 
 
 def finish_extract(proc: subprocess.Popen) -> None:
-    code = proc.wait()
+    try:
+        code = proc.wait()
+    finally:
+        done(proc)
     if code != 0:
         err = proc.stderr.read().decode(errors="replace").strip()
         raise InvalidArgument(err or f"extraction failed ({code})")

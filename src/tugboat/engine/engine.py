@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import platform
@@ -43,6 +44,7 @@ from tugboat.engine.util import (
     write_json_atomic,
 )
 from tugboat.errors import Conflict, InvalidArgument, NotFound, NotModified, TugError
+from tugboat.util.fs import write_atomic
 from tugboat.volumes.store import VolumeStore
 
 log = logging.getLogger("tugboat.engine")
@@ -83,6 +85,10 @@ class Container:
         self.pio: ProcessIO | None = None  # output of the current run
         self.pio_next: ProcessIO | None = None  # where attach-before-start lands
         self.restart_timer: threading.Timer | None = None
+        # set while no exit clean-up (runtime delete, network teardown, rootfs unmount) is pending
+        self.cleaned = threading.Event()
+        self.cleaned.set()
+        self.fs_users = 0  # `docker cp`/export of a stopped container holding its rootfs mounted
 
     @property
     def id(self) -> str:
@@ -139,6 +145,7 @@ class Engine:
         self._containers: dict[str, Container] = {}
         self._names: dict[str, str] = {}
         self.execs: dict[str, Any] = {}
+        self._reaper = _Reaper(self._delete_removed)
         self.started_at = time.time()
         self.shutting_down = False
         if subreaper:  # exec'd processes are reparented to us: their exit codes come from waitpid
@@ -181,7 +188,7 @@ class Engine:
         for cid in os.listdir(self.containers_dir):
             path = os.path.join(self.containers_dir, cid)
             if cid.endswith(".removing"):  # a removal the daemon did not finish
-                shutil.rmtree(path, ignore_errors=True)
+                self._delete_removed(cid[: -len(".removing")], path)
                 continue
             try:
                 data = read_json(os.path.join(path, "container.json"))
@@ -202,17 +209,21 @@ class Engine:
         for c in list(self._containers.values()):
             with c.lock:
                 if not c.running:
+                    if c.state.get("Status") != "created":
+                        # an exited container keeps no mount (an older daemon left them mounted)
+                        self._unmount_rootfs(c)
                     continue
                 st = self.runtime.state(c.id)
                 pid = int(c.state.get("Pid") or 0)
                 alive = st is not None and st.get("status") in ("running", "paused") and pid > 0
                 if alive:
                     self._adopt(c, pid)
-                else:
-                    code = 255
-                    if st is not None and st.get("exitStatus") is not None and int(st["exitStatus"]) >= 0:
-                        code = int(st["exitStatus"])
-                    self._finish_exit(c, code, restore=True)
+                    continue
+                code = 255
+                if st is not None and st.get("exitStatus") is not None and int(st["exitStatus"]) >= 0:
+                    code = int(st["exitStatus"])
+                self._finish_exit(c, code, restore=True)
+            self._cleanup_exited(c)
         for c in list(self._containers.values()):
             pol = (c.data["HostConfig"].get("RestartPolicy") or {}).get("Name") or "no"
             if (not c.running and c.tug.get("WantRunning") and pol in ("always", "unless-stopped")
@@ -340,6 +351,41 @@ class Engine:
         if rootfs and os.path.ismount(rootfs):
             _lazy_umount(rootfs)
 
+    def fs_acquire(self, ref: str) -> tuple[Container, str]:
+        """The mounted rootfs of a container that is not running (``docker cp``, ``export``):
+        mounted for the caller (a stopped container keeps none), until :meth:`fs_release`."""
+        c = self.get(ref)
+        with c.lock:
+            self._await_cleanup(c)
+            if c.removed:
+                raise NotFound(f"No such container: {ref}")
+            rootfs = c.tug.get("Rootfs")
+            if not rootfs:
+                raise InvalidArgument(f"container {c.id} has no filesystem")
+            if not os.path.ismount(rootfs):
+                self._mount_rootfs(c, self._image_service().resolve(c.data["Image"]))
+            c.fs_users += 1
+            return c, rootfs
+
+    def fs_release(self, c: Container) -> None:
+        with c.lock:
+            c.fs_users = max(0, c.fs_users - 1)
+            if c.fs_users == 0 and not c.running and not c.removed and c.state.get("Status") != "created":
+                self._unmount_rootfs(c)
+
+    def await_cleanups(self, timeout: float = 30.0) -> None:
+        """Wait until no container's exit clean-up is pending (network views and removals call
+        this: a container that has just stopped no longer holds its endpoint)."""
+        deadline = time.monotonic() + timeout
+        for c in self.containers():
+            if not c.cleaned.is_set():
+                c.cleaned.wait(max(0.0, deadline - time.monotonic()))
+
+    def _await_cleanup(self, c: Container) -> None:
+        """(holding c.lock) wait for a pending exit clean-up; it never takes c.lock itself."""
+        if not c.cleaned.is_set() and not c.cleaned.wait(60):
+            log.warning("exit clean-up of %s did not finish within 60 s", c.id[:12])
+
     def _cleanup_dir(self, cid: str, cdir: str) -> None:
         rootfs = os.path.join(cdir, "bundle", "rootfs")
         if os.path.ismount(rootfs):
@@ -383,7 +429,8 @@ class Engine:
         hc = c.data["HostConfig"]
         cfg = c.data["Config"]
         tty = bool(cfg.get("Tty"))
-        # the rootfs may be unmounted after a host reboot
+        self._await_cleanup(c)
+        # a stopped container's rootfs is unmounted (and after a host reboot, any container's)
         if not os.path.ismount(c.tug["Rootfs"]):
             self._mount_rootfs(c, self._image_service().resolve(c.data["Image"]))
         netinfo = self._setup_network(c)
@@ -395,7 +442,9 @@ class Engine:
         try:
             spec = specmod.build_spec(self, c, netinfo)
             bundle = os.path.join(c.dir, "bundle")
-            write_json_atomic(os.path.join(bundle, "config.json"), spec)
+            # rewritten at every start and read at once by the runtime: atomic, no fsync needed
+            write_atomic(os.path.join(bundle, "config.json"), json.dumps(spec, separators=(",", ":")).encode(),
+                         sync=False)
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             fds_to_close.append(devnull)
             if tty:
@@ -528,19 +577,23 @@ class Engine:
             if c.state.get("Pid") != pid or not c.running:
                 return
             self._finish_exit(c, code)
+        self._cleanup_exited(c)
 
     def _finish_exit(self, c: Container, code: int, restore: bool = False) -> None:
-        self.runtime.delete(c.id, force=True)
-        self._teardown_network(c)
+        """(holding c.lock) Record the exit and wake waiters (`stop`, `wait`); the caller then runs
+        :meth:`_cleanup_exited` without the lock, so `docker stop` answers before the runtime
+        state, cgroups, network and rootfs mount are gone (start/rm/cp wait for that)."""
+        c.cleaned.clear()
         pio = c.pio
         if pio is not None:
             pio.close_stdin()
             if pio.pty_master is not None:
                 with contextlib.suppress(OSError):
                     os.close(pio.pty_master)
-            if not restore:
-                # every process of the container is gone, so the FIFOs reach EOF at once; the
-                # bound only matters for a loaded machine or a shared PID namespace
+            if not restore and not pio.closed.wait(0.2):
+                # every process of the container is normally gone with its init (a PID
+                # namespace), so the FIFOs reach EOF at once; else kill what is left
+                self.runtime.delete(c.id, force=True)
                 pio.closed.wait(10)
             if pio.writer is not None:
                 pio.writer.close()
@@ -552,20 +605,40 @@ class Engine:
         if code == 137 and _oom_killed(c):
             st["OOMKilled"] = True
         c.exit_gen += 1
-        c.save()
-        self._event(c, "die", {"exitCode": str(code)})
-        c.changed.notify_all()
         hc = c.data["HostConfig"]
+        restart = self._should_restart(c, code) and not self.shutting_down
         if hc.get("AutoRemove") and not self._should_restart(c, code):
+            # removed right away: no need to persist the exit first (a daemon dying in between
+            # finds the record running, records the exit again and removes it then)
+            self._event(c, "die", {"exitCode": str(code)})
+            c.changed.notify_all()
             threading.Thread(target=self._auto_remove, args=(c,), daemon=True).start()
             return
-        if self._should_restart(c, code) and not self.shutting_down:
+        if restart:
             c.data["RestartCount"] = int(c.data.get("RestartCount") or 0) + 1
             st["Restarting"] = True
             st["Status"] = "restarting"
-            c.save()
+        c.save()
+        self._event(c, "die", {"exitCode": str(code)})
+        c.changed.notify_all()
+        if restart:
             delay = min(0.1 * (2 ** min(c.data["RestartCount"] - 1, 10)), 10.0)
             self._schedule_restart(c, delay)
+
+    def _cleanup_exited(self, c: Container) -> None:
+        """After an exit, without c.lock: delete the runtime state (cgroups), tear down the
+        network and unmount the rootfs (docker keeps no mount for a stopped container)."""
+        if c.cleaned.is_set():
+            return
+        try:
+            self.runtime.delete(c.id, force=True)
+            self._teardown_network(c)
+            if c.fs_users == 0:
+                self._unmount_rootfs(c)
+        except Exception:
+            log.exception("exit clean-up of %s failed", c.id[:12])
+        finally:
+            c.cleaned.set()
 
     def _should_restart(self, c: Container, code: int) -> bool:
         pol = c.data["HostConfig"].get("RestartPolicy") or {}
@@ -627,7 +700,8 @@ class Engine:
                 raise NotModified("container already stopped")
             c.tug["ManuallyStopped"] = True
             c.tug["WantRunning"] = False
-            c.save()
+            if _restarts_after_daemon_restart(c):
+                c.save()  # else the exit's save records it (one fsync less per stop)
             cfg = c.data["Config"]
             stopsig = parse_signal(sig or cfg.get("StopSignal") or "SIGTERM", _signal.SIGTERM)
             if timeout is None:
@@ -664,7 +738,8 @@ class Engine:
             if signum in (_signal.SIGKILL, _signal.SIGTERM, _signal.SIGINT):
                 c.tug["ManuallyStopped"] = True
                 c.tug["WantRunning"] = False
-                c.save()
+                if _restarts_after_daemon_restart(c):
+                    c.save()
             self.runtime.kill(c.id, signum)
             gen = c.exit_gen
             if signum == _signal.SIGKILL:
@@ -766,8 +841,11 @@ class Engine:
                 c.restart_timer = None
             c.removed = True
             c.tug["ManuallyStopped"] = True
-            self.runtime.delete(c.id, force=True)
-            self._unmount_rootfs(c)
+            if c.cleaned.is_set():
+                self.runtime.delete(c.id, force=True)  # a created one's; a no-op after an exit
+                self._unmount_rootfs(c)
+            # else the exit clean-up still runs (runtime state, network, mount): `rm` and `wait
+            # removed` need not wait for it; the reaper waits before deleting the snapshot
             with self._lock:
                 self._containers.pop(c.id, None)
                 if self._names.get(c.name) == c.id:
@@ -783,13 +861,29 @@ class Engine:
             except OSError:
                 tmp = c.dir
             # `wait removed` (docker run --rm) is answered now; the snapshot and directory
-            # (unmounted, renamed, keyed by this id only) are deleted below, before DELETE returns
+            # (unmounted, renamed, keyed by this id only) are deleted by the reaper thread
             c.changed.notify_all()
         self._event(c, "destroy")
+        self._reaper.put(c.id, tmp, c)
+
+    def flush_removals(self, timeout: float | None = 60.0) -> None:
+        """Wait until removed containers' snapshots and directories are deleted (image removal
+        calls this first, so a just-removed container's layers are no longer in use)."""
+        self._reaper.flush(timeout)
+
+    def _delete_removed(self, cid: str, path: str, c: Container | None = None) -> None:
+        if c is None:  # left by a daemon that died: its runtime state may be left too
+            with contextlib.suppress(Exception):
+                self.runtime.delete(cid, force=True)
+        elif not c.cleaned.wait(60):
+            log.warning("exit clean-up of %s did not finish within 60 s", cid[:12])
+        rootfs = os.path.join(path, "bundle", "rootfs")
+        if os.path.ismount(rootfs):  # renamed while the exit clean-up was still unmounting it
+            _lazy_umount(rootfs)
         if self.snapshotter is not None:
             with contextlib.suppress(Exception):
-                self.snapshotter.remove(c.id)
-        shutil.rmtree(tmp, ignore_errors=True)
+                self.snapshotter.remove(cid)
+        shutil.rmtree(path, ignore_errors=True)
 
     # -- inspect/list -----------------------------------------------------------------------------
     def inspect(self, ref: str, size: bool = False) -> dict:
@@ -806,7 +900,9 @@ class Engine:
         if size:
             out["SizeRw"] = self._size_rw(c)
             out["SizeRootFs"] = out["SizeRw"]
-        return out
+        from tugboat.engine import shape
+
+        return shape.container(out)  # dockerd's field order and zero values
 
     def _size_rw(self, c: Container) -> int:
         if self.snapshotter is None:
@@ -863,7 +959,9 @@ class Engine:
         cfg = d["Config"]
         cmd = " ".join([d.get("Path") or "", *(d.get("Args") or [])]).strip()
         ports = []
-        for pk, binds in (d.get("NetworkSettings") or {}).get("Ports", {}).items():
+        # docker shows no PORTS for a created or exited container (its mappings are released)
+        live_ports = (d.get("NetworkSettings") or {}).get("Ports") or {} if c.running else {}
+        for pk, binds in live_ports.items():
             port, _, proto = pk.partition("/")
             if binds:
                 for b in binds:
@@ -928,6 +1026,7 @@ class Engine:
         c = self.get(ref)
         name = self.network.inspect(network)["Name"]
         with c.lock:
+            self._await_cleanup(c)
             epc = c.tug.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
             mode = c.data["HostConfig"].get("NetworkMode") or "bridge"
             if mode in ("host", "none") or mode.startswith("container:"):
@@ -948,6 +1047,7 @@ class Engine:
         c = self.get(ref)
         name = self.network.inspect(network)["Name"]
         with c.lock:
+            self._await_cleanup(c)
             epc = c.tug.setdefault("NetworkingConfig", {}).setdefault("EndpointsConfig", {})
             if c.running:
                 self.network.disconnect(c.id, name, force=force)
@@ -1274,6 +1374,16 @@ class Engine:
         for c in self.containers():
             if c.restart_timer is not None:
                 c.restart_timer.cancel()
+        for c in self.containers():
+            c.cleaned.wait(10)
+            if not c.lock.acquire(timeout=2):  # a verb still running on it: leave its mount be
+                continue
+            try:
+                if not c.running and c.fs_users == 0:
+                    self._unmount_rootfs(c)  # only running containers keep a mount past the daemon
+            finally:
+                c.lock.release()
+        self._reaper.flush(30)
         self.pump.close()
         self.runtime.close()
         if self.network is not None:  # network helper: no bridges/rules/netns left when idle
@@ -1281,6 +1391,49 @@ class Engine:
                 self.network.shutdown(remove_all=not any(c.running for c in self.containers()))
             except Exception:
                 log.exception("network shutdown failed")
+
+
+class _Reaper:
+    """One thread deleting removed containers' snapshots and directories after `rm` answered
+    (a removed record is already renamed to ``<id>.removing``; `_load` finishes leftovers)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.cond = threading.Condition()
+        self.queue: list[tuple[str, str, Any]] = []
+        self.busy = False
+        self.thread: threading.Thread | None = None
+
+    def put(self, cid: str, path: str, c: Any = None) -> None:
+        with self.cond:
+            self.queue.append((cid, path, c))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="tug-reaper", daemon=True)
+                self.thread.start()
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.queue:
+                    self.busy = False
+                    self.cond.notify_all()
+                    self.cond.wait()
+                cid, path, c = self.queue.pop(0)
+                self.busy = True
+            try:
+                self.fn(cid, path, c)
+            except Exception:
+                log.exception("deleting removed container %s failed", cid[:12])
+
+    def flush(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while self.queue or self.busy:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self.cond.wait(left)
 
 
 def _lazy_umount(path: str) -> None:
@@ -1345,7 +1498,36 @@ def _proc_start_time(pid: int) -> int:
         return 0
 
 
+def _restarts_after_daemon_restart(c: Container) -> bool:
+    pol = (c.data["HostConfig"].get("RestartPolicy") or {}).get("Name") or "no"
+    return pol in ("always", "unless-stopped")
+
+
 def _oom_killed(c: Container) -> bool:
+    """Whether the kernel OOM-killed a process of the container's memory cgroup during this run:
+    the ``oom_kill`` counter of v1 ``memory.oom_control`` or v2 ``memory.events`` (the cgroup is
+    ``/tugboat/<id>``, made fresh at each start), as dockerd sets ``State.OOMKilled``."""
+    try:
+        from tugboat.runtime.cgroups import detect
+
+        mounts = detect()
+    except (ImportError, OSError):
+        return False
+    files = []
+    if mounts.v1.get("memory"):
+        files.append(os.path.join(mounts.v1["memory"], "tugboat", c.id, "memory.oom_control"))
+    if mounts.unified:
+        files.append(os.path.join(mounts.unified, "tugboat", c.id, "memory.events"))
+    for path in files:
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit() and int(value) > 0:
+                return True
     return False
 
 

@@ -173,15 +173,18 @@ class RuntimeAdapter:
         """Create the container (stopped before the user process); returns the init's PID."""
         pid_file = os.path.join(bundle, "init.pid")
         if self.impl is not None:
-            try:
-                if not self._worker_create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
-                                           stdio=[stdin, stdout, stderr]):
-                    self.impl.create(cid, bundle, console_socket=console_socket, pid_file=pid_file,
-                                     stdin=stdin, stdout=stdout, stderr=stderr)
+            try:  # the pid comes back in the answer: no pid file to write and read
+                pid = self._worker_create(cid, bundle, console_socket=console_socket, pid_file=None,
+                                          stdio=[stdin, stdout, stderr])
+                if pid is None:
+                    st = self.impl.create(cid, bundle, console_socket=console_socket, pid_file=None,
+                                          stdin=stdin, stdout=stdout, stderr=stderr)
+                    pid = int((st or {}).get("pid") or 0)
             except TugError as exc:
                 raise _start_error(str(exc)) from None
-            st = self.impl.state(cid)
-            return int(st.get("pid") or 0)
+            if not pid:
+                pid = int(self.impl.state(cid).get("pid") or 0)
+            return pid
         log_path = os.path.join(bundle, "runc.log")
         rc = self._runc_logged(["create", "--bundle", bundle, "--pid-file", pid_file], cid, log_path,
                                console_socket, stdin, stdout, stderr)
@@ -192,11 +195,12 @@ class RuntimeAdapter:
         with open(pid_file) as f:
             return int(f.read().strip())
 
-    def _worker_create(self, cid: str, bundle: str, *, console_socket: str | None, pid_file: str,
-                       stdio: list[int]) -> bool:
-        """Create through the long-lived worker; False when it is unavailable (nothing was done)."""
+    def _worker_create(self, cid: str, bundle: str, *, console_socket: str | None, pid_file: str | None,
+                       stdio: list[int]) -> int | None:
+        """Create through the long-lived worker: the init's pid (0 if the worker did not say), or
+        None when the worker is unavailable (nothing was done)."""
         if self.worker is None:
-            return False
+            return None
         req = {"id": cid, "bundle": bundle, "console_socket": console_socket, "pid_file": pid_file}
         try:
             resp = self.worker.create(req, stdio)
@@ -205,7 +209,7 @@ class RuntimeAdapter:
                 self.impl.delete(cid, force=True)
             raise
         if resp is None:
-            return False
+            return None
         for w in resp.get("warnings") or ():
             self.impl.warn(w)
         if "error" in resp:
@@ -215,7 +219,7 @@ class RuntimeAdapter:
             if not (isinstance(cls, type) and issubclass(cls, TugError)):
                 cls = errmod.Internal
             raise cls(resp["error"])
-        return True
+        return int(resp.get("pid") or 0)
 
     def close(self) -> None:
         """Stop the create worker (the daemon's shutdown; it also exits on its own with us)."""

@@ -39,9 +39,9 @@ def serve(fd: int, root: str, cgroup_parent: str | None) -> None:
             req = json.loads(msg)
             if len(fds) != 3:
                 raise TugError(f"runtime worker: expected 3 stdio fds, got {len(fds)}")
-            rt.create(req["id"], req["bundle"], console_socket=req.get("console_socket"),
-                      pid_file=req.get("pid_file"), stdin=fds[0], stdout=fds[1], stderr=fds[2])
-            resp: dict = {"ok": True}
+            st = rt.create(req["id"], req["bundle"], console_socket=req.get("console_socket"),
+                           pid_file=req.get("pid_file"), stdin=fds[0], stdout=fds[1], stderr=fds[2])
+            resp: dict = {"ok": True, "pid": int((st or {}).get("pid") or 0)}
         except TugError as exc:
             resp = {"error": str(exc), "kind": type(exc).__name__}
         except Exception as exc:

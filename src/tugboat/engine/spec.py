@@ -8,7 +8,7 @@ import resource
 from typing import Any
 
 from tugboat.engine.util import ZERO_TIME, now_rfc3339, parse_bytes
-from tugboat.errors import InvalidArgument
+from tugboat.errors import Conflict, InvalidArgument
 from tugboat.oci.user import lookup_user, read_colon_file
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -265,6 +265,9 @@ def _norm_cap(c: str) -> str:
     return c if c.startswith("CAP_") else "CAP_" + c
 
 
+_SECCOMP_CACHE: dict[tuple[str, ...], dict] = {}
+
+
 def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
     from tugboat.runtime.spec import default_spec
 
@@ -352,9 +355,12 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
         try:
             from tugboat.runtime.spec import default_seccomp
 
-            if "seccomp" in linux:
-                linux["seccomp"] = linux["seccomp"] if any(
-                    o.startswith("seccomp") for o in hc.get("SecurityOpt") or []) else default_seccomp(caps)
+            if "seccomp" in linux and not any(o.startswith("seccomp") for o in hc.get("SecurityOpt") or []):
+                key = tuple(caps)
+                prof = _SECCOMP_CACHE.get(key)
+                if prof is None:  # the same few capability sets every time: resolve each once
+                    prof = _SECCOMP_CACHE[key] = default_seccomp(caps)
+                linux["seccomp"] = prof  # shared: the spec is only serialised, never changed
         except Exception:
             linux.pop("seccomp", None)
     if engine.runtime.kind == "runc":
@@ -397,8 +403,16 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
         spec.pop("hostname", None)
     if hc.get("PidMode") == "host":
         ns = [n for n in ns if n["type"] != "pid"]
-    if hc.get("IpcMode") == "host":
+    ipc_mode = hc.get("IpcMode") or ""
+    if ipc_mode == "host":
         ns = [n for n in ns if n["type"] != "ipc"]
+    elif ipc_mode.startswith("container:"):
+        # join the other container's IPC namespace (SysV IPC, POSIX message queues), as dockerd
+        other = engine.get(ipc_mode.split(":", 1)[1])
+        opid = int(other.state.get("Pid") or 0)
+        if not other.running or not opid:
+            raise Conflict(f"cannot join IPC of a non running container: {other.id}")
+        ns = [n for n in ns if n["type"] != "ipc"] + [{"type": "ipc", "path": f"/proc/{opid}/ns/ipc"}]
     linux["namespaces"] = ns
     linux["cgroupsPath"] = f"/tugboat/{c.id}"
     linux["resources"].update(_resources(hc))

@@ -18,7 +18,6 @@ import time
 
 from tugboat.errors import Conflict, InvalidArgument, NotFound, TugError, Unavailable
 from tugboat.runtime import fastjson as json
-from tugboat.runtime import kernel as k
 from tugboat.runtime.state import StateDir, alive, oci_state, proc_start_time, status_of, write_atomic
 
 TYPE_CHECKING = False
@@ -27,6 +26,19 @@ if TYPE_CHECKING:
     from typing import Any
 
 ContainerState = dict
+
+
+class _Kernel:
+    """``tugboat.runtime.kernel`` on first use: it loads ``_ctypes`` (~4 ms), which the verbs
+    that only read state or write cgroup files (state, list, update, events, pause) never need."""
+
+    def __getattr__(self, name: str) -> Any:
+        from tugboat.runtime import kernel
+
+        return getattr(kernel, name)
+
+
+k = _Kernel()
 
 
 def _signals() -> dict[str, int]:
@@ -245,6 +257,7 @@ class Runtime:
             created_ns = time.time_ns()
             hook_state = {"ociVersion": config.get("ociVersion", "1.0.2"), "id": container_id, "status": "creating",
                           "pid": 0, "bundle": bundle, "annotations": config.get("annotations") or {}}
+            seccomp_agent = _seccomp_agent(linux.get("seccomp"), plan, hook_state)
 
             def created_runtime(pid: int) -> None:
                 from tugboat.runtime.hooks import run_hooks
@@ -262,7 +275,7 @@ class Runtime:
                 cgroup_dirs={name: d for name, d in mgr.dirs().items() if name} if hasattr(mgr, "dirs") else {},
                 stdio=stdio, console_socket=os.path.abspath(console_socket) if console_socket else None,
                 preserve_fds=preserve_fds, no_pivot=no_pivot, monitor=ensure_monitor(),
-                hooks=hooks, hook_state=dict(hook_state, status="created"),
+                hooks=hooks, hook_state=dict(hook_state, status="created"), seccomp_agent=seccomp_agent,
             )
             mark("create: plan ready")
             started = process.start_init(spec, on_created_runtime=created_runtime, prepare=prepare_cgroup,
@@ -544,6 +557,38 @@ class Runtime:
         mgr = self._manager(record)
         return mgr.stats() if mgr is not None else {}
 
+    def update(self, container_id: str, resources: dict[str, Any]) -> list[str]:
+        """Write new cgroup limits (an OCI ``LinuxResources`` delta: only the fields given
+        change) to a created, running or paused container and record them; returns warnings.
+        Build the delta from runc-style flags with ``tugboat.runtime.update``."""
+        from tugboat.runtime.cgroups import normalize_resources
+        from tugboat.runtime.update import complete_for_v2, merge
+
+        sd, record = self._load(container_id)
+        status = self._status(sd, record)
+        if status == "stopped":
+            raise Conflict(f"cannot update container {container_id}: it is stopped")
+        mgr = self._manager(record)
+        if mgr is None:
+            raise Unavailable(f"container {container_id} has no cgroup")
+        config = record.setdefault("config", {})
+        linux = config.setdefault("linux", {})
+        old = normalize_resources(linux.get("resources"))
+        resources = normalize_resources(resources)
+        if resources.pop("devices", None) is not None:
+            self.warn("update: device rules are not changed by an update (as with runc); ignored")
+        if getattr(mgr, "version", 1) == 2:
+            resources = complete_for_v2(old, resources)
+        try:
+            warnings = mgr.apply(resources)
+        except ValueError as e:
+            raise InvalidArgument(str(e)) from None
+        except OSError as e:
+            raise _os_error(e) from None
+        linux["resources"] = merge(old, resources)
+        sd.save(record)
+        return warnings
+
     # ------------------------------------------------------------------ exec
 
     def exec(
@@ -587,6 +632,7 @@ class Runtime:
         pid_file: str | None,
         ignore_paused: bool = False,
         on_started: Callable[[], None] | None = None,
+        sub_cgroups: dict[str, str] | None = None,
     ) -> int:
         from tugboat.runtime import caps as capmod
         from tugboat.runtime import process
@@ -612,16 +658,29 @@ class Runtime:
             raise InvalidArgument(str(e)) from None
         for w in warnings:
             self.warn(w)
+        seccomp_agent = _seccomp_agent(linux.get("seccomp"), plan, {
+            "ociVersion": record.get("ociVersion", "1.0.2"), "id": container_id, "status": "running",
+            "pid": record["pid"], "bundle": record.get("bundle", ""), "annotations": record.get("annotations") or {}})
         pidfd = self._pidfd(record)
         if pidfd is None:
             raise Conflict("container not running")
         mgr = self._manager(record)
+        procs = mgr.procs_files() if mgr is not None else []
+        if sub_cgroups and mgr is not None:  # `exec --cgroup`: checked here, before any fork
+            try:
+                procs = mgr.procs_files_for(sub_cgroups)
+            except ValueError as e:
+                os.close(pidfd)
+                raise InvalidArgument(f"exec --cgroup: {e}") from None
+            except OSError as e:
+                os.close(pidfd)
+                raise NotFound(f"exec --cgroup: {e.strerror}") from None
         types = [n["type"] for n in linux.get("namespaces") or []]
         spec = process.ExecSpec(
             init_pid=record["pid"], init_pidfd=pidfd, namespaces=types,
-            cgroup_procs=mgr.procs_files() if mgr is not None else [], plan=plan, stdio=stdio,
+            cgroup_procs=procs, plan=plan, stdio=stdio,
             console_socket=os.path.abspath(console_socket) if console_socket else None,
-            in_userns="user" in types,
+            in_userns="user" in types, seccomp_agent=seccomp_agent,
         )
         try:
             e1, e2 = process.start_exec(spec, detach)
@@ -699,6 +758,17 @@ class Runtime:
 
             raise Internal(err.decode(errors="replace").strip() or "tug-runtime helper gave no result")
         return result
+
+
+def _seccomp_agent(seccomp: dict[str, Any] | None, plan: Any, state: dict[str, Any]) -> dict[str, Any] | None:
+    """With SCMP_ACT_NOTIFY rules: mark the plan and say where its listener fd goes (runc's
+    ``listenerPath``/``listenerMetadata``); the profile was validated when compiled."""
+    from tugboat.runtime.seccomp import uses_notify
+
+    if seccomp is None or plan.seccomp is None or not uses_notify(seccomp):
+        return None
+    plan.seccomp_notify = True
+    return {"path": seccomp["listenerPath"], "metadata": seccomp.get("listenerMetadata") or "", "state": dict(state)}
 
 
 def signal_cgroup(mgr: Any, sig: int) -> None:

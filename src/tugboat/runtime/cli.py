@@ -15,26 +15,106 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-USAGE = """usage: tug-runtime [--root DIR] [--log FILE] [--log-format text|json] COMMAND [ARGS]
+USAGE = """usage: tug-runtime [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND [ARGS]
 
 commands:
   create  --bundle DIR [--pid-file F] [--console-socket S] [--no-pivot] ID
   start   ID
-  run     [-d] --bundle DIR [--pid-file F] [--console-socket S] [--no-pivot] ID
+  run     [-d] [--keep] --bundle DIR [--pid-file F] [--console-socket S] [--no-pivot] ID
   state   ID
   kill    [--all] ID [SIGNAL]
   delete  [--force] ID
-  exec    [-t] [-d] [-p process.json] [-e K=V] [--cwd DIR] [-u UID[:GID]] ID [-- CMD...]
-  ps      [--format table|json] ID
+  exec    [-t] [-d] [-p process.json] [-e K=V] [--cwd DIR] [-u UID[:GID]] [--cgroup [CTRL[,CTRL]:]PATH] ID [-- CMD...]
+  ps      [--format table|json] ID [PS-OPTIONS]
   list    [-q] [--format table|json]
   pause   ID
   resume  ID
+  update  [-r FILE|-] [--memory N] [--cpu-quota N] [--pids-limit N] ... ID
+  events  [--stats] [--interval 5s] ID
   spec    [--bundle DIR] [--rootless]
   features
+  checkpoint, restore   (need CRIU: not supported)
   install-launcher PATH   (write a lean `python -I -S` launcher for this command)
+
+`tug-runtime COMMAND -h` describes a command.
 """
 
-VERSION = "tug-runtime version 0.1.0\nspec: 1.0.2\n"
+# The first line is for tools that check for a runc-compatible runtime (`runc version N.N.N`):
+# it says which runc release's command line this one follows, after our own version.
+VERSION = ("tug-runtime version 0.1.0 (command line of runc version 1.1.5)\n"
+           "commit: none (tugboat 0.1.0)\nspec: 1.0.2\n")
+
+# command -> (arguments, one-line description, options); the layout of `-h` is runc's
+# (urfave/cli: "NAME:" first, then "<program> <command> - <description>")
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "checkpoint": ("[command options] <container-id>", "checkpoint a running container",
+                   "--image-path, --work-path, --parent-path, --leave-running, --pre-dump ... (needs CRIU: "
+                   "tug-runtime does not support it)"),
+    "create": ("[command options] <container-id>", "create a container",
+               "--bundle value, -b value, --console-socket value, --pid-file value, --no-pivot, --preserve-fds value"),
+    "delete": ("[command options] <container-id>", "delete any resources held by the container often used "
+               "with detached container", "--force, -f"),
+    "events": ("[command options] <container-id>", "display container events such as OOM notifications, cpu, "
+               "memory, and IO usage statistics", "--interval value (default: 5s), --stats"),
+    "exec": ("[command options] <container-id> <command> [command options]  || -p process.json <container-id>",
+             "execute new process inside the container",
+             "--console-socket value, --cwd value, --env value, -e value, --tty, -t, --user value, -u value, "
+             "--additional-gids value, -g value, --process value, -p value, --detach, -d, --pid-file value, "
+             "--no-new-privs, --cap value, -c value, --preserve-fds value, --cgroup value, --ignore-paused"),
+    "features": ("", "show the enabled features", ""),
+    "kill": ("[command options] <container-id> [signal]", "kill sends the specified signal (default: SIGTERM) "
+             "to the container's init process", "--all, -a"),
+    "list": ("[command options]", "lists containers started by runc with the given root",
+             "--format value, -f value (table or json), --quiet, -q"),
+    "pause": ("<container-id>", "pause suspends all processes inside the container", ""),
+    "ps": ("[command options] <container-id> [ps options]", "ps displays the processes running inside a container",
+           "--format value, -f value (table or json)"),
+    "restore": ("[command options] <container-id>", "restore a container from a previous checkpoint",
+                "(needs CRIU: tug-runtime does not support it)"),
+    "resume": ("<container-id>", "resumes all processes that have been previously paused", ""),
+    "run": ("[command options] <container-id>", "create and run a container",
+            "--bundle value, -b value, --console-socket value, --detach, -d, --keep, --pid-file value, "
+            "--no-pivot, --preserve-fds value"),
+    "spec": ("[command options]", "create a new specification file", "--bundle value, -b value, --rootless"),
+    "start": ("<container-id>", "executes the user defined process in a created container", ""),
+    "state": ("<container-id>", "output the state of a container", ""),
+    "update": ("[command options] <container-id>", "update container resource constraints",
+               "--resources value, -r value (file with the JSON resources, - for stdin), --blkio-weight value, "
+               "--cpu-period value, --cpu-quota value, --cpu-share value, --cpu-rt-period value, "
+               "--cpu-rt-runtime value, --cpuset-cpus value, --cpuset-mems value, --kernel-memory value "
+               "(ignored), --kernel-memory-tcp value (ignored), --memory value, --memory-reservation value, "
+               "--memory-swap value, --pids-limit value"),
+}
+
+
+def main_help() -> str:
+    cmds = "".join(f"   {n:<11} {d[1]}\n" for n, d in sorted(COMMANDS.items()))
+    return ("NAME:\n   tug-runtime, in place of runc - Open Container Initiative runtime\n\n"
+            "USAGE:\n   tug-runtime [global options] command [command options] [arguments...]\n\n"
+            "VERSION:\n   0.1.0 (command line of runc 1.1.5)\n\n"
+            f"COMMANDS:\n{cmds}\n"
+            "GLOBAL OPTIONS:\n   --debug, --log value, --log-format value (text or json), --root value, "
+            "--systemd-cgroup (ignored), --rootless value, --help, -h, --version, -v\n")
+
+
+def command_help(cmd: str) -> str | None:
+    if cmd not in COMMANDS:
+        return None
+    args, desc, opts = COMMANDS[cmd]
+    text = (f"NAME:\n   tug-runtime {cmd}, in place of runc {cmd} - {desc}\n\n"
+            f"USAGE:\n   tug-runtime {cmd} {args}\n")
+    if opts:
+        text += f"\nOPTIONS:\n   {opts}\n"
+    return text
+
+
+_UPDATE_FLAGS = {"--resources", "-r", "--blkio-weight", "--cpu-period", "--cpu-quota", "--cpu-share", "--cpu-shares",
+                 "--cpu-rt-period", "--cpu-rt-runtime", "--cpuset-cpus", "--cpuset-mems", "--kernel-memory",
+                 "--kernel-memory-tcp", "--memory", "--memory-reservation", "--memory-swap", "--pids-limit",
+                 "--l3-cache-schema", "--mem-bw-schema"}
+_CRIU_FLAGS = {"--image-path", "--work-path", "--parent-path", "--page-server", "--manage-cgroups-mode",
+               "--empty-ns", "--status-fd", "--lsm-profile", "--lsm-mount-context", "--bundle", "-b",
+               "--console-socket", "--pid-file"}
 
 # flags that take a value, per command ("" = global)
 _VALUE_FLAGS = {
@@ -49,7 +129,13 @@ _VALUE_FLAGS = {
     "spec": {"--bundle", "-b"},
     "kill": set(),
     "delete": set(),
+    "update": _UPDATE_FLAGS,
+    "events": {"--interval"},
+    "checkpoint": _CRIU_FLAGS,
+    "restore": _CRIU_FLAGS,
 }
+# commands whose arguments after the container id are not ours (runc: SkipArgReorder)
+_NO_REORDER = {"exec", "ps"}
 
 
 class UsageError(Exception):
@@ -89,7 +175,7 @@ def parse(argv: list[str]) -> tuple[dict[str, Any], str, dict[str, Any], list[st
         if a == "--":
             pos.extend(argv[i + 1 :])
             break
-        if a.startswith("-") and len(a) > 1 and not pos:
+        if a.startswith("-") and len(a) > 1 and (not pos or cmd not in _NO_REORDER) and a != "-":
             name, eq, val = a.partition("=")
             if name in vflags:
                 if not eq:
@@ -135,7 +221,7 @@ class _Log:
 
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.json:
-            line = json.dumps({"level": level, "msg": msg, "time": now})
+            line = json.dumps({"level": level, "msg": msg, "time": now}, compact=True)
         else:
             line = f'time="{now}" level={level} msg={json.dumps(msg)}'
         if not self.path:
@@ -169,9 +255,20 @@ def _main(argv: list[str]) -> int:
     if glob.get("version") or cmd == "version":
         sys.stdout.write(VERSION)
         return 0
-    if glob.get("help") or not cmd or cmd == "help":
-        sys.stdout.write(USAGE)
-        return 0 if cmd or glob.get("help") else 2
+    if cmd == "help" or (cmd and (_flag(opts, "h", "help") and not (cmd in _NO_REORDER and pos))):
+        topic = (pos[0] if pos else "") if cmd == "help" else cmd
+        if not topic:
+            sys.stdout.write(main_help())
+            return 0
+        text = command_help(topic)
+        if text is None:
+            sys.stderr.write(f"No help topic for '{topic}'\n")
+            return 3
+        sys.stdout.write(text)
+        return 0
+    if glob.get("help") or not cmd:
+        sys.stdout.write(main_help() if glob.get("help") else USAGE)
+        return 0 if glob.get("help") else 2
     log = _Log(glob.get("log"), glob.get("log-format"))
     result_fd = int(glob["result-fd"]) if glob.get("result-fd") else None
     if result_fd is not None:
@@ -181,10 +278,14 @@ def _main(argv: list[str]) -> int:
         sys.stderr.write(f"tug-runtime: warning: {msg}\n")
         log.write("warning", msg)
 
+    debug = None
     if glob.get("debug"):
-        log.write("debug", f"tug-runtime {cmd} {' '.join(pos)}".strip(), echo=True)
+        def debug(msg: str) -> None:
+            log.write("debug", msg, echo=True)
+
+        debug(f"tug-runtime {cmd} {' '.join(pos)}".strip())
     try:
-        code = _dispatch(glob, cmd, opts, pos, warn, result_fd)
+        code = _dispatch(glob, cmd, opts, pos, warn, result_fd, debug)
     except Exception as e:
         from tugboat.errors import TugError
 
@@ -216,7 +317,8 @@ def _need_id(pos: list[str], cmd: str) -> str:
 
 
 def _dispatch(
-    glob: dict[str, Any], cmd: str, opts: dict[str, Any], pos: list[str], warn: Any, result_fd: int | None
+    glob: dict[str, Any], cmd: str, opts: dict[str, Any], pos: list[str], warn: Any, result_fd: int | None,
+    debug: Any = None,
 ) -> int:
     if cmd == "spec":
         return _spec(opts)
@@ -230,6 +332,8 @@ def _dispatch(
     if cmd == "features":
         sys.stdout.write(json.dumps(_features(), indent=2) + "\n")
         return 0
+    if cmd in ("checkpoint", "restore"):
+        return _criu(cmd, opts, pos)
     from tugboat.runtime.api import Runtime
 
     root = glob.get("root") or ("/run/tug-runtime" if os.geteuid() == 0 else
@@ -252,11 +356,13 @@ def _dispatch(
             "preserve_fds": int(_one(opts, "preserve-fds") or 0),
         }
         if cmd == "create":
+            _debug_setup(debug, cid)
             rt._create(cid, bundle, stdio=stdio, **kw)
+            _debug_ready(debug, rt, cid)
             _result(result_fd, {"ok": True})
             return 0
         detach = _flag(opts, "d", "detach")
-        return _run(rt, cid, bundle, detach, stdio, kw, result_fd, keep=_flag(opts, "keep"))
+        return _run(rt, cid, bundle, detach, stdio, kw, result_fd, keep=_flag(opts, "keep"), debug=debug)
     if cmd == "start":
         rt.start(_need_id(pos, cmd))
         return 0
@@ -312,8 +418,75 @@ def _dispatch(
                 sys.stdout.write("   ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() + "\n")
         return 0
     if cmd == "exec":
-        return _exec(rt, opts, pos, stdio, result_fd)
+        return _exec(rt, opts, pos, stdio, result_fd, debug)
+    if cmd == "update":
+        return _update(rt, opts, _need_id(pos, cmd), warn)
+    if cmd == "events":
+        from tugboat.runtime.events import parse_duration, stream
+
+        interval = parse_duration(_one(opts, "interval") or "5s")
+        return stream(rt, _need_id(pos, cmd), interval=interval, stats_only=_flag(opts, "stats"))
     raise UsageError(f"unknown command {cmd!r}\n{USAGE}")
+
+
+def _debug_setup(debug: Any, cid: str) -> None:
+    """`--debug`: runc's phrases for the steps ours correspond to (its tests look for them)."""
+    if debug is not None:
+        debug(f"nsexec container setup: forking the init of container {cid} "
+              "(monitor, namespaces, then the init process)")
+
+
+def _debug_ready(debug: Any, rt: Any, cid: str) -> None:
+    if debug is not None:
+        pid = rt._sd(cid).load().get("pid")
+        debug(f"child process in init(): pid {pid} set up the rootfs, namespaces and credentials")
+        debug("init: closing the pipe to signal completion (the init reported ready; it waits on exec.fifo)")
+
+
+def _update(rt: Any, opts: dict[str, Any], cid: str, warn: Any) -> int:
+    from tugboat.runtime import update as up
+
+    rfile = _one(opts, "resources", "r")
+    if rfile:
+        if rfile == "-":
+            raw = sys.stdin.read()
+        else:
+            try:
+                with open(rfile) as f:
+                    raw = f.read()
+            except OSError as e:
+                raise UsageError(f"update -r {rfile}: {e.strerror}") from None
+        try:
+            delta = up.resources_from_json(json.loads(raw))
+        except ValueError as e:
+            raise UsageError(f"update -r {rfile}: invalid JSON: {e}") from None
+    else:
+        values = {}
+        for name in list(up.FLAGS) + list(up.RDT_FLAGS):
+            v = _one(opts, name)
+            if v is not None:
+                values[name] = v
+        delta = up.resources_from_flags(values)
+    for w in rt.update(cid, delta):
+        warn(w)
+    return 0
+
+
+def _criu(cmd: str, opts: dict[str, Any], pos: list[str]) -> int:
+    """checkpoint/restore: the arguments are checked as runc checks them, then refused (no CRIU)."""
+    cid = _need_id(pos, cmd)
+    image = _one(opts, "image-path") or "checkpoint"
+    parent = _one(opts, "parent-path")
+    if cmd == "checkpoint" and parent:
+        if parent.startswith("/"):
+            raise UsageError("--parent-path must be relative (to --image-path)")
+        real = os.path.join(image, parent)
+        if not os.path.isdir(real):
+            raise UsageError(f"invalid --parent-path: stat {real}: "
+                             + ("not a directory" if os.path.exists(real) else "no such file or directory"))
+    from tugboat.errors import Unavailable
+
+    raise Unavailable(f"{cmd} {cid}: checkpoint/restore needs CRIU, which tug-runtime does not support")
 
 
 def _spec(opts: dict[str, Any]) -> int:
@@ -355,7 +528,7 @@ def _features() -> dict[str, Any]:
 
 def _run(
     rt: Any, cid: str, bundle: str, detach: bool, stdio: tuple[int | None, int | None, int | None],
-    kw: dict[str, Any], result_fd: int | None, keep: bool = False,
+    kw: dict[str, Any], result_fd: int | None, keep: bool = False, debug: Any = None,
 ) -> int:
     import _signal as signal
 
@@ -371,12 +544,14 @@ def _run(
         if terminal:
             console = _ConsoleProxy()
             kw["console_socket"] = console.path
+    _debug_setup(debug, cid)
     try:
         rt._create(cid, bundle, stdio=stdio, **kw)
     except BaseException:
         if console is not None:
             console.close()
         raise
+    _debug_ready(debug, rt, cid)
     if console is not None:
         console.accept()
     try:
@@ -495,9 +670,10 @@ class _ConsoleProxy:
 
 def _exec(
     rt: Any, opts: dict[str, Any], pos: list[str], stdio: tuple[int | None, int | None, int | None],
-    result_fd: int | None,
+    result_fd: int | None, debug: Any = None,
 ) -> int:
     cid = _need_id(pos, "exec")
+    sub_cgroups = _sub_cgroups(opts.get("cgroup", []))
     pfile = _one(opts, "process", "p")
     if pfile:
         with open(pfile) as f:
@@ -538,23 +714,49 @@ def _exec(
         proxy = _ConsoleProxy()  # like runc: our own pty proxy for a foreground `exec -t`
         console_socket = proxy.path
 
+    def exec_debug() -> None:
+        if debug is not None:
+            debug("child process in init(): the exec process joined the container's cgroup and namespaces")
+            debug("setns_init: about to exec (the process reported ready)")
+
     def started() -> None:
+        exec_debug()
         if proxy is not None:
             proxy.accept()
             proxy.pump(None)
 
+    if debug is not None:
+        debug(f"nsexec container setup: forking a process to join container {cid}")
     try:
         res = rt._exec(cid, proc, detach=detach, stdio=stdio, console_socket=console_socket,
                        pid_file=_one(opts, "pid-file"), ignore_paused=_flag(opts, "ignore-paused"),
-                       on_started=started)
+                       on_started=started, sub_cgroups=sub_cgroups)
     finally:
         if proxy is not None:
             proxy.close()
     if detach:
+        exec_debug()
         _result(result_fd, {"pid": res})
         return 0
     _result(result_fd, {"exitStatus": res})
     return res if res >= 0 else 255
+
+
+def _sub_cgroups(values: list[str]) -> dict[str, str] | None:
+    """`exec --cgroup [CTRL[,CTRL]:]PATH` (repeatable) -> controller ("" = all) -> relative path."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for v in values:
+        ctrls, sep, path = v.rpartition(":")
+        rel = os.path.normpath(path.lstrip("/")) if path.strip("/") else ""
+        if rel == ".":
+            rel = ""
+        if rel == ".." or rel.startswith("../"):
+            raise UsageError(f"exec --cgroup: {path} is not a sub cgroup path")
+        for c in (ctrls.split(",") if sep else [""]):
+            out[c.strip()] = rel
+    return out
 
 
 if __name__ == "__main__":

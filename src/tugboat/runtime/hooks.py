@@ -21,8 +21,13 @@ def run_hooks_warn(kind: str, hooks: list[dict[str, Any]] | None, state: dict[st
             warn(str(e.strerror or e))
 
 
-def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], first_index: int = 0) -> None:
-    """Run the hooks of one kind in order; the first failure raises OSError naming the hook."""
+def run_hooks(
+    kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, Any], first_index: int = 0,
+    cwd: str | None = None,
+) -> None:
+    """Run the hooks of one kind in order; the first failure raises OSError naming the hook.
+
+    ``cwd``: the hooks' working directory (runc runs createContainer hooks in the rootfs)."""
     payload = json.dumps(state).encode()
     for i, hook in enumerate(hooks or [], start=first_index):
         path = hook.get("path")
@@ -39,13 +44,18 @@ def run_hooks(kind: str, hooks: list[dict[str, Any]] | None, state: dict[str, An
                 capture_output=True,
                 timeout=timeout if timeout and timeout > 0 else None,
                 check=False,
+                cwd=cwd,
             )
         except subprocess.TimeoutExpired:
-            raise OSError(62, f"{kind} hook #{i} {path}: timed out after {timeout}s") from None
+            raise OSError(62, f"error running hook #{i} ({kind} {path}): timed out after {timeout}s") from None
         except OSError as e:
-            raise OSError(e.errno, f"{kind} hook #{i} {path}: {e.strerror}") from None
+            raise OSError(e.errno, f"error running hook #{i} ({kind} {path}): {e.strerror}") from None
         if proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).decode(errors="replace").strip()
-            raise OSError(
-                0, f"{kind} hook #{i} {path}: exit status {proc.returncode}" + (f": {detail}" if detail else "")
-            )
+            if proc.returncode < 0:
+                import signal
+
+                how = f"signal: {(signal.strsignal(-proc.returncode) or str(-proc.returncode)).lower()}"
+            else:
+                how = f"exit status {proc.returncode}"
+            raise OSError(0, f"error running hook #{i} ({kind} {path}): {how}" + (f": {detail}" if detail else ""))

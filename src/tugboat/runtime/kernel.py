@@ -147,6 +147,7 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 4
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 8
 
 SYS_PIVOT_ROOT = 155
 SYS_SETNS = 308
@@ -154,6 +155,27 @@ SYS_UNSHARE = 272
 SYS_SECCOMP = 317
 SYS_PIDFD_SEND_SIGNAL = 424
 SYS_PIDFD_OPEN = 434
+SYS_PIDFD_GETFD = 438
+SYS_OPEN_TREE = 428
+SYS_MOVE_MOUNT = 429
+SYS_MOUNT_SETATTR = 442
+
+# open_tree / move_mount / mount_setattr
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = 0o2000000
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
 SYS_CAPGET = 125
 SYS_CAPSET = 126
 SYS_SETHOSTNAME = 170
@@ -249,11 +271,35 @@ def bounding_set(last_cap: int) -> int:
     return mask
 
 
-def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
-    """Install a classic BPF program (8-byte sock_filter records) as a seccomp filter."""
+def seccomp_set_filter(program: bytes, flags: int = 0) -> int:
+    """Install a classic BPF program (8-byte sock_filter records) as a seccomp filter.
+
+    With ``SECCOMP_FILTER_FLAG_NEW_LISTENER`` the result is the notification fd (close-on-exec)."""
     buf = _buffer(program)
     prog = _buffer(struct.pack("=HxxxxxxQ", len(program) // 8, _ctypes.addressof(buf)))
-    _check(_syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, prog), "seccomp: load filter")
+    return _check(_syscall(SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, flags, prog), "seccomp: load filter")
+
+
+def pidfd_getfd(pidfd: int, targetfd: int) -> int:
+    """A duplicate of another process's fd (needs ptrace access to it); close-on-exec."""
+    return _check(_syscall(SYS_PIDFD_GETFD, pidfd, targetfd, 0), f"pidfd_getfd {targetfd}")
+
+
+def open_tree(path: str, flags: int, dirfd: int = -100) -> int:
+    """``open_tree(2)``: with OPEN_TREE_CLONE a detached copy of the mount at ``path``."""
+    return _check(_syscall(SYS_OPEN_TREE, dirfd, _b(path), flags | OPEN_TREE_CLOEXEC), f"open_tree {path}")
+
+
+def move_mount_fd(fd: int, target: str) -> None:
+    """Attach the detached mount tree ``fd`` (from open_tree) at ``target``."""
+    _check(_syscall(SYS_MOVE_MOUNT, fd, b"", -100, _b(target), MOVE_MOUNT_F_EMPTY_PATH), f"move_mount on {target}")
+
+
+def mount_setattr(path: str, attr_set: int, attr_clr: int = 0, recursive: bool = True) -> None:
+    """``mount_setattr(2)`` on the mount at ``path`` (and every mount below it if ``recursive``)."""
+    attr = _buffer(struct.pack("=QQQQ", attr_set, attr_clr, 0, 0))
+    _check(_syscall(SYS_MOUNT_SETATTR, -100, _b(path), AT_RECURSIVE if recursive else 0, attr, 32),
+           f"mount_setattr {path}")
 
 
 def pidfd_open(pid: int) -> int:

@@ -100,6 +100,7 @@ class ProcessPlan(Record):
     terminal: bool
     oom_score_adj: int | None = None
     console_size: dict[str, int] | None = None
+    seccomp_notify: bool = False  # the filter has SCMP_ACT_NOTIFY rules: hand its listener to P
 
 
 def plan_process(
@@ -155,6 +156,9 @@ class InitSpec(Record):
     fifo_fd: int | None = None
     console_conn: Any = None
     mount_sources: dict[int, str] = {}  # set per instance by start_init
+    mount_fds: dict[int, int] = {}  # bind sources opened by P (open_tree), with a user namespace
+    seccomp_agent: dict[str, Any] | None = None  # {"path", "metadata", "state"} for SCMP_ACT_NOTIFY
+    seccomp_conn: Any = None
     bundle_dir: str = "."
     hooks: dict[str, list[dict[str, Any]]]
     hook_state: dict[str, Any]
@@ -331,6 +335,79 @@ def resolve_bind_sources(config: dict[str, Any], bundle: str) -> dict[int, str]:
     return out
 
 
+def open_bind_sources(config: dict[str, Any], sources: dict[int, str]) -> dict[int, int]:
+    """Detached copies (open_tree) of the bind sources, made by P with the host's credentials:
+    inside a user namespace the container's root may not reach them (a 0700 parent directory).
+    The init attaches them with move_mount (runc passes fds of the sources for the same reason)."""
+    out: dict[int, int] = {}
+    mounts = config.get("mounts") or []
+    try:
+        for i, src in sources.items():
+            recursive = "rbind" in (mounts[i].get("options") or [])
+            try:
+                out[i] = k.open_tree(src, k.OPEN_TREE_CLONE | (k.AT_RECURSIVE if recursive else 0))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    continue  # reported by mount_entry, with the mount named
+                raise OSError(e.errno, f"open bind source {src}: {os.strerror(e.errno or 0).lower()}") from None
+    except BaseException:
+        for fd in out.values():
+            os.close(fd)
+        raise
+    return out
+
+
+def _seccomp_agent_connect(path: str) -> Any:
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise OSError(e.errno, "failed to connect with seccomp agent specified in the seccomp profile: "
+                      f"{path}: {os.strerror(e.errno or 0).lower()}") from None
+    return s
+
+
+def _seccomp_agent_send(conn: Any, agent: dict[str, Any], pidfd: int, remote_fd: int, pid: int) -> None:
+    """Send the listener fd of ``pid`` (its fd number ``remote_fd``) and runc's
+    ContainerProcessState JSON to the seccomp agent, over SCM_RIGHTS."""
+    import socket
+
+    fd = k.pidfd_getfd(pidfd, remote_fd)
+    try:
+        state = dict(agent["state"])
+        if not state.get("pid"):
+            state["pid"] = pid  # the container's init (an exec's state names the init it joins)
+        payload = {"ociVersion": state.get("ociVersion", "1.0.2"), "fds": ["seccompFd"], "pid": pid,
+                   "metadata": agent.get("metadata") or "", "state": state}
+        try:
+            socket.send_fds(conn, [json.dumps(payload).encode()], [fd])
+        except OSError as e:
+            raise OSError(e.errno, f"cannot send seccomp fd to {agent['path']}: "
+                          f"{os.strerror(e.errno or 0).lower()}") from None
+    finally:
+        os.close(fd)
+        conn.close()
+
+
+def load_seccomp(plan: ProcessPlan, ch: Channel | None) -> None:
+    """Install the filter; with SCMP_ACT_NOTIFY rules hand the listener fd to P (which passes it
+    to the seccomp agent) and wait until it has: syscalls the filter notifies block until then."""
+    if plan.seccomp is None:
+        return
+    if not plan.seccomp_notify:
+        k.seccomp_set_filter(plan.seccomp)
+        return
+    fd = k.seccomp_set_filter(plan.seccomp, k.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+    if ch is None:
+        raise OSError(errno.EINVAL, "seccomp: SCMP_ACT_NOTIFY without a runtime to hand the listener to")
+    ch.send({"seccompFd": fd})  # write(2): never notified (refused for write by validation)
+    ch.wait_reply()
+    os.close(fd)
+
+
 def start_init(
     spec: InitSpec, on_created_runtime: Any = None, prepare: Any = None, double_fork: bool = True,
     after_ready: Any = None,
@@ -350,6 +427,16 @@ def start_init(
         spec.console_conn = cons.connect(spec.console_socket)
     # relative bind sources are relative to the bundle (checked here, before any fork)
     spec.mount_sources = resolve_bind_sources(spec.config, spec.bundle_dir)
+    if spec.seccomp_agent is not None:
+        spec.seccomp_conn = _seccomp_agent_connect(spec.seccomp_agent["path"])
+    joined_ns, new_ns = _namespaces(spec.config)
+    if spec.mount_sources and ("user" in new_ns or "user" in joined_ns):
+        try:
+            spec.mount_fds = open_bind_sources(spec.config, spec.mount_sources)
+        except BaseException:
+            if spec.seccomp_conn is not None:
+                spec.seccomp_conn.close()
+            raise
     ch = Channel()
     pid_r, pid_w = os.pipe()
     # the state dir as an O_PATH dirfd: the init opens exec.fifo relative to it after
@@ -362,6 +449,7 @@ def start_init(
             os.close(ch.reply_w)
             keep = {0, 1, 2, ch.w, ch.reply_r, pid_r, pid_w, *range(3, 3 + spec.preserve_fds)}
             keep.update(fd for fd in (*spec.stdio, spec.fifo_fd) if fd is not None)
+            keep.update(spec.mount_fds.values())
             if spec.console_conn is not None:
                 keep.add(spec.console_conn.fileno())
             close_fds_except(keep)
@@ -379,11 +467,14 @@ def start_init(
         os.close(spec.fifo_fd)
     if spec.console_conn is not None:
         spec.console_conn.close()
+    for fd in spec.mount_fds.values():
+        os.close(fd)
     if double_fork:
         os.waitpid(x, 0)
     init_pid = monitor_pid = 0
     ready = False
     cgroupns_waiting = False
+    seccomp_fd: int | None = None
     held: dict[str, int] = {}
     warnings: list[str] = []
     try:
@@ -423,6 +514,16 @@ def start_init(
                 if on_created_runtime is not None:
                     on_created_runtime(init_pid)
                 ch.reply()
+            if "seccompFd" in msg:
+                seccomp_fd = msg["seccompFd"]
+            if seccomp_fd is not None and init_pid:  # the init's pid comes from B: any order
+                if spec.seccomp_conn is None or "init" not in held:
+                    raise OSError(errno.EINVAL, "seccomp: listener fd received but no seccomp agent")
+                _seccomp_agent_send(spec.seccomp_conn, dict(spec.seccomp_agent or {}), held["init"],
+                                    seccomp_fd, init_pid)
+                spec.seccomp_conn = None
+                seccomp_fd = None
+                ch.reply()
             if msg.get("ready"):
                 ready = True
             if ready and init_pid and monitor_pid:  # B's and C's messages may come in any order
@@ -441,6 +542,8 @@ def start_init(
         ch.close_all()
         for fd in held.values():
             os.close(fd)
+        if spec.seccomp_conn is not None:
+            spec.seccomp_conn.close()
 
 
 # ---------------------------------------------------------------- A: monitor-to-be
@@ -574,7 +677,7 @@ def _run_init(
     if own_mounts:
         rf.prepare_root(ctx)
         for i, m in enumerate(config.get("mounts") or []):
-            rf.mount_entry(ctx, m, spec.mount_sources.get(i))
+            rf.mount_entry(ctx, m, spec.mount_sources.get(i), spec.mount_fds.get(i))
         rf.setup_dev(ctx)
         rf.finish_dev(ctx)
     mark("init: mounts done")
@@ -584,7 +687,8 @@ def _run_init(
     if spec.hooks.get("createContainer"):
         from tugboat.runtime.hooks import run_hooks
 
-        run_hooks("createContainer", spec.hooks["createContainer"], spec.hook_state)
+        # runc runs them in the rootfs (before pivot_root): relative paths resolve inside it
+        run_hooks("createContainer", spec.hooks["createContainer"], spec.hook_state, cwd=spec.rootfs)
     if own_mounts:
         rf.pivot_root(spec.rootfs, spec.no_pivot)
     else:
@@ -615,7 +719,11 @@ def _run_init(
                 f.write(str(plan.oom_score_adj))
         except OSError as e:
             ch.send({"warning": f"oomScoreAdj {plan.oom_score_adj} not applied: {os.strerror(e.errno or 0).lower()}"})
-    path, env = _enter_process(plan, spec.stdio, console, in_userns, " set in config.json")
+    path, env = _enter_process(plan, spec.stdio, console, in_userns, " set in config.json", ch)
+    if plan.no_new_privileges:
+        # as late as possible, but before startContainer hooks (they run under the filter) and
+        # while P still listens (SCMP_ACT_NOTIFY), as runc does
+        load_seccomp(plan, ch)
     mark("init: ready")
     ch.send({"ready": True})
     os.close(ch.w)
@@ -642,8 +750,9 @@ def _run_init(
     finish_exec(plan, path, env)
 
 
-def apply_credentials(plan: ProcessPlan, *, in_userns: bool) -> None:
-    """Bounding set, no_new_privs, user and groups, capability sets (seccomp comes at exec)."""
+def apply_credentials(plan: ProcessPlan, *, in_userns: bool, ch: Channel | None = None) -> None:
+    """Bounding set, no_new_privs, user and groups, capability sets; seccomp here without
+    no_new_privs (loading it then needs CAP_SYS_ADMIN), else the caller loads it later."""
     caps = plan.caps
     for cap in range(plan.last_cap + 1):
         if not caps["bounding"] & (1 << cap):
@@ -656,7 +765,7 @@ def apply_credentials(plan: ProcessPlan, *, in_userns: bool) -> None:
         k.prctl(k.PR_SET_NO_NEW_PRIVS, 1)
     elif plan.seccomp is not None:
         # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it before dropping caps
-        k.seccomp_set_filter(plan.seccomp)
+        load_seccomp(plan, ch)
     u = plan.user
     k.prctl(k.PR_SET_KEEPCAPS, 1)
     if not in_userns or _setgroups_allowed():
@@ -680,8 +789,7 @@ def apply_credentials(plan: ProcessPlan, *, in_userns: bool) -> None:
 
 
 def finish_exec(plan: ProcessPlan, path: str, env: list[str]) -> None:
-    if plan.no_new_privileges and plan.seccomp is not None:
-        k.seccomp_set_filter(plan.seccomp)
+    """execve the user's process (the seccomp filter is already loaded: ``load_seccomp``)."""
     try:
         os.execve(path, plan.args, dict(e.split("=", 1) if "=" in e else (e, "") for e in env))
     except OSError as e:
@@ -748,6 +856,7 @@ class ExecSpec(Record):
     stdio: tuple[int | None, int | None, int | None] = (None, None, None)
     console_socket: str | None = None
     in_userns: bool = False
+    seccomp_agent: dict[str, Any] | None = None  # {"path", "metadata", "state"} for SCMP_ACT_NOTIFY
 
 
 def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
@@ -756,12 +865,15 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
     E1 exits with E2's exit status (128+signal when killed) unless ``detach``.
     """
     _preimport(spec.plan.terminal, False)
+    agent_conn = _seccomp_agent_connect(spec.seccomp_agent["path"]) if spec.seccomp_agent is not None else None
     ch = Channel()
     e1 = os.fork()
     if e1 == 0:
         try:
             os.close(ch.r)
             os.close(ch.reply_w)
+            if agent_conn is not None:
+                agent_conn.close()  # P's: the agent must see only P's end
             _run_exec_e1(spec, ch, detach)
         except BaseException as e:
             _report_error(ch, e)
@@ -769,6 +881,7 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
     ch.close_parent_ends()
     e2 = 0
     ready = False
+    seccomp_fd: int | None = None
     try:
         while True:
             msg = ch.recv()
@@ -778,6 +891,19 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
                 raise OSError(errno.EIO, msg["error"])
             if "pid" in msg:
                 e2 = msg["pid"]
+            if "seccompFd" in msg:
+                seccomp_fd = msg["seccompFd"]
+            if seccomp_fd is not None and e2:
+                if agent_conn is None:
+                    raise OSError(errno.EINVAL, "seccomp: listener fd received but no seccomp agent")
+                pidfd = k.pidfd_open(e2)
+                try:
+                    _seccomp_agent_send(agent_conn, dict(spec.seccomp_agent or {}), pidfd, seccomp_fd, e2)
+                finally:
+                    os.close(pidfd)
+                agent_conn = None
+                seccomp_fd = None
+                ch.reply()
             if msg.get("ready"):
                 ready = True
             if ready and e2:  # E1's pid message and E2's ready come in either order
@@ -797,6 +923,8 @@ def start_exec(spec: ExecSpec, detach: bool) -> tuple[int, int]:
         raise
     finally:
         ch.close_all()
+        if agent_conn is not None:
+            agent_conn.close()
 
 
 def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
@@ -852,7 +980,9 @@ def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
 
 
 
-def _enter_process(plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_origin: str) -> tuple[str, dict]:
+def _enter_process(
+    plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_origin: str, ch: Channel | None = None
+) -> tuple[str, dict]:
     """The last steps before exec, shared by a container's init and by exec: rlimits, the
     executable's path, stdio (or the pty), cwd, then credentials. Returns (path, env)."""
     for res, soft, hard in plan.rlimits:
@@ -869,11 +999,13 @@ def _enter_process(plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_ori
         os.chdir(plan.cwd)
     except OSError as e:
         raise OSError(e.errno, f"chdir to cwd {plan.cwd!r}{cwd_origin}: {os.strerror(e.errno or 0).lower()}") from None
-    apply_credentials(plan, in_userns=in_userns)
+    apply_credentials(plan, in_userns=in_userns, ch=ch)
     return path, env
 
 def _run_exec_e2(spec: ExecSpec, ch: Channel, console: Any) -> None:
     plan = spec.plan
-    path, env = _enter_process(plan, spec.stdio, console, spec.in_userns, "")
+    path, env = _enter_process(plan, spec.stdio, console, spec.in_userns, "", ch)
+    if plan.no_new_privileges:
+        load_seccomp(plan, ch)
     ch.send({"ready": True})
     finish_exec(plan, path, env)

@@ -56,6 +56,28 @@ _PROPAGATION = {
     "unbindable": k.MS_UNBINDABLE,
     "runbindable": k.MS_UNBINDABLE | k.MS_REC,
 }
+# recursive mount attributes (mount_setattr(2) with AT_RECURSIVE): (clear?, MOUNT_ATTR_*), runc's table
+_REC_ATTRS: dict[str, tuple[bool, int]] = {
+    "rro": (False, k.MOUNT_ATTR_RDONLY),
+    "rrw": (True, k.MOUNT_ATTR_RDONLY),
+    "rnosuid": (False, k.MOUNT_ATTR_NOSUID),
+    "rsuid": (True, k.MOUNT_ATTR_NOSUID),
+    "rnodev": (False, k.MOUNT_ATTR_NODEV),
+    "rdev": (True, k.MOUNT_ATTR_NODEV),
+    "rnoexec": (False, k.MOUNT_ATTR_NOEXEC),
+    "rexec": (True, k.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (False, k.MOUNT_ATTR_NODIRATIME),
+    "rdiratime": (True, k.MOUNT_ATTR_NODIRATIME),
+    "rrelatime": (False, k.MOUNT_ATTR_RELATIME),
+    "rnorelatime": (True, k.MOUNT_ATTR_RELATIME),
+    "rnoatime": (False, k.MOUNT_ATTR_NOATIME),
+    "ratime": (True, k.MOUNT_ATTR_NOATIME),
+    "rstrictatime": (False, k.MOUNT_ATTR_STRICTATIME),
+    "rnostrictatime": (True, k.MOUNT_ATTR_STRICTATIME),
+    "rnosymfollow": (False, k.MOUNT_ATTR_NOSYMFOLLOW),
+    "rsymfollow": (True, k.MOUNT_ATTR_NOSYMFOLLOW),
+}
+_ATIME_OPTS = {"rrelatime", "rnorelatime", "rnoatime", "ratime", "rstrictatime", "rnostrictatime"}
 # options runc accepts and ignores for the mount(2) call
 _IGNORED = {"defaults", "tmpcopyup", "idmap", "ridmap", "recursive"}
 
@@ -65,6 +87,8 @@ class MountOptions:
         self.flags = 0
         self.propagation: list[int] = []
         self.data: list[str] = []
+        self.rec_set = 0  # MOUNT_ATTR_* for mount_setattr(AT_RECURSIVE), after the mount
+        self.rec_clr = 0
 
     @property
     def is_bind(self) -> bool:
@@ -74,6 +98,7 @@ class MountOptions:
 def parse_mount_options(options: list[str] | None) -> MountOptions:
     """Split OCI mount options into mount(2) flags, propagation changes and fs data."""
     out = MountOptions()
+    atime = False
     for opt in options or []:
         if opt in _FLAGS:
             clear, bit = _FLAGS[opt]
@@ -85,12 +110,21 @@ def parse_mount_options(options: list[str] | None) -> MountOptions:
             out.propagation.append(_PROPAGATION[opt])
         elif opt in _IGNORED:
             continue
-        elif opt.startswith("r") and opt[1:] in _FLAGS:
-            # recursive mount attributes (rro, rnosuid, ...): applied like their plain form
-            clear, bit = _FLAGS[opt[1:]]
-            out.flags = out.flags & ~bit if clear else out.flags | bit
+        elif opt in _REC_ATTRS:
+            clear, attr = _REC_ATTRS[opt]
+            if clear:
+                out.rec_set &= ~attr
+                out.rec_clr |= attr
+            else:
+                out.rec_clr &= ~attr
+                out.rec_set |= attr
+            if opt in _ATIME_OPTS:
+                atime = True
         else:
             out.data.append(opt)
+    if atime:
+        # the kernel wants the whole atime field cleared whenever an atime mode is given
+        out.rec_clr |= k.MOUNT_ATTR__ATIME
     return out
 
 
@@ -171,8 +205,11 @@ def is_bind(m: dict[str, Any]) -> bool:
     return m.get("type") == "bind" or "bind" in opts or "rbind" in opts
 
 
-def mount_entry(ctx: RootfsContext, m: dict[str, Any], resolved_source: str | None = None) -> None:
-    """Mount one OCI ``mounts`` entry under the rootfs (``resolved_source``: a bind source made absolute)."""
+def mount_entry(
+    ctx: RootfsContext, m: dict[str, Any], resolved_source: str | None = None, source_fd: int | None = None
+) -> None:
+    """Mount one OCI ``mounts`` entry under the rootfs (``resolved_source``: a bind source made
+    absolute; ``source_fd``: a detached copy of it from open_tree, made before the user namespace)."""
     dest_in = m.get("destination") or ""
     if not dest_in.startswith("/"):
         dest_in = "/" + dest_in
@@ -184,10 +221,14 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any], resolved_source: str | No
         if opts.is_bind or mtype == "bind":
             opts.flags |= k.MS_BIND
             src = resolved_source or source
-            if not os.path.exists(src):
-                raise OSError(errno.ENOENT, f"bind source {source}: no such file or directory")
-            _make_mountpoint(dest, os.path.isdir(src))
-            k.mount(src, dest, None, opts.flags & (k.MS_BIND | k.MS_REC))
+            if source_fd is not None:
+                _make_mountpoint(dest, stat.S_ISDIR(os.fstat(source_fd).st_mode))
+                k.move_mount_fd(source_fd, dest)
+            else:
+                if not os.path.exists(src):
+                    raise OSError(errno.ENOENT, f"bind source {source}: no such file or directory")
+                _make_mountpoint(dest, os.path.isdir(src))
+                k.mount(src, dest, None, opts.flags & (k.MS_BIND | k.MS_REC))
             remount = opts.flags & ~(k.MS_BIND | k.MS_REC | k.MS_REMOUNT)
             if remount:
                 k.mount(None, dest, None, k.MS_BIND | k.MS_REMOUNT | remount | _remount_flags(dest))
@@ -214,12 +255,25 @@ def mount_entry(ctx: RootfsContext, m: dict[str, Any], resolved_source: str | No
                     k.mount("/dev/mqueue", dest, None, k.MS_BIND | k.MS_REC)
                 else:
                     raise
+        if opts.rec_set or opts.rec_clr:
+            _set_recursive_attrs(dest, opts)
         for prop in opts.propagation:
             k.mount(None, dest, None, prop)
     except OSError as e:
-        reason = (e.strerror or os.strerror(e.errno or 0)) if e.errno == errno.ELOOP else (
+        reason = (e.strerror or os.strerror(e.errno or 0)) if e.errno in (errno.ELOOP, errno.ENOSYS) else (
             os.strerror(e.errno).lower() if e.errno else str(e))
         raise OSError(e.errno, f"mount {source or mtype} on {dest_in} ({mtype or 'bind'}): {reason}") from None
+
+
+def _set_recursive_attrs(dest: str, opts: MountOptions) -> None:
+    """rro, rnosuid, ...: mount_setattr(AT_RECURSIVE) on the mount and every mount below it."""
+    try:
+        k.mount_setattr(dest, opts.rec_set, opts.rec_clr)
+    except OSError as e:
+        if e.errno == errno.ENOSYS:
+            raise OSError(e.errno, "recursive mount attributes (rro, rnosuid, ...) need mount_setattr(2), "
+                          "Linux 5.12 or later") from None
+        raise
 
 
 def _mount_cgroup(ctx: RootfsContext, dest: str, opts: MountOptions) -> None:
@@ -236,7 +290,9 @@ def _mount_cgroup(ctx: RootfsContext, dest: str, opts: MountOptions) -> None:
         sub = os.path.join(dest, name.replace("name=", ""))
         _mkdir_all(sub)
         k.mount(hostdir, sub, None, k.MS_BIND | k.MS_REC)
-        k.mount(None, sub, None, k.MS_BIND | k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+        # read-only only when the mount asks for it (runc: a cgroup mount without "ro" is writable)
+        ro = opts.flags & k.MS_RDONLY
+        k.mount(None, sub, None, k.MS_BIND | k.MS_REMOUNT | ro | k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
     if opts.flags & k.MS_RDONLY:
         k.mount(None, dest, None, k.MS_REMOUNT | k.MS_RDONLY | cgroup_flags, "mode=755")
 
@@ -345,10 +401,57 @@ def pivot_root(rootfs: str, no_pivot: bool = False) -> None:
         finally:
             os.close(old)
             os.close(new)
+    _hide_host_proc_sys(rootfs)
     os.chdir(rootfs)
     k.mount(rootfs, "/", None, k.MS_MOVE)
     os.chroot(".")
     os.chdir("/")
+
+
+def _hide_host_proc_sys(rootfs: str) -> None:
+    """Without pivot_root the host's mounts stay in the container's mount namespace (under the
+    moved root). A full procfs or sysfs among them would let the container mount a fresh,
+    unmasked proc/sysfs in a new user namespace (the kernel checks every mount of the namespace,
+    mnt_too_revealing): detach them, or cover them with a tmpfs, as runc's msMoveRoot does."""
+    prefix = rootfs.rstrip("/") + "/"
+    found: list[str] = []
+    with open("/proc/self/mountinfo", "rb") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index(b"-")
+            root, mountpoint, fstype = fields[3], fields[4], fields[sep + 1]
+            if root != b"/" or fstype not in (b"proc", b"sysfs"):
+                continue
+            point = _unescape_mountinfo(mountpoint.decode())
+            if point == rootfs or point.startswith(prefix):
+                continue
+            found.append(point)
+    for point in sorted(found, key=len, reverse=True):
+        try:
+            k.mount(None, point, None, k.MS_SLAVE | k.MS_REC)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                continue  # a parent is already gone
+            raise
+        try:
+            k.umount2(point, k.MNT_DETACH)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            k.mount("tmpfs", point, "tmpfs", 0, None)
+
+
+def _unescape_mountinfo(s: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo (octal)."""
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
 
 
 def mask_paths(paths: list[str]) -> None:

@@ -821,6 +821,15 @@ def _pvc_row(obj: Obj) -> list[Any]:
             "<unset>", age(obj["metadata"].get("creationTimestamp")), spec.get("volumeMode", "Filesystem")]
 
 
+def _csr_row(obj: Obj) -> list[Any]:
+    spec, st = obj.get("spec") or {}, obj.get("status") or {}
+    conds = [c.get("type", "") for c in st.get("conditions") or [] if c.get("status", "True") == "True"]
+    if st.get("certificate") and "Approved" in conds:
+        conds.append("Issued")
+    return [obj["metadata"]["name"], age(obj["metadata"].get("creationTimestamp")), spec.get("signerName", ""),
+            spec.get("username", ""), ",".join(conds) or "Pending"]
+
+
 # --- scheduling.k8s.io PriorityClass, apps ControllerRevision, policy PodDisruptionBudget ------------
 HIGHEST_USER_PRIORITY = 1000000000
 SYSTEM_PRIORITY_CLASSES: dict[str, tuple[int, str]] = {
@@ -1118,6 +1127,15 @@ def build_registry() -> Registry:
                        columns=[NAME, C("Min Available"), C("Max Unavailable"), C("Allowed Disruptions", "integer"),
                                 AGE],
                        row=_pdb_row, schema_name="io.k8s.api.policy.v1.PodDisruptionBudget"))
+    # certificates.k8s.io/v1: node serving certificates are requested here and signed by the
+    # controller manager's csrsigning controller (nodes area, controllers/certificates.py)
+    r.add(ResourceType("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", False,
+                       short_names=["csr"],
+                       subresources={**sub("certificates.k8s.io", "v1", "CertificateSigningRequest", "status"),
+                                     **sub("certificates.k8s.io", "v1", "CertificateSigningRequest", "approval")},
+                       validate=lambda o, old: validate_meta(o), columns=[NAME, AGE, C("SignerName"),
+                                                                          C("Requestor"), C("Condition")],
+                       row=_csr_row, schema_name="io.k8s.api.certificates.v1.CertificateSigningRequest"))
     for rt in r.by_gvr.values():
         if not rt.columns:
             rt.columns = [NAME, AGE]

@@ -3,7 +3,12 @@
 The contract with node agents (the kubelet's own API, by path):
 - The Node object says where its agent listens: ``status.daemonEndpoints.kubeletEndpoint.Port`` and
   the first ``status.addresses`` entry of type ``InternalIP`` (else ``Hostname``). The agent serves
-  plain HTTP unless the node has annotation ``tugboat.io/kubelet-scheme: https``.
+  plain HTTP unless the node has annotation ``tugboat.io/kubelet-scheme: https``. Over HTTPS the API
+  server verifies the agent's serving certificate against the cluster CA (it must name the node's
+  address) and presents its own client certificate, CN ``kube-apiserver-kubelet-client`` (O
+  ``system:masters``), signed by the cluster CA (``DATA_DIR/pki/apiserver-kubelet-client.{crt,key}``,
+  made on first use) — what kube-apiserver's ``--kubelet-client-certificate`` and
+  ``--kubelet-certificate-authority`` do.
 - ``GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&sinceSeconds=
   &sinceTime=&previous=&limitBytes=`` -> ``text/plain`` (chunked when following);
 - ``GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=`` and
@@ -11,13 +16,16 @@ The contract with node agents (the kubelet's own API, by path):
   ``v5.channel.k8s.io``/``v4.channel.k8s.io`` channel protocol (the API server relays frames as
   they are, choosing the subprotocol the client offered);
 - ``GET /portForward/{namespace}/{pod}?ports=…``: a WebSocket, channel protocol as the Python
-  client uses it. (kubectl's SPDY port-forward is not supported.)
+  client uses it; with subprotocol ``SPDY/3.1+portforward.k8s.io`` SPDY frames inside the WebSocket
+  (kubectl's). Plain SPDY upgrades are not supported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import ssl
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,6 +39,35 @@ if TYPE_CHECKING:
 
 WS_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io",
                 "channel.k8s.io", "SPDY/3.1+portforward.k8s.io")
+
+
+KUBELET_CLIENT_CN = "kube-apiserver-kubelet-client"
+_ssl_contexts: dict[str, ssl.SSLContext] = {}
+
+
+def kubelet_client_ssl(data_dir: str | None) -> ssl.SSLContext:
+    """The TLS context for talking to node agents: the cluster CA as trust anchor, the API server's
+    kubelet-client certificate as identity (issued into ``data_dir/pki`` when missing)."""
+    if not data_dir:
+        raise ApiError(503, "the API server has no data directory, hence no client certificate for node agents",
+                       "ServiceUnavailable")
+    ctx = _ssl_contexts.get(data_dir)
+    if ctx is not None:
+        return ctx
+    from tugboat.cluster.apiserver.certs import ClusterPKI
+
+    pki = ClusterPKI(data_dir)
+    cert, key = pki.path("apiserver-kubelet-client.crt"), pki.path("apiserver-kubelet-client.key")
+    if not (os.path.exists(cert) and os.path.exists(key)):
+        cert, key = pki.issue_client(KUBELET_CLIENT_CN, ["system:masters"], "apiserver-kubelet-client")
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=pki.ca_cert)
+    ctx.load_cert_chain(cert, key)
+    _ssl_contexts[data_dir] = ctx
+    return ctx
+
+
+def _ssl_for(srv: APIServer, url: str) -> ssl.SSLContext | bool:
+    return kubelet_client_ssl(srv.data_dir) if url.startswith("https://") else False
 
 
 def node_endpoint(node: dict[str, Any]) -> str | None:
@@ -91,18 +128,20 @@ async def handle(srv: APIServer, request: web.Request, rt: ResourceType, ns: str
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         url = f"{base}/{kind}/{ns}/{name}/{container}"
     params = [(k, v) for k, v in q.items() if k != "container"]
+    tls = _ssl_for(srv, url)
     if sub == "log":
-        return await _proxy_http(request, url, params)
+        return await _proxy_http(request, url, params, tls)
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise ApiError(400, "Upgrade request required (only WebSocket streaming is supported; SPDY is not)",
                        "BadRequest")
-    return await _proxy_ws(request, url, params)
+    return await _proxy_ws(request, url, params, tls)
 
 
-async def _proxy_http(request: web.Request, url: str, params: list[tuple[str, str]]) -> web.StreamResponse:
+async def _proxy_http(request: web.Request, url: str, params: list[tuple[str, str]],
+                      tls: ssl.SSLContext | bool = False) -> web.StreamResponse:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=5)
     try:
-        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url, params=params) as r:
+        async with aiohttp.ClientSession(timeout=timeout) as s, s.get(url, params=params, ssl=tls) as r:
             if r.status != 200:
                 text = await r.text()
                 raise ApiError(r.status if r.status >= 400 else 500, text.strip() or f"node agent answered {r.status}")
@@ -116,13 +155,15 @@ async def _proxy_http(request: web.Request, url: str, params: list[tuple[str, st
         raise ApiError(502, f"error dialing the node agent at {url}: {exc}", "ServiceUnavailable") from None
 
 
-async def _proxy_ws(request: web.Request, url: str, params: list[tuple[str, str]]) -> web.StreamResponse:
+async def _proxy_ws(request: web.Request, url: str, params: list[tuple[str, str]],
+                    tls: ssl.SSLContext | bool = False) -> web.StreamResponse:
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
     protos = [p for p in offered if p in WS_PROTOCOLS] or ["v4.channel.k8s.io"]
     session = aiohttp.ClientSession()
     try:
         try:
-            upstream = await session.ws_connect(url.replace("http", "ws", 1), params=params, protocols=protos)
+            upstream = await session.ws_connect(url.replace("http", "ws", 1), params=params, protocols=protos,
+                                                ssl=tls)
         except aiohttp.ClientError as exc:
             raise ApiError(502, f"error dialing the node agent at {url}: {exc}", "ServiceUnavailable") from None
         ws = web.WebSocketResponse(protocols=[upstream.protocol] if upstream.protocol else protos[:1])

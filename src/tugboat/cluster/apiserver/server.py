@@ -36,6 +36,7 @@ JSON = "application/json"
 _dec = msgspec.json.Decoder()
 
 APP_KEY: web.AppKey[APIServer] = web.AppKey("apiserver")
+_MISSING: Any = object()
 
 
 class User:
@@ -745,12 +746,23 @@ class APIServer:
             return transport.get_write_buffer_size() < 32 * 1024 * 1024  # else: too slow, drop it
 
         plain = not acc["table"] and not acc["partial"]
+        framed = plain and rt.from_storage is None
+        # watchers of the same version and selectors get the same bytes: the selector is judged and
+        # the chunk built by the first of them, the others look it up (one dict lookup and one
+        # socket write per watcher)
+        memo = ("watch", rt.api_version, q.get("labelSelector") or "", q.get("fieldSelector") or "") \
+            if framed else None
 
         def sink(ev: CachedEvent) -> bool:
-            data = self._event_line(rt, sel, ev, line)
+            if memo is not None:
+                data = ev.encoded.get(memo, _MISSING)
+                if data is _MISSING:
+                    data = ev.encoded[memo] = self._event_line(rt, sel, ev, line)
+            else:
+                data = self._event_line(rt, sel, ev, line)
             if not data:
                 return True
-            return write_raw(data, framed=plain and rt.from_storage is None)
+            return write_raw(data, framed=framed)
 
         watcher = None
         try:

@@ -2,7 +2,10 @@
 
 A single task follows ``store.watch("/registry/", rev)``, decodes each event once, keeps the last
 ``capacity`` events in a ring (for watches that resume from a resourceVersion) and pushes each
-event to the queues of the watchers whose key prefix matches. A watcher that falls more than
+event to the watchers registered under a matching key prefix (indexed by prefix, so an event
+visits only the watchers of its resource). A watcher with a sink (every HTTP watch) gets it
+synchronously; the sinks share the event's ``encoded`` memo, so the selector verdict and the
+encoded chunk are computed once per (version, selectors), not per watcher. A watcher that falls more than
 ``max_pending`` events behind is closed (its client re-watches), so one slow client never holds the
 others back. Resuming from a revision older than the ring's start answers 410 Expired.
 """
@@ -37,7 +40,7 @@ class CachedEvent:
         self.prev_value = prev_value
         self._obj: dict[str, Any] | None = None
         self._prev: dict[str, Any] | None = None
-        self.encoded: dict[str, bytes] = {}  # per-view JSON of the object
+        self.encoded: dict[Any, Any] = {}  # per-view encodings (and selector verdicts), built once
 
     @property
     def obj(self) -> dict[str, Any]:
@@ -103,6 +106,11 @@ class Watcher:
             self.queue.put_nowait(None)
             self.done.set()
             self.cache.watchers.discard(self)
+            ws = self.cache.by_prefix.get(self.prefix)
+            if ws is not None:
+                ws.pop(self, None)
+                if not ws:
+                    del self.cache.by_prefix[self.prefix]
 
 
 def _with_rv(value: bytes, rev: int) -> dict[str, Any]:
@@ -121,6 +129,9 @@ class WatchCache:
         self.start_rev = 0  # events with revision > start_rev are all known (in the ring or newer)
         self.rev = 0  # last revision seen
         self.watchers: set[Watcher] = set()
+        # the same watchers by key prefix (insertion-ordered), so an event visits only the watchers
+        # of its resource instead of testing every watcher's prefix
+        self.by_prefix: dict[str, dict[Watcher, None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._rev_waiters: list[tuple[int, asyncio.Future[None]]] = []
 
@@ -166,9 +177,11 @@ class WatchCache:
             old = self.ring.popleft()
             self.start_rev = old.revision
         self.rev = ev.revision
-        for w in list(self.watchers):
-            if ev.key.startswith(w.prefix):
-                w.push(ce)
+        key = ev.key
+        for prefix, ws in list(self.by_prefix.items()):
+            if key.startswith(prefix):
+                for w in list(ws):
+                    w.push(ce)
         # the ring keeps bytes only: decoded objects are large, and replays are rare
         ce._obj = ce._prev = None
         ce.encoded = {}
@@ -200,6 +213,9 @@ class WatchCache:
             for ce in self.ring:
                 if ce.revision > after_rev and ce.key.startswith(prefix):
                     w.push(ce)
+                    ce._obj = ce._prev = None  # the ring keeps bytes only (see _ingest)
+                    ce.encoded = {}
         if not w.closed:
             self.watchers.add(w)
+            self.by_prefix.setdefault(prefix, {})[w] = None
         return w

@@ -33,6 +33,9 @@ class Options:
     hpa_downscale_window: float | None = None  # override spec.behavior / the 300 s default
     hpa_tolerance: float = 0.1
     local_volume_dir: str = "/var/lib/tugboat/local-volumes"
+    cluster_signing_cert_file: str | None = None  # the CA that signs node serving certificates (csrsigning)
+    cluster_signing_key_file: str | None = None
+    csr_keep_seconds: float = 3600.0  # issued/denied CertificateSigningRequests are deleted after this
     job_backoff_seconds: float = 10.0  # delay before replacing failed Job pods (doubles, capped at 6 min)
     workers: int = 4
     extra: dict[str, Any] = field(default_factory=dict)

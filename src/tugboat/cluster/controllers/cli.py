@@ -29,6 +29,9 @@ def controller_manager(args: list[str], ctx: Any) -> int:
     p.add_argument("--local-volume-dir", default=None,
                    help="where provisioned local volumes live on nodes (default ROOT/local-volumes, "
                         "i.e. /var/lib/tugboat/local-volumes)")
+    p.add_argument("--cluster-signing-cert-file", default=None,
+                   help="CA certificate that signs node serving certificates (CertificateSigningRequests)")
+    p.add_argument("--cluster-signing-key-file", default=None, help="its private key")
     p.add_argument("--log-level", default="WARNING")
     o = p.parse_args(args)
     logging.basicConfig(level=getattr(logging, o.log_level.upper(), logging.WARNING),
@@ -40,7 +43,8 @@ def controller_manager(args: list[str], ctx: Any) -> int:
     opts = Options(node_monitor_grace_seconds=o.node_monitor_grace_period, node_monitor_period=o.node_monitor_period,
                    hpa_sync_period=o.horizontal_pod_autoscaler_sync_period,
                    hpa_downscale_window=o.horizontal_pod_autoscaler_downscale_stabilization,
-                   workers=o.concurrent_syncs)
+                   workers=o.concurrent_syncs, cluster_signing_cert_file=o.cluster_signing_cert_file,
+                   cluster_signing_key_file=o.cluster_signing_key_file)
     import os
 
     opts.local_volume_dir = o.local_volume_dir or os.path.join(ctx.data_root, "local-volumes")

@@ -28,6 +28,7 @@ CONTROLLERS: dict[str, str] = {
     "persistentvolume-binder": "tugboat.cluster.controllers.volume:PersistentVolumeController",
     "serviceaccount": "tugboat.cluster.controllers.serviceaccount:ServiceAccountController",
     "disruption": "tugboat.cluster.controllers.disruption:DisruptionController",
+    "csrsigning": "tugboat.cluster.controllers.certificates:CSRSigningController",
 }
 
 

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 from typing import Any
 
 
@@ -32,6 +33,20 @@ def node(args: list[str], ctx: Any) -> int:
     p.add_argument("--lease-renew", type=float, default=10.0)
     p.add_argument("--metrics-period", type=float, default=15.0)
     p.add_argument("--label", action="append", default=[], help="K=V node label (repeatable)")
+    p.add_argument("--tls-cert-file", default=None,
+                   help="serving certificate of the kubelet API (default: requested from the cluster through a "
+                        "CertificateSigningRequest and kept in AGENT_STATE/pki)")
+    p.add_argument("--tls-private-key-file", default=None, help="its key")
+    p.add_argument("--client-ca-file", default=None,
+                   help="CA of the client certificates accepted (default: the kubeconfig's CA, else the CA "
+                        "returned with the serving certificate)")
+    p.add_argument("--ca-cert-hash", default=None,
+                   help="sha256:<hex> pin of the cluster CA's public key (checked when the CA is learned)")
+    p.add_argument("--pin-kubeconfig-ca", action="store_true",
+                   help="when the kubeconfig does not verify the server, write the CA learned with the serving "
+                        "certificate into it (what `tug cluster join` asks for)")
+    p.add_argument("--insecure-http", action="store_true",
+                   help="serve the kubelet API as plain HTTP without authentication (tests only)")
     p.add_argument("--log-level", default="WARNING")
     o = p.parse_args(args)
     logging.basicConfig(level=getattr(logging, o.log_level.upper(), logging.WARNING),
@@ -48,10 +63,17 @@ def node(args: list[str], ctx: Any) -> int:
         loop = asyncio.get_running_loop()
         engine = await loop.run_in_executor(None, Engine, engine_root)
         client = ApiClient.from_kubeconfig(o.kubeconfig)
-        agent = NodeAgent(client, name=o.name or socket.gethostname().lower(), engine=engine, root=agent_root,
+        name = o.name or socket.gethostname().lower()
+        kubelet_ssl = None if o.insecure_http else await _serving_tls(o, client, name, agent_root)
+        if kubelet_ssl is not None and o.pin_kubeconfig_ca and _pin_ca(o.kubeconfig, os.path.join(agent_root, "pki",
+                                                                                                  "ca.crt")):
+            await client.close()
+            client = ApiClient.from_kubeconfig(o.kubeconfig)  # from now on the API server is verified
+        agent = NodeAgent(client, name=name, engine=engine, root=agent_root,
                           pod_cidr=o.pod_cidr, cluster_cidr=o.cluster_cidr, node_ip=o.node_ip, port=o.port,
                           listen_host=o.listen, dns=not o.no_dns, proxy=not o.no_proxy, lease_renew=o.lease_renew,
-                          metrics_period=o.metrics_period, labels=labels, bridge=o.bridge)
+                          metrics_period=o.metrics_period, labels=labels, bridge=o.bridge,
+                          kubelet_ssl=kubelet_ssl)
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
@@ -65,3 +87,47 @@ def node(args: list[str], ctx: Any) -> int:
 
     asyncio.run(main())
     return 0
+
+
+async def _serving_tls(o: argparse.Namespace, client: Any, name: str, agent_root: str) -> ssl.SSLContext:
+    """The kubelet API's TLS: given files, or a serving certificate obtained from the cluster."""
+    from tugboat.cluster.client.kubeconfig import load_kubeconfig
+    from tugboat.cluster.node.agent import default_node_ip
+    from tugboat.cluster.node.tls import bootstrap_serving_cert, server_ssl_context
+
+    if o.tls_cert_file or o.tls_private_key_file:
+        if not (o.tls_cert_file and o.tls_private_key_file and o.client_ca_file):
+            raise SystemExit("tug cluster node: --tls-cert-file needs --tls-private-key-file and --client-ca-file")
+        return server_ssl_context(o.tls_cert_file, o.tls_private_key_file, o.client_ca_file)
+    ca_pem: bytes | None = None
+    if o.client_ca_file:
+        with open(o.client_ca_file, "rb") as f:
+            ca_pem = f.read()
+    else:
+        kc = load_kubeconfig(o.kubeconfig)
+        if kc.ca_data and not kc.insecure:
+            ca_pem = kc.ca_data
+    node_ip = o.node_ip or default_node_ip()
+    cert, key, ca = await bootstrap_serving_cert(client, name, [node_ip, name], os.path.join(agent_root, "pki"),
+                                                 ca_pem=ca_pem, ca_hash=o.ca_cert_hash)
+    return server_ssl_context(cert, key, ca)
+
+
+def _pin_ca(kubeconfig: str, ca_file: str) -> bool:
+    """Make an insecure kubeconfig verify the server with ``ca_file``; True when it was changed."""
+    import yaml
+
+    from tugboat.util.fs import write_atomic
+
+    with open(kubeconfig) as f:
+        doc = yaml.safe_load(f)
+    changed = False
+    for c in doc.get("clusters") or []:
+        cl = c.get("cluster") or {}
+        if cl.get("insecure-skip-tls-verify") and os.path.exists(ca_file):
+            cl.pop("insecure-skip-tls-verify")
+            cl["certificate-authority"] = os.path.abspath(ca_file)
+            changed = True
+    if changed:
+        write_atomic(kubeconfig, yaml.safe_dump(doc, sort_keys=False).encode(), mode=0o600)
+    return changed

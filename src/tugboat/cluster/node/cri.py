@@ -48,6 +48,10 @@ class SandboxConfig:
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_options: list[str] = field(default_factory=list)
+    # the pod's /dev/shm (a tmpfs the agent mounted on the host; every container binds it), or
+    # None; host_ipc: the pod uses the machine's IPC namespace (spec.hostIPC)
+    shm: str | None = None
+    host_ipc: bool = False
 
 
 @dataclass
@@ -115,7 +119,6 @@ class EngineRuntime:
     def __init__(self, engine: Any) -> None:
         self.engine = engine
         self._pull_lock = threading.Lock()
-        self._oom_kills_at_start: dict[str, int] = {}
 
     # ---- images
     def image_id(self, image: str) -> str | None:
@@ -143,7 +146,10 @@ class EngineRuntime:
     def run_sandbox(self, cfg: SandboxConfig) -> tuple[str, str]:
         """Start the pause container; returns (sandbox id, pod IP or "")."""
         self.ensure_pause_image()
-        host: dict[str, Any] = {"NetworkMode": cfg.network or "host", "IpcMode": "shareable"}
+        host: dict[str, Any] = {"NetworkMode": cfg.network or "host",
+                                "IpcMode": "host" if cfg.host_ipc else "shareable"}
+        if cfg.shm and not cfg.host_ipc:
+            host["Mounts"] = [{"Type": "bind", "Source": cfg.shm, "Target": "/dev/shm"}]
         if cfg.dns:
             host.update(Dns=cfg.dns, DnsSearch=cfg.dns_search, DnsOptions=cfg.dns_options)
         labels = {LABEL_POD_UID: cfg.uid, LABEL_POD_NAME: cfg.name, LABEL_POD_NS: cfg.namespace,
@@ -161,11 +167,9 @@ class EngineRuntime:
                 self.engine.remove(sid, force=True)
             raise
         ip = ""
-        nets = (self.engine.inspect(sid).get("NetworkSettings") or {}).get("Networks") or {}
-        for n in nets.values():
-            if n.get("IPAddress"):
-                ip = n["IPAddress"]
-                break
+        if cfg.network not in (None, "none", "host"):  # an engine network: it gave the address
+            nets = (self.engine.inspect(sid).get("NetworkSettings") or {}).get("Networks") or {}
+            ip = next((n["IPAddress"] for n in nets.values() if n.get("IPAddress")), "")
         return sid, ip
 
     def sandbox_pid(self, sandbox_id: str) -> int:
@@ -186,11 +190,15 @@ class EngineRuntime:
             entrypoint, cmd = list(icfg.get("Entrypoint") or []), list(cfg.args)
         else:
             entrypoint, cmd = list(icfg.get("Entrypoint") or []), list(icfg.get("Cmd") or [])
+        mounts = [{"Type": "bind", "Source": m.host_path, "Target": m.container_path, "ReadOnly": m.readonly}
+                  for m in cfg.mounts]
+        # the pod's IPC: the sandbox's IPC namespace and the pod's /dev/shm (unless a volume is there)
+        if pod.shm and not pod.host_ipc and not any(m.container_path.rstrip("/") == "/dev/shm" for m in cfg.mounts):
+            mounts.append({"Type": "bind", "Source": pod.shm, "Target": "/dev/shm", "ReadOnly": False})
         host: dict[str, Any] = {
             "NetworkMode": f"container:{sandbox_id}",
-            "IpcMode": f"container:{sandbox_id}",
-            "Mounts": [{"Type": "bind", "Source": m.host_path, "Target": m.container_path,
-                        "ReadOnly": m.readonly} for m in cfg.mounts],
+            "IpcMode": "host" if pod.host_ipc else f"container:{sandbox_id}",
+            "Mounts": mounts,
             "Privileged": cfg.privileged,
             "ReadonlyRootfs": cfg.read_only_rootfs,
             "CapAdd": cfg.cap_add or None,
@@ -223,14 +231,12 @@ class EngineRuntime:
         return str(self.engine.create(body, name=name)["Id"])
 
     def start_container(self, cid: str) -> None:
-        self._oom_kills_at_start[cid] = oom_kills()
         self.engine.start(cid)
 
     def stop_container(self, cid: str, timeout: int) -> None:
         with contextlib.suppress(NotFound):
             c = self.engine.get(cid)
             if c.running:
-                c.tug["StoppedByAgent"] = True
                 self.engine.stop(cid, timeout=timeout)
 
     def remove_container(self, cid: str) -> None:
@@ -247,10 +253,8 @@ class EngineRuntime:
         code = int(st.get("ExitCode") or 0)
         reason = ""
         if state == "exited":
-            oom = bool(st.get("OOMKilled")) or (
-                code == 137 and bool((c.data.get("HostConfig") or {}).get("Memory"))
-                and not c.tug.get("StoppedByAgent") and oom_kills() > self._oom_kills_at_start.get(c.id, 1 << 62))
-            reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+            # the engine reads the kernel's oom_kill counter of the container's memory cgroup at exit
+            reason = "OOMKilled" if st.get("OOMKilled") else ("Completed" if code == 0 else "Error")
         return ContainerStatus(
             id=c.id, name=labels.get(LABEL_CONTAINER, c.name), state=state, exit_code=code, reason=reason,
             started_at=started if started and not started.startswith("0001") else None,
@@ -288,19 +292,6 @@ class EngineRuntime:
     def stats(self, cid: str) -> dict:
         c = self.engine.get(cid)
         return dict(self.engine.runtime.stats(c.id, int(c.state.get("Pid") or 0)))
-
-
-def oom_kills() -> int:
-    """The kernel's count of OOM kills (the engine removes a container's cgroup at exit, so a
-    SIGKILLed container with a memory limit is judged OOM-killed when this grew while it ran)."""
-    try:
-        with open("/proc/vmstat") as f:
-            for line in f:
-                if line.startswith("oom_kill "):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def now() -> float:

@@ -9,14 +9,21 @@ CIDR (other nodes route to them through this node's InternalIP); traffic leaving
 CIDR is masqueraded (table ``ip tugboat-podnet``).
 
 IP allocations are kept in ``<root>/ipam.json`` (ip -> pod uid), written atomically.
+
+Attaching a pod forks nothing: one rtnetlink request makes the veth pair (peer in the sandbox's
+netns, node end on the bridge and up), the pod end is configured by ioctls from a thread that
+entered the pod's netns (``tugboat.network.kernel``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import json
 import os
+import socket
+import struct
 import subprocess
 import threading
 
@@ -31,6 +38,75 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and r.returncode != 0:
         raise TugError(f"ip {' '.join(args)}: {r.stderr.strip()}")
     return r
+
+
+# rtnetlink (linux/rtnetlink.h, if_link.h, veth.h)
+_RTM_NEWLINK, _RTM_DELLINK, _NLMSG_ERROR = 16, 17, 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_IFLA_IFNAME, _IFLA_MASTER, _IFLA_LINKINFO, _IFLA_NET_NS_PID = 3, 10, 18, 19
+_IFLA_INFO_KIND, _IFLA_INFO_DATA, _IFLA_INFO_SLAVE_KIND, _IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
+_VETH_INFO_PEER, _IFLA_BRPORT_MODE = 1, 4
+_IFF_UP = 0x1
+
+
+def _attr(kind: int, data: bytes) -> bytes:
+    raw = struct.pack("=HH", 4 + len(data), kind) + data
+    return raw + b"\0" * (-len(raw) % 4)
+
+
+def _ifinfo(flags: int = 0, change: int = 0) -> bytes:
+    return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, 0, flags, change)
+
+
+def _name(n: str) -> bytes:
+    return n.encode() + b"\0"
+
+
+def _rtnl(msg_type: int, flags: int, payload: bytes) -> None:
+    """Send one rtnetlink request and wait for its acknowledgement (raises OSError on a NACK)."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as sk:
+        sk.bind((0, 0))
+        sk.sendto(struct.pack("=IHHII", 16 + len(payload), msg_type, flags | _NLM_F_REQUEST | _NLM_F_ACK, 1, 0)
+                  + payload, (0, 0))
+        while True:
+            data = sk.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind, _f, seq, _pid = struct.unpack_from("=IHHII", data, off)
+                if kind == _NLMSG_ERROR and seq == 1:
+                    err = -struct.unpack_from("=i", data, off + 16)[0]
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    return
+                off += max(16, (length + 3) & ~3)
+
+
+def add_veth_to_bridge(host_if: str, bridge: str, peer: str, peer_pid: int) -> None:
+    """``ip link add HOST type veth peer name PEER netns PID master BRIDGE up``, in one request."""
+    bridge_index = socket.if_nametoindex(bridge)
+    peer_info = _ifinfo() + _attr(_IFLA_IFNAME, _name(peer)) + _attr(_IFLA_NET_NS_PID, struct.pack("=I", peer_pid))
+    linkinfo = _attr(_IFLA_INFO_KIND, b"veth\0") + _attr(_IFLA_INFO_DATA, _attr(_VETH_INFO_PEER, peer_info))
+    _rtnl(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL,
+          _ifinfo(_IFF_UP, _IFF_UP) + _attr(_IFLA_IFNAME, _name(host_if))
+          + _attr(_IFLA_MASTER, struct.pack("=I", bridge_index)) + _attr(_IFLA_LINKINFO, linkinfo))
+
+
+def set_hairpin(name: str) -> None:
+    """``ip link set NAME type bridge_slave hairpin on`` (netlink: /sys/class/net shows the
+    netns that mounted /sys, not necessarily ours)."""
+    slave = _attr(_IFLA_INFO_SLAVE_KIND, b"bridge\0") + _attr(_IFLA_INFO_SLAVE_DATA, _attr(_IFLA_BRPORT_MODE, b"\1"))
+    _rtnl(_RTM_NEWLINK, 0, _ifinfo() + _attr(_IFLA_IFNAME, _name(name)) + _attr(_IFLA_LINKINFO, slave))
+
+
+def delete_link(name: str) -> bool:
+    """``ip link del NAME``; False when there was no such link."""
+    try:
+        _rtnl(_RTM_DELLINK, 0, _ifinfo() + _attr(_IFLA_IFNAME, _name(name)))
+    except OSError as e:
+        if e.errno in (errno.ENODEV, errno.ENOENT):
+            return False
+        raise
+    return True
 
 
 class PodNetwork:
@@ -116,27 +192,24 @@ class PodNetwork:
 
     def attach(self, uid: str, pid: int) -> str:
         """Give the netns of process ``pid`` an eth0 on the pod network; returns the pod IP."""
+        from tugboat.network import kernel
+
         ip = self.allocate(uid)
         hif = self.host_ifname(uid)
-        if os.path.exists(f"/sys/class/net/{hif}"):  # a leftover of an earlier attempt
-            _ip("link", "del", hif, check=False)
-        # two `ip -batch` runs (host side, then inside the pod's netns) instead of a fork per step
-        host = (f"link add {hif} type veth peer name eth0 netns {pid}\n"
-                f"link set {hif} master {self.bridge}\n"
-                f"link set {hif} type bridge_slave hairpin on\n"
-                f"link set {hif} up\n")
-        pod = (f"addr add {ip}/{self.prefix} dev eth0\nlink set eth0 up\n"
-               f"route add default via {self.gateway}\n")
-        r = subprocess.run(["ip", "-batch", "-"], input=host, capture_output=True, text=True)
-        if r.returncode == 0:
-            r = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "ip", "-batch", "-"], input=pod,
-                               capture_output=True, text=True)
-        if r.returncode != 0:
-            _ip("link", "del", hif, check=False)
+        try:
+            delete_link(hif)  # a leftover of an earlier attempt
+            add_veth_to_bridge(hif, self.bridge, "eth0", pid)
+            set_hairpin(hif)  # a pod may reach itself through a service
+            kernel.in_netns(f"/proc/{pid}/ns/net", lambda: kernel.configure_iface(
+                "eth0", ip, self.prefix, self.gateway))
+        except (OSError, TugError) as e:
+            with contextlib.suppress(OSError):
+                delete_link(hif)
             self.release(uid)
-            raise TugError(f"pod network setup failed: {r.stderr.strip()}")
+            raise TugError(f"pod network setup failed: {e}") from None
         return ip
 
     def detach(self, uid: str) -> None:
-        _ip("link", "del", self.host_ifname(uid), check=False)
+        with contextlib.suppress(OSError):
+            delete_link(self.host_ifname(uid))
         self.release(uid)

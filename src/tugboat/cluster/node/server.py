@@ -12,6 +12,10 @@
   speaks it (port i: data channel 2i, error channel 2i+1; first frame per channel = the port,
   uint16 little-endian);
 - ``GET /healthz`` -> ok.
+
+With TLS (what ``tug cluster node`` does unless ``--insecure-http``) every request must carry the
+API server's client certificate (or a ``system:masters`` one) signed by the cluster CA: 401
+without a certificate, 403 for any other identity (:mod:`tugboat.cluster.node.tls`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import ssl
 import struct
 import time
 from typing import TYPE_CHECKING, Any
@@ -33,11 +38,12 @@ if TYPE_CHECKING:
     from tugboat.cluster.node.agent import NodeAgent
     from tugboat.cluster.node.worker import CState, PodWorker
 
+AGENT_KEY: web.AppKey[Any] = web.AppKey("agent")
 PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 
 
 def _agent(request: web.Request) -> NodeAgent:
-    return request.app["agent"]
+    return request.app[AGENT_KEY]
 
 
 def _find(agent: NodeAgent, ns: str, pod: str, container: str | None) -> tuple[PodWorker, CState | None]:
@@ -352,9 +358,28 @@ async def pods_list(request: web.Request) -> web.Response:
     return web.json_response({"kind": "PodList", "apiVersion": "v1", "items": items})
 
 
+@web.middleware
+async def _authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Over TLS, only the API server (or a cluster admin) may use the node's endpoint: no client
+    certificate -> 401, a CA-signed certificate of anyone else -> 403 (the handshake already refused
+    certificates from other CAs)."""
+    from tugboat.cluster.node.tls import authorized, peer_identity
+
+    if request.transport is None or request.transport.get_extra_info("sslcontext") is None:
+        return await handler(request)  # plain HTTP: the agent was started without TLS (tests, --insecure-http)
+    who = peer_identity(request.transport.get_extra_info("peercert"))
+    if who is None:
+        return web.Response(status=401, text="Unauthorized")
+    if not authorized(who):
+        verb = "create" if request.method == "POST" or request.headers.get("Upgrade") else "get"
+        return web.Response(status=403, text=f"Forbidden (user={who[0]}, verb={verb}, resource=nodes, "
+                                             "subresource=proxy)")
+    return await handler(request)
+
+
 def make_app(agent: NodeAgent) -> web.Application:
-    app = web.Application()
-    app["agent"] = agent
+    app = web.Application(middlewares=[_authenticate])
+    app[AGENT_KEY] = agent
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/pods", pods_list)
     app.router.add_get("/containerLogs/{ns}/{pod}/{container}", container_logs)
@@ -365,10 +390,15 @@ def make_app(agent: NodeAgent) -> web.Application:
     return app
 
 
-async def start_server(agent: NodeAgent, host: str, port: int) -> web.AppRunner:
+async def start_server(agent: NodeAgent, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> web.AppRunner:
+    """Serve the kubelet API on ``host:port`` (0: any free port, written back to ``agent.port``);
+    HTTPS with client-certificate authentication when ``ssl_context`` (default: the agent's
+    ``kubelet_ssl``, see :mod:`tugboat.cluster.node.tls`) is set, else plain HTTP."""
+    if ssl_context is None:
+        ssl_context = getattr(agent, "kubelet_ssl", None)
     runner = web.AppRunner(make_app(agent), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     if port == 0:
         srv = site._server

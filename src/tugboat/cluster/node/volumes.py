@@ -89,6 +89,22 @@ def pod_dir(root: str, uid: str) -> str:
     return os.path.join(root, "pods", uid)
 
 
+POD_SHM_SIZE = 64 * 1024 * 1024  # the size dockerd and the kubelet give a sandbox's /dev/shm
+
+
+def pod_shm(root: str, uid: str, size: int = POD_SHM_SIZE) -> str:
+    """The pod's /dev/shm: a tmpfs at ``<pod dir>/shm`` (mounted once; :func:`cleanup_pod_dir`
+    unmounts it), bound into every container of the pod so POSIX shared memory is shared."""
+    from tugboat.snapshots.mount import mount
+
+    d = os.path.join(pod_dir(root, uid), "shm")
+    os.makedirs(d, exist_ok=True)
+    if not os.path.ismount(d):
+        ms_nosuid, ms_nodev, ms_noexec = 2, 4, 8
+        mount("shm", d, "tmpfs", ms_nosuid | ms_nodev | ms_noexec, f"mode=1777,size={size}")
+    return d
+
+
 def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, dict | None],
                     secrets: Mapping[str, dict | None], pv_paths: Mapping[str, str],
                     node_allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -207,8 +223,13 @@ def cleanup_pod_dir(root: str, uid: str) -> None:
     d = pod_dir(root, uid)
     if not os.path.isdir(d):
         return
+    from tugboat.snapshots.mount import MNT_DETACH, umount
+
     for dirpath, _dirs, _files in os.walk(d, topdown=False):
         if os.path.ismount(dirpath):
-            subprocess.run(["umount", "-l", dirpath], capture_output=True)
+            try:
+                umount(dirpath, MNT_DETACH)
+            except OSError:
+                subprocess.run(["umount", "-l", dirpath], capture_output=True)
     with contextlib.suppress(OSError):
         shutil.rmtree(d)

@@ -33,6 +33,10 @@ log = logging.getLogger("tugboat.cluster.node")
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
 BACKOFF_RESET_AFTER = 600.0
+FIRST_STATUS_DELAY = 0.5  # seconds after the sandbox is up before its status is posted alone
+# TUG_POD_TRACE=FILE: each worker appends one JSON line with the monotonic time of every step of
+# its pod's start (bench/pods.py reads it to show where start-up latency goes)
+_TRACE = os.environ.get("TUG_POD_TRACE") or ""
 
 
 @dataclass
@@ -91,6 +95,9 @@ class PodWorker:
         self.conditions_since: dict[str, tuple[str, str]] = {}
         self.task: asyncio.Task | None = None
         self.gone = False
+        self._posting_first = False
+        self._slot = False  # holds one of agent.pod_starts
+        self.trace: list[tuple[str, float]] | None = [("seen", time.monotonic())] if _TRACE else None
         spec = pod.get("spec") or {}
         for c in spec.get("initContainers") or []:
             self.cs[c["name"]] = CState(c["name"], c, init=True)
@@ -112,6 +119,20 @@ class PodWorker:
 
     async def _x(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.agent.executor, fn, *args)
+
+    def mark(self, step: str) -> None:
+        if self.trace is not None:
+            self.trace.append((step, time.monotonic()))
+
+    def _trace_done(self) -> None:
+        if self.trace is None:
+            return
+        import json
+
+        line = json.dumps({"pod": self.pod["metadata"]["name"], "steps": self.trace}) + "\n"
+        self.trace = None
+        with contextlib.suppress(OSError), open(_TRACE, "a") as f:
+            f.write(line)
 
     def event(self, etype: str, reason: str, message: str, container: str | None = None) -> None:
         obj = self.pod
@@ -159,23 +180,40 @@ class PodWorker:
         if self.sandbox_id is None:
             if self.config_error and now < self.config_retry_at:
                 return self.config_retry_at - now
-            ok = await self.setup_sandbox()
-            if not ok:
-                await self.post_status()
-                return max(0.1, self.config_retry_at - time.monotonic())
-            # the sandbox's status (pod IP, start time) goes out while the containers start: the
-            # PATCH round trip is not on the way to Ready; the next post waits for it (in order)
-            first_post = asyncio.ensure_future(self.post_status())
+            # a pod being started holds one of the agent's start slots until its containers are
+            # started or it must pull an image (see NodeAgent.pod_starts)
+            await self.agent.pod_starts.acquire()
+            self._slot = True
+            if self.pod["metadata"].get("deletionTimestamp") or self.gone:
+                self._release_slot()  # deleted while it waited: the next step removes it
+                return 0.0
         try:
+            if self.sandbox_id is None:
+                if not await self.setup_sandbox():
+                    self._release_slot()
+                    await self.post_status()
+                    return max(0.1, self.config_retry_at - time.monotonic())
+                # the sandbox's status (pod IP, start time) goes out if the containers take a
+                # while to start (an image pull, a busy node); when they are up sooner, one PATCH
+                # carries both (as the kubelet's status manager coalesces): a PATCH less per pod
+                # for the API server and every watcher. A post under way is awaited (in order).
+                first_post = asyncio.ensure_future(self._post_later(FIRST_STATUS_DELAY))
             await self.refresh()
             policy = spec.get("restartPolicy") or "Always"
             self.handle_exits(policy)
             if not self.phase_final:
                 await self.start_containers()
+                self._release_slot()
                 await self.run_probes()
         finally:
+            self._release_slot()
             if first_post is not None:
-                await first_post
+                if self._posting_first:
+                    await first_post
+                else:
+                    first_post.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await first_post
         await self.post_status()
         if self.phase_final:
             return 30.0
@@ -189,15 +227,35 @@ class PodWorker:
                 nxt = min(nxt, max(0.05, p.next_at - t))
         return nxt
 
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self.agent.pod_starts.release()
+
+    async def _post_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._posting_first = True
+        try:
+            await self.post_status()
+        finally:
+            self._posting_first = False
+
     async def setup_sandbox(self) -> bool:
         pod = self.pod
         md, spec = pod["metadata"], pod.get("spec") or {}
         agent = self.agent
         try:
+            self.mark("sync")
             cms, secrets, pv_paths = await agent.fetch_refs(pod)
-            self.vols = await self._x(lambda: volumes.prepare_volumes(
-                agent.root, pod, configmaps=cms, secrets=secrets, pv_paths=pv_paths,
-                node_allocatable=agent.allocatable))
+            self.mark("refs")
+            host_ipc = bool(spec.get("hostIPC"))
+
+            def prepare() -> tuple[dict[str, str], str | None]:
+                vols = volumes.prepare_volumes(agent.root, pod, configmaps=cms, secrets=secrets, pv_paths=pv_paths,
+                                               node_allocatable=agent.allocatable)
+                return vols, None if host_ipc else volumes.pod_shm(agent.root, self.uid)
+
+            self.vols, shm = await self._x(prepare)
             self._refs = (cms, secrets)
         except (podspec.ConfigError, OSError, TugError) as e:
             msg = str(e)
@@ -225,16 +283,19 @@ class PodWorker:
         hostname = spec.get("hostname") or md["name"]
         sb = SandboxConfig(uid=self.uid, namespace=md["namespace"], name=md["name"], hostname=hostname,
                            network=None if host_network else "none", dns=dns, dns_search=search,
-                           dns_options=opts)
+                           dns_options=opts, shm=shm, host_ipc=host_ipc)
         self.sandbox_cfg = sb
         # the pod's /etc/resolv.conf and /etc/hosts, shared by its containers
         pdir = volumes.pod_dir(agent.root, self.uid)
         os.makedirs(pdir, exist_ok=True)
+        self.mark("volumes")
         if await self.adopt(host_network):
             self.start_time = self.start_time or (pod.get("status") or {}).get("startTime") or kube_now()
             return True
         try:
+            self.mark("adopt-checked")
             self.sandbox_id, ip = await self._x(agent.runtime.run_sandbox, sb)
+            self.mark("sandbox")
         except TugError as e:
             self.config_error = f"failed to create pod sandbox: {e}"
             self.config_retry_at = time.monotonic() + 2.0
@@ -245,7 +306,9 @@ class PodWorker:
         else:
             try:
                 pid = await self._x(agent.runtime.sandbox_pid, self.sandbox_id)
+                self.mark("sandbox-pid")
                 self.pod_ip = await self._x(agent.podnet.attach, self.uid, pid)
+                self.mark("network")
             except TugError as e:
                 await self._x(agent.runtime.stop_sandbox, self.sandbox_id)
                 self.sandbox_id = None
@@ -270,6 +333,7 @@ class PodWorker:
             hosts += f"{ha['ip']}\t{' '.join(ha.get('hostnames') or [])}\n"
         volumes._write(os.path.join(pdir, "hosts"), hosts.encode(), 0o644)
         self.start_time = self.start_time or kube_now()
+        self.mark("pod-files")
         return True
 
     async def adopt(self, host_network: bool) -> bool:
@@ -278,6 +342,8 @@ class PodWorker:
         from tugboat.cluster.node.cri import LABEL_ATTEMPT, LABEL_CONTAINER, LABEL_SANDBOX
 
         agent = self.agent
+        if agent.adoptable is not None and self.uid not in agent.adoptable:
+            return False  # nothing of this pod existed when the agent started
         found = await self._x(agent.runtime.list_pod_containers, self.uid)
         sandbox = next((c for c in found if c["labels"].get(LABEL_SANDBOX) == "podsandbox" and c["running"]), None)
         if sandbox is None:
@@ -413,6 +479,7 @@ class PodWorker:
         policy = c.spec.get("imagePullPolicy") or ("Always" if image.endswith(":latest") or ":" not in
                                                     image.rsplit("/", 1)[-1] else "IfNotPresent")
         image_id = await self._x(agent.runtime.image_id, image)
+        self.mark(f"{c.name}:image")
         if image_id is None or (policy == "Always" and not agent.offline):
             if policy == "Never":
                 c.waiting_reason = "ErrImageNeverPull"
@@ -421,6 +488,7 @@ class PodWorker:
                 self.event("Warning", "ErrImageNeverPull", c.waiting_message, c.name)
                 return
             if image_id is None or policy == "Always":
+                self._release_slot()  # a pull may take long: other pods start meanwhile
                 self.event("Normal", "Pulling", f'Pulling image "{image}"', c.name)
                 t0 = time.monotonic()
                 try:
@@ -444,7 +512,13 @@ class PodWorker:
         c.image_id = image_id or ""
         cms, secrets = getattr(self, "_refs", ({}, {}))
         try:
-            env = podspec.container_env(pod, c.spec, configmaps=cms, secrets=secrets,
+            # The kubelet fills status.podIP/hostIP from the sandbox it made, not from the API copy,
+            # whose status may not carry them yet (the first status PATCH can still be on its way).
+            ips = {"hostIP": agent.node_ip, "hostIPs": [{"ip": agent.node_ip}]}
+            if self.pod_ip:
+                ips.update(podIP=self.pod_ip, podIPs=[{"ip": self.pod_ip}])
+            env_pod = {**pod, "status": {**(pod.get("status") or {}), **ips}}
+            env = podspec.container_env(env_pod, c.spec, configmaps=cms, secrets=secrets,
                                         node_allocatable=agent.allocatable,
                                         service_env=agent.service_env(pod) if spec.get("enableServiceLinks", True)
                                         else {})
@@ -482,11 +556,14 @@ class PodWorker:
         assert self.sandbox_id is not None
         try:
             old = c.cid
+            self.mark(f"{c.name}:config")
             cid = await self._x(agent.runtime.create_container, self.sandbox_id, self.sandbox_cfg, cfg)
+            self.mark(f"{c.name}:created")
             self.event("Normal", "Created", f"Created container {c.name}", c.name)
             c.cid = cid
             c.attempt += 1
             await self._x(agent.runtime.start_container, cid)
+            self.mark(f"{c.name}:started")
         except TugError as e:
             c.waiting_reason = "RunContainerError" if c.cid else "CreateContainerError"
             c.waiting_message = str(e)
@@ -503,6 +580,7 @@ class PodWorker:
         c.running_since = time.monotonic()
         c.waiting_reason, c.waiting_message = "", ""
         c.status = await self._x(agent.runtime.status, cid)
+        self.mark(f"{c.name}:status")
         self.event("Normal", "Started", f"Started container {c.name}", c.name)
         # probes restart with the container
         c.probes = {}
@@ -711,9 +789,14 @@ class PodWorker:
         if status == self.posted:
             return
         md = self.pod["metadata"]
+        self.mark("patch")
         try:
             await self.agent.client.patch(R.PODS, md["name"], {"status": status}, md["namespace"],
                                           subresource="status")
+            self.mark("patched")
+            if self.trace is not None and any(cd["type"] == "Ready" and cd["status"] == "True"
+                                              for cd in status["conditions"]):
+                self._trace_done()
             self.posted = status
             self.agent.pod_status_posted(self)
         except NotFoundError:

@@ -80,6 +80,53 @@ def parse_proc_cgroup(text: str) -> dict[str, str]:
     return out
 
 
+_DEV = ("major", "minor")
+# OCI LinuxResources field names: nested objects, and lists of objects ("[]" suffix)
+_SCHEMA: dict[str, Any] = {
+    "devices[]": ("allow", "type", "major", "minor", "access"),
+    "memory": ("limit", "reservation", "swap", "kernel", "kernelTCP", "swappiness", "disableOOMKiller",
+               "useHierarchy", "checkBeforeUpdate"),
+    "cpu": ("shares", "quota", "burst", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems", "idle"),
+    "pids": ("limit",),
+    "blockIO": {"weight": None, "leafWeight": None, "weightDevice[]": (*_DEV, "weight", "leafWeight"),
+                "throttleReadBpsDevice[]": (*_DEV, "rate"), "throttleWriteBpsDevice[]": (*_DEV, "rate"),
+                "throttleReadIOPSDevice[]": (*_DEV, "rate"), "throttleWriteIOPSDevice[]": (*_DEV, "rate")},
+    "hugepageLimits[]": ("pageSize", "limit"),
+    "network": {"classID": None, "priorities[]": ("name", "priority")},
+    "rdma": None,
+    "unified": None,
+}
+
+
+def _norm(obj: Any, schema: Any) -> Any:
+    if schema is None or not isinstance(obj, dict):
+        return obj
+    fields = {n: None for n in schema} if isinstance(schema, tuple) else schema
+    canon = {n.rstrip("[]").lower(): n for n in fields}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = canon.get(key.lower())
+        if name is None:
+            out[key] = value  # unknown: kept as is
+            continue
+        sub = fields[name]
+        plain = name.rstrip("[]")
+        if name.endswith("[]") and isinstance(value, list):
+            value = [_norm(v, sub) for v in value]
+        elif isinstance(value, dict) and isinstance(out.get(plain), dict):
+            value = {**out[plain], **_norm(value, sub)}  # "cpu" and "CPU" both given: merged
+        else:
+            value = _norm(value, sub)
+        out[plain] = value
+    return out
+
+
+def normalize_resources(res: dict[str, Any] | None) -> dict[str, Any]:
+    """``linux.resources`` with OCI's field names, whatever their case (runc decodes JSON with
+    Go's case-insensitive matching, so ``{"CPU": {"Cpus": "0"}}`` means ``{"cpu": {"cpus": "0"}}``)."""
+    return _norm(res or {}, _SCHEMA)
+
+
 class Manager(Protocol):
     """What the runtime needs from a cgroup, whichever version."""
 
@@ -87,6 +134,7 @@ class Manager(Protocol):
 
     def create(self) -> None: ...
     def apply(self, resources: dict[str, Any]) -> list[str]: ...
+    def procs_files_for(self, sub: dict[str, str]) -> list[str]: ...
     def add(self, pid: int) -> None: ...
     def procs_files(self) -> list[str]: ...
     def pids(self) -> list[int]: ...

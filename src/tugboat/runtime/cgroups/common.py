@@ -59,3 +59,37 @@ def rmdir_retry(path: str, attempts: int = 50) -> None:
             if e.errno != errno.EBUSY or i == attempts - 1:
                 raise OSError(e.errno, f"cgroup: remove {path}: {os.strerror(e.errno or 0).lower()}") from None
             time.sleep(0.01)
+
+
+def read_pids_recursive(dirpath: str) -> list[int]:
+    """cgroup.procs of a cgroup and of every cgroup below it (sub-cgroups made inside)."""
+    out = read_pids(os.path.join(dirpath, "cgroup.procs"))
+    try:
+        entries = list(os.scandir(dirpath))
+    except OSError:
+        return out
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            out.extend(read_pids_recursive(e.path))
+    return out
+
+
+def rmdir_tree(path: str) -> None:
+    """Remove a cgroup and the sub-cgroups made below it, deepest first (rmdir alone first:
+    the common case has none, and listing the directory costs more than trying)."""
+    try:
+        os.rmdir(path)
+        return
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        if e.errno != errno.EBUSY:
+            raise OSError(e.errno, f"cgroup: remove {path}: {os.strerror(e.errno or 0).lower()}") from None
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        entries = []
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            rmdir_tree(entry.path)
+    rmdir_retry(path)

@@ -25,11 +25,19 @@ def _num(v: int | None) -> str:
     return "*" if v is None or v < 0 else str(v)
 
 
+def clean_access(access: str | None) -> str:
+    """Only the letters the kernel knows (r, w, m), each once, in that order; runc does the same
+    (e.g. "rwa" from a config becomes "rw")."""
+    if access is None:
+        return "rwm"
+    return "".join(c for c in "rwm" if c in access)
+
+
 def rule_line(rule: dict[str, Any]) -> str:
     kind = rule.get("type") or "a"
     if kind == "u":
         kind = "c"  # unbuffered character device
-    access = rule.get("access") or "rwm"
+    access = clean_access(rule.get("access"))
     if kind == "a":
         return "a"
     return f"{kind} {_num(rule.get('major'))}:{_num(rule.get('minor'))} {access}"
@@ -40,11 +48,22 @@ def v1(res: dict[str, Any]) -> list[tuple[str, str]]:
     if rules is None:
         return []
     out: list[tuple[str, str]] = []
+    deny_all = False  # after a deny-all and before any allow, another deny changes nothing
     for rule in rules:
+        access = clean_access(rule.get("access"))
+        if not access:
+            continue  # no valid access letter: the rule means nothing
+        allow = bool(rule.get("allow"))
         line = rule_line(rule)
-        if line == "a" and rule.get("access", "rwm") != "rwm":
-            line = f"a *:* {rule['access']}"
-        out.append(("devices.allow" if rule.get("allow") else "devices.deny", line))
+        if line == "a" and access != "rwm":
+            line = f"a *:* {access}"
+        if line == "a":
+            deny_all = not allow
+        elif allow:
+            deny_all = False
+        elif deny_all:
+            continue
+        out.append(("devices.allow" if allow else "devices.deny", line))
     for kind, major, minor in DEFAULT_ALLOWED:
         out.append(("devices.allow", f"{kind} {major}:{_num(minor)} rwm"))
     return out

@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
-from tugboat.runtime.cgroups import cpu, cpuset, devices, freezer, memory, pids
-from tugboat.runtime.cgroups.common import read, read_int, read_pids, rmdir_retry, write
+from tugboat.runtime.cgroups import (
+    blkio,
+    cpu,
+    cpuset,
+    devices,
+    freezer,
+    hugetlb,
+    memory,
+    normalize_resources,
+    pids,
+)
+from tugboat.runtime.cgroups.common import read, read_int, read_pids_recursive, rmdir_tree, write
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-CONTROLLER_MODULES = {"memory": memory, "cpu": cpu, "cpuset": cpuset, "pids": pids, "devices": devices}
+CONTROLLER_MODULES = {"memory": memory, "cpu": cpu, "cpuset": cpuset, "pids": pids, "devices": devices,
+                      "io": blkio, "hugetlb": hugetlb}
 
 
 class V2Manager:
@@ -43,15 +55,32 @@ class V2Manager:
             os.makedirs(cur, exist_ok=True)
 
     def apply(self, resources: dict[str, Any]) -> list[str]:
+        """Write resource limits (also for ``update``: only the fields present are written);
+        ``unified`` entries are written last, overriding the converted OCI fields."""
+        resources = normalize_resources(resources)
         warnings: list[str] = []
-        if resources.get("devices") and any(not r.get("allow") for r in resources["devices"]):
-            warnings.append("device rules on cgroup v2 need a BPF program; not applied")
+        if resources.get("devices") is not None:
+            from tugboat.runtime.cgroups import devices_bpf
+
+            rules = devices_bpf.rules_with_defaults(resources["devices"])
+            devices_bpf.load_and_attach(self.dir, devices_bpf.compile_rules(rules))
         for ctrl, mod in CONTROLLER_MODULES.items():
             for name, value in mod.v2(resources):
                 if not os.path.exists(os.path.join(self.dir, name)):
-                    warnings.append(f"cgroup v2 controller {ctrl} not available; {name} ignored")
+                    if name != "io.bfq.weight":
+                        warnings.append(f"cgroup v2 controller {ctrl} not available; {name} ignored")
                     continue
                 write(self.dir, name, value)
+        for name, value in (resources.get("unified") or {}).items():
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"invalid configuration: unified key {name!r} is not a cgroup file name")
+            try:
+                write(self.dir, name, str(value))
+            except OSError as e:
+                if e.errno == errno.ENOENT:
+                    raise ValueError(f"invalid configuration: unified resource {name!r}: the controller is "
+                                     "not enabled or the file does not exist") from None
+                raise
         return warnings
 
     def add(self, pid: int) -> None:
@@ -60,8 +89,20 @@ class V2Manager:
     def procs_files(self) -> list[str]:
         return [os.path.join(self.dir, "cgroup.procs")]
 
+    def procs_files_for(self, sub: dict[str, str]) -> list[str]:
+        """``exec --cgroup``: cgroup v2 has one hierarchy, so only a path with no controller
+        (or "" key) counts. Raises if it does not exist."""
+        rel = sub.get("", "")
+        for ctrl in sub:
+            if ctrl:
+                raise ValueError(f"unknown controller {ctrl!r} (cgroup v2 takes a path alone)")
+        path = os.path.join(self.dir, rel, "cgroup.procs") if rel else os.path.join(self.dir, "cgroup.procs")
+        if not os.path.exists(path):
+            raise FileNotFoundError(errno.ENOENT, f"adding pid to cgroups: open {path}: no such file or directory")
+        return [path]
+
     def pids(self) -> list[int]:
-        return read_pids(os.path.join(self.dir, "cgroup.procs"))
+        return sorted(set(read_pids_recursive(self.dir)))
 
     def freeze(self, frozen: bool) -> None:
         name, value = freezer.v2(frozen)
@@ -94,4 +135,4 @@ class V2Manager:
         return out
 
     def destroy(self) -> None:
-        rmdir_retry(self.dir)
+        rmdir_tree(self.dir)

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import msgspec
 
 from tugboat.cluster.apiserver.storage.base import (
     Compacted,
@@ -28,6 +29,10 @@ from tugboat.cluster.apiserver.storage.base import (
     StoreUnavailable,
     prefix_end,
 )
+
+_enc = msgspec.json.Encoder().encode
+_dec = msgspec.json.Decoder().decode
+_JSON = {"Content-Type": "application/json"}
 
 
 def _b64(s: str | bytes) -> str:
@@ -68,8 +73,9 @@ class EtcdStore(Store):
         for _ in range(len(self.endpoints) * 2):
             url = self.endpoints[self._ep] + path
             try:
-                async with self._session.post(url, json=body) as r:
-                    data = await r.json(content_type=None)
+                async with self._session.post(url, data=_enc(body), headers=_JSON) as r:
+                    raw = await r.read()
+                    data = _dec(raw) if raw else None
                     if r.status != 200:
                         msg = (data or {}).get("error") or (data or {}).get("message") or str(data)
                         if "compacted" in msg:

@@ -8,24 +8,28 @@ Tables:
   reads and lists never need kine's ``MAX(id) GROUP BY name``.
 - ``meta(k, v)``: ``compact_rev``.
 
-One writer thread owns the write connection and commits in groups (WAL, ``synchronous=NORMAL``: a
-commit survives the process being killed; the caller is answered only after its commit). The loop
-hands writes over once per loop iteration (a list of all writes submitted in that iteration, so
-one thread wake-up, not one per write), and the writer commits everything queued in one
-transaction; SQLite runs without the GIL, so commits overlap with request handling. Point reads
-and small lists run inline on the loop thread (WAL readers never wait for the writer); large lists
-go to a reader thread. This process is the only writer; watchers are fed from the writer's
-commits, and a watch from an older revision first replays the log.
+Writes are group-committed on the event loop thread: every write submitted in one loop iteration
+goes into one transaction (WAL, ``synchronous=NORMAL``: a commit is a write() into the page cache
+and survives the process being killed; callers are answered only after their commit). There is no
+writer thread on purpose: a writer thread needs the interpreter lock between every SQLite call,
+and while the loop is busy with requests it waited up to the 5 ms switch interval each time, which
+made commits (and so write latency) slow and erratic. Checkpoints, the part that fsyncs, run in a
+reader thread (see ``_maybe_checkpoint``); the loop never waits for a lock (``busy_timeout=0`` on
+the write connection: a busy database makes the batch retry a millisecond later). Point reads and
+small lists run inline on the loop thread (WAL readers never wait for the writer); large lists go
+to a reader thread. This process is the only writer; watchers are fed from the commits, and a
+watch from an older revision first replays the log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-import queue
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -42,6 +46,8 @@ from tugboat.cluster.apiserver.storage.base import (
     StoreUnavailable,
     prefix_end,
 )
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS log (
@@ -66,6 +72,10 @@ CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(exc)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -75,12 +85,12 @@ def _connect(path: str) -> sqlite3.Connection:
 
 
 class _Op:
-    __slots__ = ("args", "callback", "kind")
+    __slots__ = ("args", "fut", "kind")
 
-    def __init__(self, kind: str, args: tuple[Any, ...], callback: Callable[[Any, BaseException | None], None]):
+    def __init__(self, kind: str, args: tuple[Any, ...], fut: asyncio.Future[Any]):
         self.kind = kind
         self.args = args
-        self.callback = callback
+        self.fut = fut
 
 
 class SQLiteStore(Store):
@@ -88,13 +98,19 @@ class SQLiteStore(Store):
         self.path = path
         self._pending: list[_Op] = []
         self._flush_handle: asyncio.Handle | None = None
-        self._q: queue.Queue[list[_Op] | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self._started = False
+        self._closed = False
+        self._commits = 0
+        self._checkpointing = False
+        self._busy_since = 0.0
+        self._hold_writes = False
+        self._ckpt_idle = asyncio.Event()
+        self._ckpt_idle.set()
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sqlite-read")
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._subscribers: set[asyncio.Queue[list[Event] | None]] = set()
-        self._rev = 0  # last revision written (writer thread)
+        self._rev = 0  # last revision written
         self._delivered_rev = 0  # last revision committed and announced to watchers (loop thread)
         self._compact_rev = 0
 
@@ -116,6 +132,8 @@ class SQLiteStore(Store):
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT MAX(id) FROM log").fetchone()
         self._rev = int(row[0] or 0)
+        seq = conn.execute("SELECT seq FROM sqlite_sequence WHERE name='log'").fetchone()
+        self._rev = max(self._rev, int(seq[0]) if seq else 0)  # the next id is one more
         if self._rev == 0:
             # make revision 1 exist, so an empty store still has a resourceVersion to watch from
             conn.execute(
@@ -126,18 +144,28 @@ class SQLiteStore(Store):
         self._delivered_rev = self._rev
         row = conn.execute("SELECT v FROM meta WHERE k='compact_rev'").fetchone()
         self._compact_rev = int(row[0]) if row else 0
+        # checkpoints run in a reader thread (_maybe_checkpoint), not inside a commit on the loop;
+        # while one holds the write lock, BEGIN fails at once and _flush retries a moment later
+        # (the loop never sleeps in SQLite's busy handler)
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.execute("PRAGMA busy_timeout=0")
+        conn.execute("PRAGMA journal_size_limit=67108864")
         self._wconn = conn
         self._main_conn = _connect(self.path)  # inline reads on the loop thread
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
-        self._writer.start()
+        self._started = True
 
     async def close(self) -> None:
-        if self._writer is not None:
-            if self._pending:
-                self._handoff()
-            self._q.put(None)
-            await asyncio.get_running_loop().run_in_executor(None, self._writer.join)
-            self._writer = None
+        if self._started:
+            await self._ckpt_idle.wait()
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
+            self._wconn.execute("PRAGMA busy_timeout=30000")  # the last flush may wait here
+            self._flush()
+            self._closed = True
+            self._started = False
+            with contextlib.suppress(sqlite3.Error):
+                self._wconn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._wconn.close()
             self._main_conn.close()
             os.close(self._lock_fd)
@@ -226,21 +254,13 @@ class SQLiteStore(Store):
 
     # --- writes ----------------------------------------------------------------------------------
     async def _submit(self, kind: str, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-
-        def done(result: Any, exc: BaseException | None) -> None:
-            if fut.done():
-                return
-            if exc is not None:
-                fut.set_exception(exc)
-            else:
-                fut.set_result(result)
-
-        self._pending.append(_Op(kind, args, done))
+        if self._closed:
+            raise StoreUnavailable(f"{self.path} is closed")
+        fut: asyncio.Future[Any] = self._loop.create_future()  # type: ignore[union-attr]
+        self._pending.append(_Op(kind, args, fut))
         if self._flush_handle is None:
             # run after everything else this loop iteration submits: one transaction for all
-            self._flush_handle = loop.call_soon(self._handoff)
+            self._flush_handle = self._loop.call_soon(self._flush)  # type: ignore[union-attr]
         return await fut
 
     async def create(self, key: str, value: bytes) -> int:
@@ -253,60 +273,137 @@ class SQLiteStore(Store):
         return await self._submit("delete", key, expected_revision)
 
     async def compact(self, revision: int) -> None:
+        revision = min(revision, self._rev)
+        if revision <= self._compact_rev:
+            return
+        # the compact revision is recorded first (reads and watches older than it fail from now
+        # on), then the log is trimmed in small transactions in ascending id order, so the loop
+        # is never held for long and a list at a revision >= it stays correct between chunks
         await self._submit("compact", revision)
+        row = self._main_conn.execute("SELECT MIN(id) FROM log").fetchone()
+        lo = int(row[0] or 1) - 1
+        while lo < revision:
+            hi = min(lo + self.compact_chunk, revision)
+            await self._submit("compact_chunk", lo, hi, revision)
+            lo = hi
 
-    def _handoff(self) -> None:
+    compact_chunk = 2000  # log ids per compaction transaction
+
+    def _flush(self) -> None:
+        """Commit every write submitted in this loop iteration as one transaction, on the loop
+        thread: no thread hand-off, no GIL ping-pong with a writer thread (which made commits
+        wait for the interpreter lock while requests were being handled), and callers are
+        answered in the same iteration. A commit in WAL mode with synchronous=NORMAL is a
+        write() into the page cache; the fsyncs happen in checkpoints, which a reader thread runs."""
         self._flush_handle = None
+        if self._hold_writes:
+            return  # a checkpoint is finishing; _checkpoint_done flushes
         batch, self._pending = self._pending, []
-        if batch:
-            self._q.put(batch)
-
-    def _write_loop(self) -> None:
+        if not batch:
+            return
         conn = self._wconn
-        stop = False
-        while not stop:
-            first = self._q.get()
-            if first is None:
-                break
-            batch = list(first)
-            while len(batch) < 2048:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    stop = True
-                    break
-                batch.extend(nxt)
-            results: list[tuple[_Op, Any, BaseException | None]] = []
-            events: list[Event] = []
+        results: list[tuple[Any, BaseException | None]] = []
+        events: list[Event] = []
+        try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                for op in batch:
-                    try:
-                        res = self._apply(conn, op, events)
-                        results.append((op, res, None))
-                    except Exception as exc:
-                        results.append((op, None, exc))
-                conn.execute("COMMIT")
-            except Exception as exc:  # the transaction failed as a whole: nobody was acknowledged
-                with contextlib.suppress(Exception):
-                    conn.execute("ROLLBACK")
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc) or self._closed:
+                    raise
+                now = time.monotonic()
+                self._busy_since = self._busy_since or now
+                if now - self._busy_since > 30:
+                    raise
+                # a checkpoint finishing: keep the order, try again in a millisecond
+                self._pending[:0] = batch
+                if self._flush_handle is None:
+                    self._flush_handle = self._loop.call_later(0.001, self._flush)  # type: ignore[union-attr]
+                return
+            self._busy_since = 0.0
+            for op in batch:
+                try:
+                    results.append((self._apply(conn, op, events), None))
+                except sqlite3.Error:
+                    raise  # a half-applied op: the whole transaction goes
+                except Exception as exc:  # KeyExists, RevisionMismatch…: checked before any change
+                    results.append((None, exc))
+            conn.execute("COMMIT")
+        except Exception as exc:  # the transaction failed as a whole: nobody was acknowledged
+            with contextlib.suppress(Exception):
+                conn.execute("ROLLBACK")
+            with contextlib.suppress(Exception):
                 self._rev = int(conn.execute("SELECT MAX(id) FROM log").fetchone()[0] or 0)
-                results = [(op, None, exc) for op in batch]
-                events = []
-            loop = self._loop
-            assert loop is not None
-            with contextlib.suppress(RuntimeError):  # loop closed at shutdown
-                loop.call_soon_threadsafe(self._deliver, results, events)
-
-    def _deliver(self, results: list[tuple[_Op, Any, BaseException | None]], events: list[Event]) -> None:
-        for op, res, exc in results:
-            op.callback(res, exc)
+            if isinstance(exc, sqlite3.Error):
+                exc = StoreUnavailable(f"SQLite commit failed: {exc}")
+            results = [(None, exc) for _ in batch]
+            events = []
+        for op, (res, err) in zip(batch, results, strict=True):
+            if op.fut.done():  # the caller went away; the write happened anyway
+                continue
+            if err is not None:
+                op.fut.set_exception(err)
+            else:
+                op.fut.set_result(res)
         if events:
             self._delivered_rev = max(self._delivered_rev, events[-1].revision)
             for q in list(self._subscribers):
                 q.put_nowait(events)
+        self._commits += 1
+        if self._commits % 4 == 0:
+            self._maybe_checkpoint()
+
+    # checkpoint when the WAL passes 16 MB (SQLite by default does at 4 MB, inside a commit): fewer
+    # RESTART pauses; the copying and fsyncs happen off the loop anyway
+    wal_checkpoint_bytes = 16 * 1024 * 1024
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint the WAL off the loop when it has grown: a PASSIVE checkpoint in a reader
+        thread copies the bulk and does the fsyncs while writes go on; then writes pause (held in
+        ``_pending``; reads, answers and watches carry on) while a RESTART checkpoint copies the
+        few pages committed meanwhile, so that the next write starts the WAL file from its
+        beginning again (else it only grows). The pause is short: the RESTART gives up after
+        ``restart_wait_ms`` if a long read keeps it from finishing."""
+        if self._checkpointing or self._closed:
+            return
+        try:
+            size = os.stat(self.path + "-wal").st_size
+        except OSError:
+            return
+        if size < self.wal_checkpoint_bytes:
+            return
+        self._checkpointing = True
+        self._ckpt_idle.clear()
+        fut = self._loop.run_in_executor(self._readers, self._checkpoint_sync, "PASSIVE")  # type: ignore[union-attr]
+        fut.add_done_callback(self._passive_done)
+
+    restart_wait_ms = 20
+
+    def _checkpoint_sync(self, mode: str) -> None:
+        c = self._rconn()
+        if mode == "RESTART":
+            c.execute(f"PRAGMA busy_timeout={self.restart_wait_ms}")
+        try:
+            c.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        finally:
+            if mode == "RESTART":
+                c.execute("PRAGMA busy_timeout=30000")
+
+    def _passive_done(self, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled() or fut.exception() is not None or self._closed:
+            self._checkpoint_done(fut)
+            return
+        self._hold_writes = True  # _flush keeps the writes pending until the RESTART is done
+        nxt = self._loop.run_in_executor(self._readers, self._checkpoint_sync, "RESTART")  # type: ignore[union-attr]
+        nxt.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_done(self, fut: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        self._hold_writes = False
+        self._ckpt_idle.set()
+        if not fut.cancelled() and fut.exception() is not None:
+            log.warning("SQLite checkpoint failed: %s", fut.exception())
+        if self._pending and self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)  # type: ignore[union-attr]
 
     def _append(
         self, conn: sqlite3.Connection, key: str, created: int, deleted: int, crev: int, prev: int,
@@ -324,17 +421,30 @@ class SQLiteStore(Store):
     def _apply(self, conn: sqlite3.Connection, op: _Op, events: list[Event]) -> Any:
         if op.kind == "compact":
             return self._compact_sync(conn, op.args[0])
+        if op.kind == "compact_chunk":
+            lo, hi, revision = op.args
+            conn.execute(
+                "DELETE FROM log WHERE id > ? AND id <= ? AND name != '/compact_rev_key' AND ("
+                " deleted = 1 OR id < (SELECT MAX(l2.id) FROM log l2 WHERE l2.name = log.name AND l2.id <= ?))",
+                (lo, hi, revision),
+            )
+            return None
         key = op.args[0]
-        row = conn.execute("SELECT revision, create_revision, value FROM kv WHERE name=?", (key,)).fetchone()
         if op.kind == "create":
             value = op.args[1]
-            if row is not None:
+            rev = self._rev + 1  # ids are assigned in order by this connection only
+            # the insert is the existence check (one statement less than SELECT + INSERT)
+            if conn.execute("INSERT OR IGNORE INTO kv(name, revision, create_revision, value) VALUES (?,?,?,?)",
+                            (key, rev, rev, value)).rowcount == 0:
                 raise KeyExists(key)
-            rev = self._append(conn, key, 1, 0, 0, 0, value, None)
-            conn.execute("UPDATE log SET create_revision=? WHERE id=?", (rev, rev))
-            conn.execute("INSERT INTO kv(name, revision, create_revision, value) VALUES (?,?,?,?)", (key, rev, rev, value))
+            self._append(conn, key, 1, 0, rev, 0, value, None)
+            if self._rev != rev:  # not expected (AUTOINCREMENT skipped an id): fix the rows up
+                rev = self._rev
+                conn.execute("UPDATE log SET create_revision=? WHERE id=?", (rev, rev))
+                conn.execute("UPDATE kv SET revision=?, create_revision=? WHERE name=?", (rev, rev, key))
             events.append(Event("PUT", key, value, rev, rev, None, True))
             return rev
+        row = conn.execute("SELECT revision, create_revision, value FROM kv WHERE name=?", (key,)).fetchone()
         if row is None:
             raise KeyNotFound(key)
         cur_kv = KeyValue(key, bytes(row[2]), row[0], row[1])
@@ -357,15 +467,10 @@ class SQLiteStore(Store):
         raise ValueError(op.kind)
 
     def _compact_sync(self, conn: sqlite3.Connection, revision: int) -> None:
+        """Record the compact revision (the rows go in ``compact_chunk`` ops after it)."""
         revision = min(revision, self._rev)
         if revision <= self._compact_rev:
             return
-        # keep, for each key, its newest row at or before `revision` unless it is a deletion
-        conn.execute(
-            "DELETE FROM log WHERE id <= ? AND name != '/compact_rev_key' AND ("
-            " deleted = 1 OR id < (SELECT MAX(l2.id) FROM log l2 WHERE l2.name = log.name AND l2.id <= ?))",
-            (revision, revision),
-        )
         conn.execute("INSERT OR REPLACE INTO meta(k, v) VALUES ('compact_rev', ?)", (revision,))
         self._compact_rev = revision
 
