@@ -173,7 +173,15 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         raise
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)
-        return error_response(500, f"{type(exc).__name__}: {exc}")
+        return error_response(500, internal_message(exc))
+
+
+def internal_message(exc: BaseException) -> str:
+    """What an API client is told of an unexpected error: never host paths, never a traceback
+    (the detail is in the daemon log). An ``OSError`` keeps its kernel reason, as dockerd's do."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"error processing the request: {exc.strerror} (details in the daemon log)"
+    return f"internal error ({type(exc).__name__}); details in the daemon log"
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -78,7 +78,8 @@ async def _stream_job(request: web.Request, job: Any) -> web.StreamResponse:
         except TugError as e:
             await stream.error(e.message)
         except Exception as e:  # a bug or an OS error: still end the stream with a message
-            await stream.error(f"{type(e).__name__}: {e}")
+            common.log.error("pull/push failed", exc_info=e)
+            await stream.error(common.internal_message(e))
     finally:
         if not task.done():
             task.cancel()

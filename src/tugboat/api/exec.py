@@ -9,7 +9,7 @@ from aiohttp import web
 from tugboat.api import common
 from tugboat.api.common import add_route, engine_of, json_response, mux_frame, read_json, run
 from tugboat.engine import exec as ex
-from tugboat.errors import InvalidArgument
+from tugboat.errors import InvalidArgument, TugError
 
 
 async def create(request: web.Request) -> web.StreamResponse:
@@ -50,7 +50,12 @@ async def start(request: web.Request) -> web.StreamResponse:
     try:
         rec = await run(ex.exec_start, engine, eid, tty=tty, console_size=size, subscriber=on_output)
     except Exception as exc:
-        await conn.send(f"{exc}\r\n".encode())
+        if isinstance(exc, TugError):
+            msg = str(exc)
+        else:
+            common.log.error("exec start failed", exc_info=exc)
+            msg = common.internal_message(exc)
+        await conn.send(f"{msg}\r\n".encode())
         await conn.close()
         return common.HIJACK_DONE()
     stdin_task = None

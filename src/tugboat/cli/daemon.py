@@ -108,7 +108,7 @@ def serve(opts: dict) -> int:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ValueError, OSError):
         pass
-    os.makedirs(opts["root"], exist_ok=True)
+    os.makedirs(opts["root"], mode=0o711, exist_ok=True)
     host = opts["host"]
     path = _socket_path(host)
     ssl_ctx = None
@@ -208,8 +208,9 @@ def start_background(opts: dict) -> int:
     if DaemonClient(opts["host"], timeout=2).ping():
         sys.stdout.write(f"tugboat daemon already running at {opts['host']}\n")
         return 0
-    os.makedirs(opts["root"], exist_ok=True)
-    logf = open(os.path.join(opts["root"], "daemon.log"), "ab")  # noqa: SIM115
+    os.makedirs(opts["root"], mode=0o711, exist_ok=True)
+    logf = open(os.path.join(opts["root"], "daemon.log"), "ab",  # noqa: SIM115
+                opener=lambda p, f: os.open(p, f | os.O_CLOEXEC, 0o600))
     cmd = [sys.executable, "-m", "tugboat.cli.main", "daemon", "--root", opts["root"], "--host", opts["host"],
            "--log-level", opts["log_level"], "--pidfile", opts["pidfile"]]
     for m in opts["mirrors"]:

@@ -9,6 +9,10 @@ A stopped container keeps no mount: its rootfs is mounted for the copy (``Engine
 released when the helper is done) and, as docker does, its volumes and bind mounts are mounted at
 their destinations inside the helper's own private mount namespace (gone when it exits), so the
 copy sees the same tree as the running container would.
+
+After its chroot the helper must load nothing of the container's (CVE-2019-14271): no NSS lookup
+(numeric uid/gid only), every module imported before, imports disabled after; it keeps only the
+capabilities a copy needs, with no_new_privs, and reports errors as one clean line.
 """
 
 from __future__ import annotations
@@ -23,41 +27,99 @@ from typing import Any
 from tugboat.errors import InvalidArgument, NotFound, TugError
 
 _HELPER = r'''
-import os, sys, json, stat, tarfile, shutil, io, grp, pwd, errno, datetime
-import encodings.idna, encodings.utf_8, encodings.latin_1, encodings.ascii
+import os, sys, json, stat, ctypes
+if sys.argv[1] in ("stat", "get"):
+    import datetime
+import encodings.utf_8, encodings.latin_1, encodings.ascii
+if sys.argv[1] != "stat":
+    import tarfile, shutil
+    TarError = tarfile.TarError
+else:
+    tarfile, TarError = None, ()
+# CVE-2019-14271: after the chroot below, every file this process loads comes from the container.
+# So: no NSS lookup ever (tarfile would map uid/gid to names through glibc, which dlopen()s the
+# container's libnss_*.so as root): names stay numeric, as in docker's archives; the decompressors
+# tarfile imports on demand are imported now; and after the chroot no import is possible at all.
+if tarfile is not None:
+    tarfile.pwd = None
+    tarfile.grp = None
+class Replay:
+    """stdin with its first bytes (read to pick the decompressor) put back in front."""
+    def __init__(self, head, f):
+        self.head, self.f = head, f
+    def read(self, n=-1):
+        if not self.head:
+            return self.f.read(n)
+        if n is None or n < 0:
+            b, self.head = self.head + self.f.read(), b""
+            return b
+        b, self.head = self.head[:n], self.head[n:]
+        return b + self.f.read(n - len(b)) if len(b) < n else b
+stdin = sys.stdin.buffer
+if sys.argv[1] == "put":  # the one decompressor "r|*" will need, imported now
+    head = b""
+    while len(head) < 6 and (chunk := stdin.read1(6 - len(head))):
+        head += chunk
+    if head.startswith(b"\x1f\x8b"):
+        import zlib
+    elif head.startswith(b"BZh"):
+        import bz2
+    elif head.startswith((b"\xfd7zXZ", b"\x5d\x00\x00\x80")):
+        import lzma
+    stdin = Replay(head, stdin)
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+with open("/proc/sys/kernel/cap_last_cap") as f:
+    cap_last = int(f.read())
 mode, root, path = sys.argv[1], sys.argv[2], sys.argv[3]
 opt = sys.argv[4] if len(sys.argv) > 4 else ""
 mounts = json.loads(sys.argv[5]) if len(sys.argv) > 5 else []
-trees = []
-if mounts:  # a stopped container's volumes and binds, in a mount namespace of our own
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    def _chk(r, what):
-        if r < 0:
-            e = ctypes.get_errno()
-            sys.stderr.write(f"mounting volumes for the copy: {what}: {os.strerror(e)}\n"); sys.exit(6)
-        return r
-    _chk(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
-    _chk(libc.mount(None, b"/", None, 0x4000 | 0x40000, None), "make-rprivate")  # MS_REC|MS_PRIVATE
-    for src, dest, rw in mounts:
-        # open_tree(OPEN_TREE_CLONE|O_CLOEXEC|AT_RECURSIVE): a detached copy of the source, attached
-        # below after the chroot, so every destination is resolved inside the container's root
-        fd = _chk(libc.syscall(428, -100, src.encode(), 1 | 0o2000000 | 0x8000), src)
-        trees.append((fd, dest, rw, os.path.isdir(src)))
-os.chroot(root); os.chdir("/")
-for fd, dest, rw, isdir in trees:
-    if not os.path.lexists(dest):
-        if isdir:
-            os.makedirs(dest, exist_ok=True)
-        else:
-            os.makedirs(os.path.dirname(dest), exist_ok=True)
-            open(dest, "a").close()
-    # move_mount(fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH)
-    _chk(libc.syscall(429, fd, b"", -100, dest.encode(), 0x4), dest)
-    os.close(fd)
-    if not rw:
-        _chk(libc.mount(None, dest.encode(), None, 0x1000 | 0x20 | 0x1, None), dest)  # MS_BIND|MS_REMOUNT|MS_RDONLY
+class Fail(Exception):
+    pass
+def _chk(r, what):
+    if r < 0:
+        raise Fail(f"mounting volumes for the copy: {what}: {os.strerror(ctypes.get_errno())}")
+    return r
+def drop_privileges():
+    # keep what a copy needs (docker's chrootarchive: CHOWN DAC_OVERRIDE FOWNER FSETID MKNOD), no
+    # way back (bounding set, no_new_privs)
+    keep = (1 << 0) | (1 << 1) | (1 << 3) | (1 << 4) | (1 << 27)
+    for cap in range(cap_last + 1):
+        if not keep >> cap & 1 and libc.prctl(24, cap, 0, 0, 0) < 0:  # PR_CAPBSET_DROP
+            raise Fail(f"dropping capability {cap}: {os.strerror(ctypes.get_errno())}")
+    libc.prctl(47, 4, 0, 0, 0)  # PR_CAP_AMBIENT_CLEAR_ALL
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    data = (ctypes.c_uint32 * 6)(keep, keep, 0, 0, 0, 0)  # effective, permitted, inheritable x2
+    if libc.capset(hdr, data) < 0:
+        raise Fail(f"capset: {os.strerror(ctypes.get_errno())}")
+    if libc.prctl(38, 1, 0, 0, 0) < 0:  # PR_SET_NO_NEW_PRIVS
+        raise Fail(f"no_new_privs: {os.strerror(ctypes.get_errno())}")
+def enter():
+    trees = []
+    if mounts:  # a stopped container's volumes and binds, in a mount namespace of our own
+        _chk(libc.unshare(0x00020000), "unshare")  # CLONE_NEWNS
+        _chk(libc.mount(None, b"/", None, 0x4000 | 0x40000, None), "make-rprivate")  # MS_REC|MS_PRIVATE
+        for src, dest, rw in mounts:
+            # open_tree(OPEN_TREE_CLONE|O_CLOEXEC|AT_RECURSIVE): a detached copy of the source, attached
+            # below after the chroot, so every destination is resolved inside the container's root
+            fd = _chk(libc.syscall(428, -100, src.encode(), 1 | 0o2000000 | 0x8000), dest)
+            trees.append((fd, dest, rw, os.path.isdir(src)))
+    os.chroot(root); os.chdir("/")
+    for fd, dest, rw, isdir in trees:
+        if not os.path.lexists(dest):
+            if isdir:
+                os.makedirs(dest, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                open(dest, "a").close()
+        # move_mount(fd, "", AT_FDCWD, dest, MOVE_MOUNT_F_EMPTY_PATH)
+        _chk(libc.syscall(429, fd, b"", -100, dest.encode(), 0x4), dest)
+        os.close(fd)
+        if not rw:
+            _chk(libc.mount(None, dest.encode(), None, 0x1000 | 0x20 | 0x1, None), dest)  # MS_BIND|MS_REMOUNT|MS_RDONLY
+    drop_privileges()
+    sys.meta_path[:] = []  # nothing of the container is ever imported
+    sys.path[:] = []
 def statj(p):
     st = os.lstat(p)
     link = os.readlink(p) if stat.S_ISLNK(st.st_mode) else ""
@@ -80,7 +142,7 @@ def resolve(p, follow=True):
         full = os.path.realpath(full)
     return full
 out = sys.stdout.buffer
-try:
+def main():
     if mode == "stat":
         p = resolve(path)
         out.write(json.dumps(statj(p)).encode()); sys.exit(0)
@@ -110,7 +172,7 @@ try:
         if not os.path.isdir(dest):
             sys.stderr.write("extraction point is not a directory\n"); sys.exit(3)
         no_over = "n" in opt
-        tf = tarfile.open(fileobj=sys.stdin.buffer, mode="r|*")
+        tf = tarfile.open(fileobj=stdin, mode="r|*")
         for m in tf:
             name = os.path.normpath(m.name.lstrip("/"))
             if name.startswith("..") or name == ".":
@@ -151,9 +213,27 @@ try:
             except OSError:
                 pass
         sys.exit(0)
-except FileNotFoundError as e:
+try:
+    enter()
+    main()
+except SystemExit:
+    raise
+except (FileNotFoundError, NotADirectoryError):
     sys.stderr.write(f"Could not find the file {path} in container\n"); sys.exit(2)
+except Fail as e:
+    sys.stderr.write(f"{e}\n"); sys.exit(6)
+except TarError as e:
+    sys.stderr.write(f"invalid tar archive: {e}\n"); sys.exit(1)
+except OSError as e:
+    what = f": {e.filename}" if isinstance(e.filename, str) else ""
+    sys.stderr.write(f"{e.strerror or 'error'}{what}\n"); sys.exit(1)
+except BaseException as e:  # never a traceback: its source lines would be read from the container
+    sys.stderr.write(f"archive helper failed: {type(e).__name__}\n"); sys.exit(1)
 '''
+
+
+# the helper inherits nothing of the daemon's environment; the C locale loads no message catalogs
+_HELPER_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
 
 
 def _root_of(engine: Any, ref: str) -> tuple[Any, str, list, Callable[[], None] | None]:
@@ -195,7 +275,7 @@ def _spawn(mode: str, root: str, path: str, opt: str = "", stdin: Any = subproce
     if mounts:
         args.append(json.dumps(mounts))
     try:
-        p = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        p = subprocess.Popen(args, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_HELPER_ENV)
     except BaseException:
         if release is not None:
             release()

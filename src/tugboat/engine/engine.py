@@ -53,6 +53,21 @@ ENGINE_VERSION = "28.2.2-tugboat"
 PR_SET_CHILD_SUBREAPER = 36
 
 
+# parts of the data root that hold containers' files (their setuid binaries, env, logs): root only
+PRIVATE_DIRS = ("containers", "snapshots", "volumes", "build")
+
+
+def _harden_root(root: str, runtime_root: str) -> None:
+    """Create the data root or tighten an existing one, as dockerd does at start: the root is
+    traversable only (0711) and every directory holding containers' files is 0700, so no other host
+    user reaches a container's setuid files, its environment or its logs."""
+    os.makedirs(root, mode=0o711, exist_ok=True)
+    os.chmod(root, 0o711)
+    for d in (*(os.path.join(root, n) for n in PRIVATE_DIRS), runtime_root):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        os.chmod(d, 0o700)
+
+
 def set_subreaper() -> None:
     try:
         import ctypes
@@ -111,7 +126,7 @@ class Container:
         return bool(self.state.get("Running"))
 
     def save(self) -> None:
-        write_json_atomic(os.path.join(self.dir, "container.json"), self.data)
+        write_json_atomic(os.path.join(self.dir, "container.json"), self.data, mode=0o600)  # env: secrets
 
     def wait_reached(self, condition: str, gen: int) -> bool:
         """Whether a wait for ``condition`` begun at exit generation ``gen`` is over (hold the lock)."""
@@ -127,8 +142,8 @@ class Engine:
                  subreaper: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.containers_dir = os.path.join(self.root, "containers")
-        os.makedirs(self.containers_dir, exist_ok=True)
         self.runtime_root = runtime_root or os.path.join(self.root, "runtime")
+        _harden_root(self.root, self.runtime_root)
         self.runtime = RuntimeAdapter(self.runtime_root)
         self.volumes = VolumeStore(os.path.join(self.root, "volumes"))
         self.events = EventBus()
@@ -194,6 +209,10 @@ class Engine:
                 data = read_json(os.path.join(path, "container.json"))
             except (OSError, ValueError):
                 continue
+            for private in (os.path.join(path, "container.json"), data.get("LogPath") or ""):
+                with contextlib.suppress(OSError):  # an older daemon wrote them world-readable
+                    if private and os.stat(private).st_mode & 0o077:
+                        os.chmod(private, 0o600)
             c = Container(data, path)
             c.pio_next = self._new_pio(c)
             self._containers[c.id] = c
@@ -322,7 +341,7 @@ class Engine:
             c.data["Mounts"] = self._setup_mounts(c, icfg)
             for stream in ("stdin", "stdout", "stderr"):
                 os.mkfifo(os.path.join(cdir, stream), 0o600)
-            open(data["LogPath"], "ab").close()
+            os.close(os.open(data["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
             c.pio_next = self._new_pio(c)
             c.save()
             created_ok = True

@@ -14,13 +14,18 @@ from collections.abc import Iterator
 from tugboat.engine.util import now_rfc3339, parse_bytes, rfc3339_to_ts
 
 
+def _private(path: str, flags: int) -> int:
+    """Logs hold what containers print (secrets too): readable by root only."""
+    return os.open(path, flags | os.O_CLOEXEC, 0o600)
+
+
 class JsonFileWriter:
     def __init__(self, path: str, max_size: str | int | None = None, max_file: str | int | None = None) -> None:
         self.path = path
         self.max_size = parse_bytes(max_size) if max_size else 0
         self.max_file = max(1, int(max_file or 1))
         self._lock = threading.Lock()
-        self._f = open(path, "ab", buffering=0)  # noqa: SIM115
+        self._f = open(path, "ab", buffering=0, opener=_private)  # noqa: SIM115
         self._size = self._f.tell()
         self.partial: dict[str, bytes] = {}
 
@@ -65,7 +70,7 @@ class JsonFileWriter:
                 src = self.path if i == 1 else f"{self.path}.{i - 1}"
                 if os.path.exists(src):
                     os.replace(src, f"{self.path}.{i}")
-        self._f = open(self.path, "wb", buffering=0)  # noqa: SIM115
+        self._f = open(self.path, "wb", buffering=0, opener=_private)  # noqa: SIM115
         self._size = 0
 
     def close(self) -> None:

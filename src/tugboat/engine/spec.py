@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 from typing import Any
 
-from tugboat.engine.util import ZERO_TIME, now_rfc3339, parse_bytes
-from tugboat.errors import Conflict, InvalidArgument
-from tugboat.oci.user import lookup_user, read_colon_file
+from tugboat.engine.util import ZERO_TIME, now_rfc3339, parse_bytes, read_colon_file_in_root
+from tugboat.errors import Conflict, Internal, InvalidArgument
+from tugboat.oci.user import lookup_user
+
+_log = logging.getLogger("tugboat.engine")
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -213,13 +216,13 @@ def fill_defaults(cid: str, cname: str, cfg: dict, host: dict, netcfg: dict, ima
 # -- user lookup ---------------------------------------------------------------------------------
 def resolve_user(rootfs: str, user: str) -> dict:
     """OCI ``process.user`` from docker's ``User`` (name, uid, name:group, uid:gid)."""
-    passwd = read_colon_file(os.path.join(rootfs, "etc/passwd"))
-    groups = read_colon_file(os.path.join(rootfs, "etc/group"))
+    passwd = read_colon_file_in_root(rootfs, "etc/passwd")
+    groups = read_colon_file_in_root(rootfs, "etc/group")
     return lookup_user(passwd, groups, user or "0")
 
 
 def _home(rootfs: str, uid: int) -> str:
-    for p in read_colon_file(os.path.join(rootfs, "etc/passwd")):
+    for p in read_colon_file_in_root(rootfs, "etc/passwd"):
         if len(p) >= 6 and p[2] == str(uid):
             return p[5]
     return "/"
@@ -351,18 +354,22 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
             raise InvalidArgument(f"invalid --security-opt: {opt!r}")
     if seccomp_off:
         linux.pop("seccomp", None)
-    else:
-        try:
-            from tugboat.runtime.spec import default_seccomp
+    elif "seccomp" in linux and not any(o.startswith("seccomp") for o in hc.get("SecurityOpt") or []):
+        key = tuple(caps)
+        prof = _SECCOMP_CACHE.get(key)
+        if prof is None:  # the same few capability sets every time: resolve each once
+            try:
+                from tugboat.runtime.spec import default_seccomp
 
-            if "seccomp" in linux and not any(o.startswith("seccomp") for o in hc.get("SecurityOpt") or []):
-                key = tuple(caps)
-                prof = _SECCOMP_CACHE.get(key)
-                if prof is None:  # the same few capability sets every time: resolve each once
-                    prof = _SECCOMP_CACHE[key] = default_seccomp(caps)
-                linux["seccomp"] = prof  # shared: the spec is only serialised, never changed
-        except Exception:
-            linux.pop("seccomp", None)
+                prof = default_seccomp(caps)
+            except Exception as exc:  # never fall back to no filter at all: refuse the container
+                _log.error("loading the default seccomp profile failed", exc_info=True)
+                raise Internal(
+                    f"cannot load the default seccomp profile ({type(exc).__name__}); refusing to run "
+                    "the container unconfined (--security-opt seccomp=unconfined runs it without a filter)"
+                ) from None
+            _SECCOMP_CACHE[key] = prof
+        linux["seccomp"] = prof  # shared: the spec is only serialised, never changed
     if engine.runtime.kind == "runc":
         # runc 1.1 knows only OCI 1.0.2 actions; our profile may use newer ones
         sc = linux.get("seccomp")
@@ -436,9 +443,22 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
                        "options": ["bind", "ro"]})
     from tugboat.engine.mounts import oci_mounts
 
-    mounts.extend(oci_mounts(c))
+    user_mounts = oci_mounts(c)
+    if hc.get("ReadonlyRootfs"):
+        # docker's rule: under a read-only rootfs every mount the user did not ask for is read-only
+        # too (/etc/hosts, resolv.conf, hostname …), except the kernel's /proc and /dev ones
+        user_dests = {m["destination"] for m in user_mounts}
+        for i, m in enumerate(mounts):
+            if m["destination"] in _RO_EXEMPT or m["destination"] in user_dests:
+                continue
+            if "ro" not in (m.get("options") or []):
+                mounts[i] = {**m, "options": [*(m.get("options") or []), "ro"]}
+    mounts.extend(user_mounts)
     spec["mounts"] = mounts
     return spec
+
+
+_RO_EXEMPT = ("/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue")
 
 
 def _resources(hc: dict) -> dict:

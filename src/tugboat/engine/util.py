@@ -8,6 +8,7 @@ import random
 import re
 import secrets
 import signal as _signal
+import stat
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -105,8 +106,8 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGKILL) -> int
         raise InvalidArgument(f"Invalid signal: {value}") from None
 
 
-def write_json_atomic(path: str, data: Any) -> None:
-    write_atomic(path, json.dumps(data, separators=(",", ":")).encode())
+def write_json_atomic(path: str, data: Any, *, mode: int | None = None) -> None:
+    write_atomic(path, json.dumps(data, separators=(",", ":")).encode(), mode=mode)
 
 
 def read_json(path: str) -> Any:
@@ -136,3 +137,78 @@ def parse_bytes(s: str | int | None) -> int:
         raise InvalidArgument(f"invalid size: {s!r}")
     mult = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}[m.group(2)]
     return int(float(m.group(1)) * mult)
+
+
+# -- reading a file of a container's rootfs ------------------------------------------------------
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_IN_ROOT = 0x10
+_SYS_OPENAT2 = 437  # x86_64 and aarch64 alike
+_openat2_state: list[Any] = []  # [libc] once probed, [None] when openat2 is missing
+
+
+def _openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """``openat2(2)`` through libc's ``syscall``; raises ``OSError`` (``ENOSYS`` on old kernels)."""
+    import ctypes
+
+    if not _openat2_state:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        _openat2_state.append(libc)
+    libc = _openat2_state[0]
+    how = (ctypes.c_uint64 * 3)(flags, 0, resolve)  # struct open_how {flags, mode, resolve}
+    fd = libc.syscall(_SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(fd)
+
+
+def read_in_root(root: str, rel: str, limit: int = 4 << 20) -> bytes | None:
+    """The content of the regular file ``rel`` of the tree ``root`` (a container's rootfs), with
+    every symlink and ``..`` resolved as if ``root`` were ``/`` (``openat2`` with
+    ``RESOLVE_IN_ROOT``), so a container can never point the engine at a host file. ``None`` when
+    it is missing, not a regular file (a FIFO never blocks us: ``O_NONBLOCK``), unreadable or
+    larger than ``limit`` bytes."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        dfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fd = _openat2(dfd, rel.lstrip("/"), flags, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+        except OSError as exc:
+            if exc.errno != 38:  # ENOSYS: a kernel before 5.6, resolve by hand (racy, but scoped)
+                return None
+            from tugboat.util.fs import scoped_join
+
+            try:
+                fd = os.open(scoped_join(root, rel), flags | os.O_NOFOLLOW)
+            except (OSError, InvalidArgument):
+                return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+                return None
+            chunks: list[bytes] = []
+            size = 0
+            while size <= limit and (chunk := os.read(fd, limit + 1 - size)):
+                chunks.append(chunk)
+                size += len(chunk)
+            return None if size > limit else b"".join(chunks)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dfd)
+
+
+def read_colon_file_in_root(root: str, rel: str) -> list[list[str]]:
+    """The fields of the passwd/group style file ``rel`` of a container's rootfs ([] when absent),
+    read through :func:`read_in_root`."""
+    data = read_in_root(root, rel)
+    if data is None:
+        return []
+    text = data.decode(errors="replace")
+    return [ln.split(":") for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]

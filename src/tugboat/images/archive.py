@@ -33,6 +33,7 @@ from tugboat.errors import DataCorruption, InvalidArgument, NotFound
 from tugboat.oci import image as oci
 from tugboat.oci.digest import validate_digest
 from tugboat.oci.reference import Reference, parse_reference
+from tugboat.snapshots.layer import MAX_SPECIAL_HEADER
 
 FORMATS = ("docker-archive", "oci-archive", "oci")
 
@@ -65,16 +66,38 @@ def _norm(name: str) -> str:
     return "/".join(parts)
 
 
+MAX_MEMBERS = 1_000_000  # an image archive has a few per layer; each costs ~1 KB of memory here
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads PAX and GNU long-name header bodies whole into memory: refuse big ones
+    before reading (the same limit as our layer reader and Go's archive/tar)."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        special = self.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE,
+                                tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
+        if special and self.size > MAX_SPECIAL_HEADER:
+            raise DataCorruption(f"invalid archive: a tar extended header of {self.size} bytes "
+                                 f"(the limit is {MAX_SPECIAL_HEADER} bytes)")
+        out = super()._proc_member(tarfile_)  # type: ignore[misc]
+        if self.type == tarfile.XGLTYPE and sum(
+                len(k) + len(v) for k, v in tarfile_.pax_headers.items()) > MAX_SPECIAL_HEADER:
+            raise DataCorruption(f"invalid archive: tar global headers over {MAX_SPECIAL_HEADER} bytes in all")
+        return out  # type: ignore[no-any-return]
+
+
 class _TarSource(_Source):
     def __init__(self, f: IO[bytes]) -> None:
         try:
-            self.tf = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115 - lives with the source
+            self.tf = tarfile.open(fileobj=f, mode="r:", tarinfo=_BoundedTarInfo)  # noqa: SIM115 - lives with the source
+            self.members: dict[str, tarfile.TarInfo] = {}
+            for n, m in enumerate(self.tf):
+                if n >= MAX_MEMBERS:
+                    raise DataCorruption(f"invalid archive: more than {MAX_MEMBERS} entries")
+                with contextlib.suppress(DataCorruption):
+                    self.members[_norm(m.name)] = m
         except tarfile.TarError as exc:
             raise DataCorruption(f"invalid archive: {exc}") from None
-        self.members: dict[str, tarfile.TarInfo] = {}
-        for m in self.tf.getmembers():
-            with contextlib.suppress(DataCorruption):
-                self.members[_norm(m.name)] = m
 
     def names(self) -> set[str]:
         return set(self.members)

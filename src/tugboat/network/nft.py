@@ -3,10 +3,12 @@
 We own two tables (names get a suffix when the manager runs as a named instance, e.g. in tests):
 
 - ``inet tugboat``: ``forward`` filter chain — no new connections into a bridge from elsewhere
-  except DNATed ones (published ports), inter-network isolation, ``--internal``.
+  except DNATed ones (published ports), inter-network isolation, ``--internal``;
+  ``prerouting-raw`` — packets arriving on a bridge for 127.0.0.0/8 are dropped (CVE-2020-8558).
 - ``ip tugboat-nat``: ``prerouting``/``output`` DNAT of published ports (for other hosts and for
   the host itself, 127.0.0.1 included: the bridges have ``route_localnet=1`` and such connections
-  are masqueraded), ``postrouting`` masquerade for egress and hairpin.
+  are masqueraded; the raw drop above keeps containers out of 127/8), ``postrouting`` masquerade
+  for egress and hairpin.
 
 Each change renders the full desired ruleset and runs ``add table; delete table; table {…}`` for
 both tables in one transaction, so the rules are never half-applied and re-applying is
@@ -80,6 +82,14 @@ def render(rs: Ruleset, instance: str = "") -> str:
         if others:
             out.append(f"    iifname {_q(b.ifname)} oifname {{ {', '.join(_q(o) for o in others)} }} drop")
     out.append("  }")
+    if names:
+        # CVE-2020-8558: the bridges have route_localnet=1 (for DNAT from the host's 127.0.0.1),
+        # which would also route a crafted frame from a container (CAP_NET_RAW) to the host's
+        # loopback services. Drop such packets before conntrack, as kube-proxy does.
+        out.append("  chain prerouting-raw {")
+        out.append("    type filter hook prerouting priority raw; policy accept;")
+        out.append(f"    iifname {{ {', '.join(_q(n) for n in names)} }} ip daddr 127.0.0.0/8 drop")
+        out.append("  }")
     out.append("}")
 
     out.append(f"table ip {nat} {{")

@@ -345,6 +345,20 @@ def _cstr(field: bytes) -> bytes:
     return field if i < 0 else field[:i]
 
 
+MAX_SPECIAL_HEADER = 1 << 20
+"""The largest PAX (``x``/``g``) or GNU long-name (``L``/``K``) header body we read into memory;
+Go's archive/tar (docker, containerd) refuses larger ones too."""
+_SPECIAL_NAMES = {b"x": "PAX", b"g": "PAX global", b"L": "GNU long name", b"K": "GNU long link name"}
+
+
+def _too_big(typ: bytes, size: int, held: int) -> None:
+    what = _SPECIAL_NAMES[typ]
+    if held == size:
+        raise LayerError(f"refusing layer: tar {what} header of {size} bytes (the limit is {MAX_SPECIAL_HEADER} bytes)")
+    raise LayerError(f"refusing layer: tar {what} headers of {held} bytes in all (the limit is {MAX_SPECIAL_HEADER} "
+                     f"bytes)")
+
+
 def _parse_pax(data: bytes) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     pos = 0
@@ -682,6 +696,32 @@ def _mtime_ns(v: bytes) -> int:
     return int(s) * 1_000_000_000
 
 
+def _apply_pax(h: dict[str, Any], fields: dict[str, bytes]) -> None:
+    """PAX records over the ustar fields of header ``h``."""
+    try:
+        for k, v in fields.items():
+            if k == "path":
+                h["name"] = _fsdecode(v)
+            elif k == "linkpath":
+                h["linkname"] = _fsdecode(v)
+            elif k == "size":
+                h["size"] = int(v)
+            elif k == "uid":
+                h["uid"] = int(v)
+            elif k == "gid":
+                h["gid"] = int(v)
+            elif k == "mtime":
+                h["mtime_ns"] = _mtime_ns(v)
+            elif k.startswith("SCHILY.xattr."):
+                h["xattrs"][k[len("SCHILY.xattr."):]] = v
+            elif k.startswith("GNU.sparse."):
+                raise LayerError("unsupported tar entry: sparse files")
+    except ValueError:
+        raise LayerError(f"invalid PAX header value for {h['name']!r}") from None
+    if h["size"] < 0:
+        raise LayerError(f"invalid PAX size for {h['name']!r}")
+
+
 def read_entries(stream: _Stream, on_entry: Callable[[dict[str, Any], _Stream], None]) -> None:
     """Parse tar headers from ``stream`` and call ``on_entry(header, stream)`` for each member;
     ``on_entry`` must consume the member's data (padded to 512)."""
@@ -689,6 +729,7 @@ def read_entries(stream: _Stream, on_entry: Callable[[dict[str, Any], _Stream], 
     pax: dict[str, bytes] = {}
     long_name: bytes | None = None
     long_link: bytes | None = None
+    pax_held = global_held = 0  # bytes of PAX header bodies read for the next entry / globally
     zero_blocks = 0
     while True:
         try:
@@ -716,6 +757,16 @@ def read_entries(stream: _Stream, on_entry: Callable[[dict[str, Any], _Stream], 
         if size < 0:
             raise LayerError("invalid tar: negative size")
         if typ in (b"x", b"g"):
+            # header bodies are read whole into memory: bounded like Go's archive/tar (docker),
+            # one by one and all those applying to one entry together
+            if typ == b"g":
+                global_held += size
+                held = global_held
+            else:
+                pax_held += size
+                held = pax_held
+            if held > MAX_SPECIAL_HEADER:
+                _too_big(typ, size, held)
             data = stream.read(_padded(size))[:size]
             rec = _parse_pax(data)
             if typ == b"g":
@@ -724,6 +775,8 @@ def read_entries(stream: _Stream, on_entry: Callable[[dict[str, Any], _Stream], 
                 pax.update(rec)
             continue
         if typ in (b"L", b"K"):
+            if size > MAX_SPECIAL_HEADER:
+                _too_big(typ, size, size)
             data = _cstr(stream.read(_padded(size))[:size])
             if typ == b"L":
                 long_name = data
@@ -754,24 +807,10 @@ def read_entries(stream: _Stream, on_entry: Callable[[dict[str, Any], _Stream], 
             "xattrs": {},
         }
         if fields:
-            for k, v in fields.items():
-                if k == "path":
-                    h["name"] = _fsdecode(v)
-                elif k == "linkpath":
-                    h["linkname"] = _fsdecode(v)
-                elif k == "size":
-                    h["size"] = int(v)
-                elif k == "uid":
-                    h["uid"] = int(v)
-                elif k == "gid":
-                    h["gid"] = int(v)
-                elif k == "mtime":
-                    h["mtime_ns"] = _mtime_ns(v)
-                elif k.startswith("SCHILY.xattr."):
-                    h["xattrs"][k[len("SCHILY.xattr."):]] = v
-                elif k.startswith("GNU.sparse."):
-                    raise LayerError("unsupported tar entry: sparse files")
-        pax = {}
+            _apply_pax(h, fields)
+        if pax_held:
+            pax = {}
+            pax_held = 0
         long_name = long_link = None
         if typ == b"S":
             raise LayerError("unsupported tar entry: sparse files")

@@ -1056,6 +1056,19 @@ async def build(store: Store, data_dir: str | None = None, tokens: dict[str, tup
     return srv
 
 
+def private_dir(path: str) -> None:
+    """Create ``path`` as 0700, or tighten an existing one of ours to 0700: it holds the CA key,
+    tokens and the datastore (every Secret), for no other host user to read."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    st = os.stat(path)
+    if st.st_mode & 0o077:
+        if st.st_uid != os.geteuid():
+            log.warning("data dir %s belongs to uid %d and is open to other users (mode %o)",
+                        path, st.st_uid, st.st_mode & 0o777)
+            return
+        os.chmod(path, 0o700)
+
+
 async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any = None) -> None:
     """Run the API server until cancelled (SIGTERM/SIGINT stop it cleanly)."""
     import signal
@@ -1066,7 +1079,7 @@ async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any
     host, _, port_s = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     port = int(port_s)
-    os.makedirs(data_dir, exist_ok=True)
+    private_dir(data_dir)
     pki = ClusterPKI(data_dir)
     hosts = [host] if host not in ("0.0.0.0", "::") else []
     pki.ensure(hosts)

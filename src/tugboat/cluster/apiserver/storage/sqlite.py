@@ -76,6 +76,16 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(exc)
 
 
+def _private_files(path: str) -> None:
+    """The database holds every Secret: owner-only. Create it 0600 before SQLite does (SQLite
+    gives its -wal/-shm files the database's mode), and tighten files an older version left."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for p in (path, path + "-wal", path + "-shm", path + "-journal", path + ".lock"):
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(p).st_mode & 0o077:
+                os.chmod(p, 0o600)
+
+
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -128,6 +138,7 @@ class SQLiteStore(Store):
         except BlockingIOError:
             os.close(self._lock_fd)
             raise StoreUnavailable(f"{self.path} is in use by another API server") from None
+        _private_files(self.path)
         conn = _connect(self.path)
         conn.executescript(SCHEMA)
         row = conn.execute("SELECT MAX(id) FROM log").fetchone()
