@@ -30,7 +30,6 @@ import ssl
 import time
 from typing import Any
 
-import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -188,23 +187,12 @@ async def bootstrap_serving_cert(client: Any, node_name: str, addresses: list[st
                          "labels": {"tugboat.io/node": node_name[:63]}},
             "spec": {"request": base64.b64encode(csr_pem).decode(), "signerName": SIGNER,
                      "usages": SERVING_USAGES}}
-    name = body["metadata"]["name"]
+    try:
+        created = await client.create(CSRS, body)
+    except ApiError as e:
+        raise Unavailable(f"could not create the certificate signing request for node {node_name}: {e}") from None
+    name = created["metadata"]["name"]
     deadline = time.monotonic() + timeout
-    # a busy or still-starting API server may time a request out: retry until the deadline (the
-    # name is fixed, so a create that went through before its answer was lost shows up as 409)
-    while True:
-        try:
-            await client.create(CSRS, body)
-            break
-        except ApiError as e:
-            if e.code == 409:
-                break
-            raise Unavailable(f"could not create the certificate signing request for node {node_name}: {e}") from None
-        except (TimeoutError, OSError, aiohttp.ClientError) as e:
-            if time.monotonic() >= deadline:
-                raise Unavailable(f"could not create the certificate signing request for node {node_name}: "
-                                  f"{type(e).__name__}: {e}") from None
-            await asyncio.sleep(0.5)
     chain = b""
     while time.monotonic() < deadline:
         try:
@@ -212,9 +200,6 @@ async def bootstrap_serving_cert(client: Any, node_name: str, addresses: list[st
         except ApiError as e:
             if e.code == 404:
                 raise Unavailable(f"certificate signing request {name} was deleted before it was signed") from None
-            await asyncio.sleep(0.5)
-            continue
-        except (TimeoutError, OSError, aiohttp.ClientError):
             await asyncio.sleep(0.5)
             continue
         st = cur.get("status") or {}
