@@ -11,13 +11,22 @@ The contract with node agents (the kubelet's own API, by path):
   ``--kubelet-certificate-authority`` do.
 - ``GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&sinceSeconds=
   &sinceTime=&previous=&limitBytes=`` -> ``text/plain`` (chunked when following);
-- ``GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=`` and
-  ``GET /attach/{namespace}/{pod}/{container}?…``: a WebSocket speaking the
-  ``v5.channel.k8s.io``/``v4.channel.k8s.io`` channel protocol (the API server relays frames as
-  they are, choosing the subprotocol the client offered);
-- ``GET /portForward/{namespace}/{pod}?ports=…``: a WebSocket, channel protocol as the Python
+- ``GET|POST /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=`` and
+  ``GET|POST /attach/{namespace}/{pod}/{container}?…``: either a WebSocket speaking the
+  ``v5.channel.k8s.io``/``v4.channel.k8s.io`` channel protocol (the API server relays messages as
+  they are, choosing the subprotocol the client offered), or an ``Upgrade: SPDY/3.1`` with
+  ``X-Stream-Protocol-Version`` negotiation (v5/v4/v3/v2.channel.k8s.io): the node answers 101 with
+  the chosen version (403 when none fits) and speaks SPDY/3.1 on the raw connection;
+- ``GET|POST /portForward/{namespace}/{pod}?ports=…``: a WebSocket, channel protocol as the Python
   client uses it; with subprotocol ``SPDY/3.1+portforward.k8s.io`` SPDY frames inside the WebSocket
-  (kubectl's). Plain SPDY upgrades are not supported.
+  (kubectl 1.32's); or ``Upgrade: SPDY/3.1`` with ``X-Stream-Protocol-Version: portforward.k8s.io``
+  (client-go's SPDY port-forwarder).
+
+SPDY upgrades are not terminated here: the API server forwards the upgrade request to the node
+(same method, query, ``X-Stream-Protocol-Version`` values, its own client certificate), passes a
+refusal back as the node gave it (status and body, e.g. 403 ``unable to negotiate protocol``), and
+on ``101`` answers the client ``101`` with the node's ``X-Stream-Protocol-Version`` and splices the
+two connections byte for byte (:mod:`tugboat.cluster.upgrade`) until either side closes.
 """
 
 from __future__ import annotations
@@ -131,9 +140,11 @@ async def handle(srv: APIServer, request: web.Request, rt: ResourceType, ns: str
     tls = _ssl_for(srv, url)
     if sub == "log":
         return await _proxy_http(request, url, params, tls)
-    if request.headers.get("Upgrade", "").lower() != "websocket":
-        raise ApiError(400, "Upgrade request required (only WebSocket streaming is supported; SPDY is not)",
-                       "BadRequest")
+    upgrade = request.headers.get("Upgrade", "").lower()
+    if upgrade.startswith("spdy/"):
+        return await _proxy_spdy(request, url, params, tls)
+    if upgrade != "websocket":
+        raise ApiError(400, "Upgrade request required (Upgrade: websocket or SPDY/3.1)", "BadRequest")
     return await _proxy_ws(request, url, params, tls)
 
 
@@ -191,3 +202,61 @@ async def _proxy_ws(request: web.Request, url: str, params: list[tuple[str, str]
         return ws
     finally:
         await session.close()
+
+
+async def _proxy_spdy(request: web.Request, url: str, params: list[tuple[str, str]],
+                      tls: ssl.SSLContext | bool = False) -> web.StreamResponse:
+    """Forward an ``Upgrade: SPDY/3.1`` to the node agent and splice the connections on 101."""
+    from tugboat.cluster.upgrade import UpgradedConnection, dial
+
+    offered = request.headers.getall("X-Stream-Protocol-Version", [])
+    headers = [("Connection", "Upgrade"), ("Upgrade", request.headers.get("Upgrade", "SPDY/3.1"))]
+    headers += [("X-Stream-Protocol-Version", v) for v in offered]
+    try:
+        up = await dial(url, method=request.method, params=params, headers=headers, ssl_context=tls)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ApiError(502, f"error dialing the node agent at {url}: {exc}", "ServiceUnavailable") from None
+    if up.status != 101:
+        try:
+            body = await up.body()
+        finally:
+            up.close()
+        resp = web.Response(status=up.status, reason=up.reason or None, body=body,
+                            content_type=(up.header("Content-Type") or "text/plain").split(";")[0])
+        for v in up.header_values("X-Accepted-Stream-Protocol-Versions"):
+            resp.headers.add("X-Accepted-Stream-Protocol-Versions", v)
+        return resp
+    chosen = up.header_values("X-Stream-Protocol-Version")
+    try:
+        down = await UpgradedConnection.accept(request, up.header("Upgrade") or "SPDY/3.1",
+                                               [("X-Stream-Protocol-Version", v) for v in chosen])
+    except BaseException:
+        up.close()
+        raise
+
+    async def to_node() -> None:
+        while data := await down.read():
+            up.writer.write(data)
+            await up.writer.drain()
+        if up.writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                up.writer.write_eof()
+
+    async def to_client() -> None:
+        while data := await up.reader.read(65536):
+            await down.write(data)
+
+    tasks = {asyncio.create_task(to_node()), asyncio.create_task(to_client())}
+    try:
+        _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if pending:  # one direction ended: give the other a moment to drain, then hang up both
+            await asyncio.wait(pending, timeout=2)
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        up.close()
+        await down.close()
+    return down.response

@@ -3,14 +3,19 @@
 
 - ``GET /containerLogs/{ns}/{pod}/{container}?follow&tailLines&timestamps&sinceSeconds&sinceTime
   &previous&limitBytes`` -> text/plain (chunked while following);
-- ``GET /exec/{ns}/{pod}/{container}?command=…&stdin&stdout&stderr&tty`` -> WebSocket, channel
-  protocol (v5/v4.channel.k8s.io: first byte of each binary message is the stream: 0 stdin,
-  1 stdout, 2 stderr, 3 error/status JSON, 4 resize JSON, 255 close-stream (v5));
-- ``GET /attach/{ns}/{pod}/{container}`` -> WebSocket: the container's output from now on and its
-  stdin when the container has ``stdin: true``;
-- ``GET /portForward/{ns}/{pod}?ports=P,…`` -> WebSocket, channel protocol as the Python client
+- ``GET|POST /exec/{ns}/{pod}/{container}?command=…&stdin&stdout&stderr&tty`` -> either a WebSocket,
+  channel protocol (v5/v4.channel.k8s.io: first byte of each binary message is the stream: 0 stdin,
+  1 stdout, 2 stderr, 3 error/status JSON, 4 resize JSON, 255 close-stream (v5)), or, for
+  ``Upgrade: SPDY/3.1``, 101 with the negotiated ``X-Stream-Protocol-Version`` (403 when the client
+  offers none we speak) and SPDY/3.1 streams ``error``/``stdin``/``stdout``/``stderr``/``resize``
+  (:class:`tugboat.cluster.node.spdy.RemoteCommandSession`);
+- ``GET|POST /attach/{ns}/{pod}/{container}`` -> the same two transports: the container's output
+  from now on and its stdin when the container has ``stdin: true``;
+- ``GET|POST /portForward/{ns}/{pod}?ports=P,…`` -> WebSocket, channel protocol as the Python client
   speaks it (port i: data channel 2i, error channel 2i+1; first frame per channel = the port,
-  uint16 little-endian);
+  uint16 little-endian); SPDY/3.1 inside WebSocket messages (subprotocol
+  ``SPDY/3.1+portforward.k8s.io``, kubectl 1.32); or plain SPDY/3.1 after ``Upgrade: SPDY/3.1`` with
+  ``X-Stream-Protocol-Version: portforward.k8s.io`` (client-go).
 - ``GET /healthz`` -> ok.
 
 With TLS (what ``tug cluster node`` does unless ``--insecure-http``) every request must carry the
@@ -28,7 +33,8 @@ import os
 import ssl
 import struct
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -144,29 +150,116 @@ async def container_logs(request: web.Request) -> web.StreamResponse:
 
 
 class Channel:
-    """Channel-protocol WebSocket helpers."""
+    """exec/attach over WebSocket, channel protocol: the first byte of each binary message is the
+    stream. The same view as :class:`tugboat.cluster.node.spdy.RemoteCommandSession`."""
+
+    json_status = True
 
     def __init__(self, ws: web.WebSocketResponse) -> None:
         self.ws = ws
+        self.response: web.StreamResponse = ws
         self.v5 = ws.ws_protocol == "v5.channel.k8s.io"
-        self.base64 = False
 
     async def send(self, ch: int, data: bytes) -> None:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError, RuntimeError):
                 await self.ws.send_bytes(bytes([ch]) + data)
 
-    async def status(self, code: int | None, message: str = "") -> None:
-        if code == 0:
-            body: dict[str, Any] = {"metadata": {}, "status": "Success"}
-        elif code is None:
-            body = {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
-        else:
-            body = {"metadata": {}, "status": "Failure",
-                    "message": f"command terminated with non-zero exit code: error executing command, exit code {code}",
-                    "reason": "NonZeroExitCode",
-                    "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
-        await self.send(3, json.dumps(body).encode())
+    async def inputs(self) -> AsyncIterator[tuple[int, bytes]]:
+        async for msg in self.ws:
+            if msg.type == WSMsgType.BINARY and msg.data:
+                yield msg.data[0], bytes(msg.data[1:])
+            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                return
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+class StreamIO(Protocol):
+    """What the exec and attach handlers need from a transport (WebSocket channels or SPDY)."""
+
+    response: web.StreamResponse
+    json_status: bool
+
+    async def send(self, ch: int, data: bytes) -> None: ...
+
+    def inputs(self) -> AsyncIterator[tuple[int, bytes]]: ...
+
+    async def close(self) -> None: ...
+
+
+def status_body(code: int | None, message: str = "") -> dict[str, Any]:
+    """The metav1.Status the v4+ protocols put on the error stream at the end of an exec."""
+    if code == 0:
+        return {"metadata": {}, "status": "Success"}
+    if code is None:
+        return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError"}
+    return {"metadata": {}, "status": "Failure",
+            "message": f"command terminated with non-zero exit code: error executing command, exit code {code}",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]}}
+
+
+async def send_status(io: StreamIO, code: int | None, message: str = "") -> None:
+    body = status_body(code, message)
+    if io.json_status:
+        await io.send(3, json.dumps(body).encode())
+    elif code != 0:  # v2/v3: the error stream carries only an error's text
+        await io.send(3, body["message"].encode())
+
+
+def _is_spdy(request: web.Request) -> bool:
+    return request.headers.get("Upgrade", "").lower().startswith("spdy/")
+
+
+def _negotiate(request: web.Request, supported: tuple[str, ...]) -> str:
+    """The ``X-Stream-Protocol-Version`` to answer; 403 as the kubelet does when none fits."""
+    from tugboat.cluster.node.spdy import negotiate
+
+    offered = request.headers.getall("X-Stream-Protocol-Version", [])
+    if not offered:
+        return ""
+    chosen = negotiate(offered, supported)
+    if chosen is None:
+        client = " ".join(p.strip() for v in offered for p in v.split(","))
+        raise web.HTTPForbidden(
+            text=f"unable to upgrade: unable to negotiate protocol: client supports [{client}], "
+                 f"server supports [{' '.join(supported)}]",
+            headers=[("X-Accepted-Stream-Protocol-Versions", p) for p in supported])  # type: ignore[arg-type]
+    return chosen
+
+
+async def _open_streams(request: web.Request, *, stdin: bool, stdout: bool, stderr: bool,
+                        tty: bool) -> tuple[StreamIO, bool]:
+    """Upgrade the request (SPDY/3.1 or WebSocket) and return the stream view, and False when the
+    SPDY client did not create the streams it asked for (the connection is then closed)."""
+    if not _is_spdy(request):
+        ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
+        await ws.prepare(request)
+        return Channel(ws), True
+    from tugboat.cluster.node.spdy import REMOTECOMMAND_PROTOCOLS, RemoteCommandSession
+    from tugboat.cluster.upgrade import UpgradedConnection
+
+    chosen = _negotiate(request, REMOTECOMMAND_PROTOCOLS)
+    conn = await UpgradedConnection.accept(request, "SPDY/3.1",
+                                           [("X-Stream-Protocol-Version", chosen)] if chosen else [])
+    expected = {"error"}
+    if stdin:
+        expected.add("stdin")
+    if stdout:
+        expected.add("stdout")
+    if stderr and not tty:
+        expected.add("stderr")
+    if tty and chosen not in ("", "v2.channel.k8s.io"):
+        expected.add("resize")
+    session = RemoteCommandSession(conn, chosen or "v2.channel.k8s.io", expected)
+    session.start()
+    problem = await session.wait_streams()
+    if problem is not None:
+        await session.close(linger=0)
+        return session, False  # type: ignore[return-value]
+    return session, True  # type: ignore[return-value]
 
 
 async def exec_handler(request: web.Request) -> web.StreamResponse:
@@ -182,9 +275,10 @@ async def exec_handler(request: web.Request) -> web.StreamResponse:
     if c.cid is None or c.status is None or c.status.state != "running":
         raise web.HTTPBadRequest(text=f"container {cname} is not running")
     want_stdin, tty = _flag(request, "stdin"), _flag(request, "tty")
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
-    await ws.prepare(request)
-    ch = Channel(ws)
+    io, ok = await _open_streams(request, stdin=want_stdin, stdout=_flag(request, "stdout"),
+                                 stderr=_flag(request, "stderr"), tty=tty)
+    if not ok:
+        return io.response
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str | None, bytes]] = asyncio.Queue()
 
@@ -192,32 +286,57 @@ async def exec_handler(request: web.Request) -> web.StreamResponse:
         loop.call_soon_threadsafe(queue.put_nowait, (stream, data))
 
     cid = c.cid
+    inputs = io.inputs().__aiter__()
+    early: list[tuple[int, bytes]] = []
+    size: list[int] | None = None
+    pending_first: asyncio.Future[tuple[int, bytes]] | None = None
+    if tty:  # the client sends the terminal's size first: start the process with it (no resize race)
+        pending_first = asyncio.ensure_future(inputs.__anext__())
+        await asyncio.wait({pending_first}, timeout=1.0)
+        if pending_first.done():
+            first = None if pending_first.exception() is not None else pending_first.result()
+            pending_first = None
+            if first is not None and first[0] == 4:
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    dims = json.loads(first[1])
+                    size = [int(dims.get("Height", 0)), int(dims.get("Width", 0))]
+            if first is not None and size is None:
+                early.append(first)
     try:
         eid = await loop.run_in_executor(agent.executor, lambda: exec_create(agent.engine, cid, {
             "Cmd": cmd, "AttachStdin": want_stdin, "AttachStdout": True, "AttachStderr": True, "Tty": tty}))
-        rec = await loop.run_in_executor(agent.executor, lambda: exec_start(agent.engine, eid, subscriber=sub))
+        rec = await loop.run_in_executor(agent.executor, lambda: exec_start(agent.engine, eid, subscriber=sub,
+                                                                            console_size=size))
     except TugError as e:
-        await ch.status(None, str(e))
-        await ws.close()
-        return ws
+        if pending_first is not None:
+            pending_first.cancel()
+        await send_status(io, None, str(e))
+        await io.close()
+        return io.response
+
+    async def handle(chan: int, data: bytes) -> None:
+        pio = rec.pio
+        if chan == 0 and pio is not None and pio.stdin_fd is not None:
+            with contextlib.suppress(OSError):
+                await loop.run_in_executor(None, _write_all, pio.stdin_fd, data)
+        elif chan == 4:
+            with contextlib.suppress(Exception):
+                dims = json.loads(data)
+                exec_resize(agent.engine, eid, int(dims.get("Height", 0)), int(dims.get("Width", 0)))
+        elif chan == 255 and data[:1] == b"\x00" and pio is not None:
+            pio.close_stdin()
 
     async def pump_in() -> None:
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-                continue
-            chan, data = msg.data[0], msg.data[1:]
-            pio = rec.pio
-            if chan == 0 and pio is not None and pio.stdin_fd is not None:
-                with contextlib.suppress(OSError):
-                    await loop.run_in_executor(None, _write_all, pio.stdin_fd, data)
-            elif chan == 4:
-                with contextlib.suppress(Exception):
-                    size = json.loads(data)
-                    exec_resize(agent.engine, eid, int(size.get("Height", 0)), int(size.get("Width", 0)))
-            elif chan == 255 and data[:1] == b"\x00" and pio is not None:
-                pio.close_stdin()
+        for chan, data in early:
+            await handle(chan, data)
+        if pending_first is not None:
+            with contextlib.suppress(StopAsyncIteration, RuntimeError, ConnectionError):
+                await handle(*await pending_first)
+        async for chan, data in inputs:
+            await handle(chan, data)
+        pio = rec.pio  # the client is gone: its stdin ends too (a shell then exits)
+        if want_stdin and pio is not None:
+            pio.close_stdin()
 
     tin = asyncio.create_task(pump_in())
     try:
@@ -225,13 +344,15 @@ async def exec_handler(request: web.Request) -> web.StreamResponse:
             stream, data = await queue.get()
             if stream is None:
                 break
-            await ch.send(2 if stream == "stderr" else 1, data)
+            await io.send(2 if stream == "stderr" else 1, data)
         await loop.run_in_executor(agent.executor, rec.done.wait, 30)
-        await ch.status(rec.exit_code if rec.exit_code is not None else 255)
+        await send_status(io, rec.exit_code if rec.exit_code is not None else 255)
     finally:
         tin.cancel()
-        await ws.close()
-    return ws
+        if pending_first is not None:
+            pending_first.cancel()
+        await io.close()
+    return io.response
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -253,24 +374,28 @@ async def attach_handler(request: web.Request) -> web.StreamResponse:
     assert c is not None
     if c.cid is None:
         raise web.HTTPBadRequest(text=f"container {cname} is not running")
-    ctr = agent.engine.get(c.cid)
+    cid = c.cid
+    ctr = agent.engine.get(cid)
     pio = ctr.pio
     if pio is None:
         raise web.HTTPBadRequest(text=f"container {cname} is not running")
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, max_msg_size=0)
-    await ws.prepare(request)
-    ch = Channel(ws)
+    io, ok = await _open_streams(request, stdin=_flag(request, "stdin"), stdout=_flag(request, "stdout"),
+                                 stderr=_flag(request, "stderr"), tty=_flag(request, "tty"))
+    if not ok:
+        return io.response
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str | None, bytes]] = asyncio.Queue()
     unsub = pio.subscribe(lambda s, d: loop.call_soon_threadsafe(queue.put_nowait, (s, d)))
 
     async def pump_in() -> None:
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY and msg.data and msg.data[0] == 0 and pio.stdin_fd is not None:
+        async for chan, data in io.inputs():
+            if chan == 0 and pio.stdin_fd is not None:
                 with contextlib.suppress(OSError):
-                    await loop.run_in_executor(None, _write_all, pio.stdin_fd, msg.data[1:])
-            elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                break
+                    await loop.run_in_executor(None, _write_all, pio.stdin_fd, data)
+            elif chan == 4:
+                with contextlib.suppress(Exception):
+                    size = json.loads(data)
+                    agent.engine.resize(cid, int(size.get("Height", 0)), int(size.get("Width", 0)))
 
     tin = asyncio.create_task(pump_in())
     try:
@@ -282,25 +407,28 @@ async def attach_handler(request: web.Request) -> web.StreamResponse:
                 break
             stream, data = get.result()
             if stream is None:
-                await ch.status(0)
+                await send_status(io, 0)
                 break
-            await ch.send(2 if stream == "stderr" else 1, data)
+            await io.send(2 if stream == "stderr" else 1, data)
     finally:
         unsub()
         tin.cancel()
-        await ws.close()
-    return ws
+        await io.close()
+    return io.response
 
 
 async def port_forward(request: web.Request) -> web.StreamResponse:
     agent = _agent(request)
     ns, pod = request.match_info["ns"], request.match_info["pod"]
     w, _ = _find(agent, ns, pod, None)
+    from tugboat.cluster.node import spdy
+
+    if _is_spdy(request):  # client-go's SPDY port-forwarder: SPDY/3.1 on the upgraded connection
+        _negotiate(request, spdy.PORTFORWARD_PROTOCOLS)
+        return await spdy.serve_portforward_upgrade(request, w.pod_ip or "127.0.0.1")
     offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
     if "SPDY/3.1+portforward.k8s.io" in offered:  # kubectl: SPDY frames inside the WebSocket
-        from tugboat.cluster.node import spdy
-
-        return await spdy.serve(request, w.pod_ip or "127.0.0.1")
+        return await spdy.serve_portforward_ws(request, w.pod_ip or "127.0.0.1")
     ports = [int(p) for p in ",".join(request.query.getall("ports", [])).split(",") if p.strip()]
     if not ports:
         raise web.HTTPBadRequest(text="query parameter \"port\" is required")
@@ -330,14 +458,9 @@ async def port_forward(request: web.Request) -> web.StreamResponse:
 
         tasks.append(asyncio.create_task(pump_out()))
     try:
-        async for msg in ws:
-            if msg.type != WSMsgType.BINARY or not msg.data:
-                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
-                    break
-                continue
-            chan = msg.data[0]
+        async for chan, data in ch.inputs():
             if chan % 2 == 0 and chan // 2 in writers:
-                writers[chan // 2].write(msg.data[1:])
+                writers[chan // 2].write(data)
                 await writers[chan // 2].drain()
     finally:
         for t in tasks:
@@ -386,7 +509,9 @@ def make_app(agent: NodeAgent) -> web.Application:
     app.router.add_get("/exec/{ns}/{pod}/{container}", exec_handler)
     app.router.add_post("/exec/{ns}/{pod}/{container}", exec_handler)
     app.router.add_get("/attach/{ns}/{pod}/{container}", attach_handler)
+    app.router.add_post("/attach/{ns}/{pod}/{container}", attach_handler)
     app.router.add_get("/portForward/{ns}/{pod}", port_forward)
+    app.router.add_post("/portForward/{ns}/{pod}", port_forward)
     return app
 
 
