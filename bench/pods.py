@@ -1,10 +1,11 @@
 """Pod start-up latency, service update propagation and node agent memory on a `tug cluster up` cluster.
 
-    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3] [--trace]
+    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3] [--rate 10] [--trace]
 
 Start-up latency: from the pod's POST returning to the agent reporting Ready (image present on
 the node), seen through a watch; p50/p99/max over all pods, created 10 at a time. Kubernetes'
-SLO is p99 <= 5 s. Service propagation: from the Service's POST to its ClusterIP being in every
+SLO is p99 <= 5 s. ``--rate R``: then the same number of pods again, created R per second (as
+Kubernetes' density test paces pod creation), after the burst's pods are deleted. Service propagation: from the Service's POST to its ClusterIP being in every
 node's nftables map. RSS: VmRSS of each node agent process after the run. ``--trace``: the
 median and p99 time from the POST to each step of the agents' pod workers (seen, sandbox,
 network, container created/started, status PATCH), from their ``TUG_POD_TRACE`` records, and
@@ -62,7 +63,7 @@ def breakdown(trace_file: str) -> None:
             print(f"  {step:<22} p50 {pct(steps[step], 50):6.3f} s  p99 {pct(steps[step], 99):6.3f} s")
 
 
-async def startup(kubeconfig: str, n: int) -> list[float]:
+async def startup(kubeconfig: str, n: int, rate: float = 0.0) -> list[float]:
     async with ApiClient.from_kubeconfig(kubeconfig) as c:
         created: dict[str, float] = {}
         ready: dict[str, float] = {}
@@ -96,10 +97,13 @@ async def startup(kubeconfig: str, n: int) -> list[float]:
                     "spec": {"terminationGracePeriodSeconds": 0, "containers": [
                         {"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                          "command": ["sleep", "3600"]}]}}
+            if rate:  # paced, as Kubernetes' density test creates pods: i / rate s after the first
+                await asyncio.sleep(max(0.0, t_first + i / rate - time.monotonic()))
             async with sem:
                 await c.create(R.PODS, body, "default")
                 created[name] = time.monotonic()
 
+        t_first = time.monotonic()
         await asyncio.gather(*(make(i) for i in range(n)))
         await asyncio.wait_for(done.wait(), 300)
         w.cancel()
@@ -107,6 +111,20 @@ async def startup(kubeconfig: str, n: int) -> list[float]:
         BOUND.update(bound)
         READY.update(ready)
         return [ready[k] - created[k] for k in created if k in ready]
+
+
+async def delete_pods(kubeconfig: str) -> None:
+    """Delete the burst's pods and wait until they are gone (their containers stopped)."""
+    async with ApiClient.from_kubeconfig(kubeconfig) as c:
+        lst = await c.list(R.PODS, "default", label_selector="bench=startup")
+        for p in lst.get("items") or []:
+            await c.delete(R.PODS, p["metadata"]["name"], "default")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not (await c.list(R.PODS, "default", label_selector="bench=startup")).get("items"):
+                return
+            await asyncio.sleep(0.2)
+        raise TimeoutError("the burst's pods were not deleted within 120 s")
 
 
 async def propagation(kubeconfig: str, nodes: list[dict], rounds: int = 5) -> list[float]:
@@ -148,6 +166,9 @@ def main() -> int:
     ap.add_argument("--pods", type=int, default=30)
     ap.add_argument("--nodes", type=int, default=1)
     ap.add_argument("--trace", action="store_true", help="print where each pod's start-up time goes")
+    ap.add_argument("--rate", type=float, default=0.0,
+                    help="also measure pods created at this many per second (Kubernetes' density test "
+                         "paces creation); 0: only the burst")
     o = ap.parse_args()
     trace = ""
     if o.trace:
@@ -168,6 +189,12 @@ def main() -> int:
         if trace:
             breakdown(trace)
             os.unlink(trace)
+        paced: list[float] = []
+        if o.rate:
+            asyncio.run(delete_pods(st["kubeconfig"]))
+            paced = asyncio.run(startup(st["kubeconfig"], o.pods, o.rate))
+            print(f"pod startup ({o.pods} pods at {o.rate:g}/s, {o.nodes} node(s)): p50 {pct(paced, 50):.3f} s, "
+                  f"p99 {pct(paced, 99):.3f} s, max {max(paced):.3f} s")
         prop = asyncio.run(propagation(st["kubeconfig"], st["nodes"]))
         print(f"service -> nftables on all nodes: p50 {pct(prop, 50) * 1000:.0f} ms, max {max(prop) * 1000:.0f} ms")
         agents = [p for p in st["processes"] if p["name"].startswith(f"{name}-node-")]
@@ -175,6 +202,7 @@ def main() -> int:
         print(f"node agent RSS with {o.pods // max(1, o.nodes)} pods each: "
               + ", ".join(f"{r:.0f} MiB" for r in rss))
         print(json.dumps({"pods": o.pods, "nodes": o.nodes, "p50": pct(lat, 50), "p99": pct(lat, 99),
+                          **({"rate": o.rate, "paced_p50": pct(paced, 50), "paced_p99": pct(paced, 99)} if paced else {}),
                           "propagation_max_s": max(prop), "agent_rss_mib": rss}))
     finally:
         t1 = time.monotonic()

@@ -204,3 +204,30 @@ def test_rename_pause_diff_commit_export(docker, tmp_path) -> None:  # type: ign
         assert "made-here" in tf.getnames()
     docker("rm", "-f", "cli7b")
     docker("rmi", "committed:v1")
+
+
+def test_network_container_shares_etc_files_and_log_driver_none(docker) -> None:  # type: ignore[no-untyped-def]
+    # as dockerd: a container in another's network namespace uses that container's hostname,
+    # hosts and resolv.conf files (and its hostname) instead of writing its own
+    owner = docker("run", "-d", "--name", "netowner", "--hostname", "ownerhost", "busybox", "sleep", "60")
+    assert owner.returncode == 0, owner.stderr
+    joiner = docker("run", "-d", "--name", "netjoiner", "--network", "container:netowner", "busybox", "sleep", "60")
+    assert joiner.returncode == 0, joiner.stderr
+    try:
+        fmt = "{{.HostnamePath}} {{.HostsPath}} {{.ResolvConfPath}} {{.LogPath}}"
+        a = docker("inspect", "-f", fmt, "netowner").stdout.decode().split()
+        b = docker("inspect", "-f", fmt, "netjoiner").stdout.decode().split()
+        assert a[:3] == b[:3] and a[0].endswith("/hostname")
+        assert a[3] != b[3]  # each its own log
+        assert docker("exec", "netjoiner", "hostname").stdout == b"ownerhost\n"
+        assert docker("exec", "netjoiner", "cat", "/etc/hostname").stdout == b"ownerhost\n"
+        # the "none" logging driver: no log file, an empty LogPath, logs refused
+        quiet = docker("run", "-d", "--log-driver", "none", "busybox", "sleep", "60")
+        assert quiet.returncode == 0, quiet.stderr
+        qid = quiet.stdout.decode().strip()
+        assert docker("inspect", "-f", "{{.LogPath}}", qid).stdout == b"\n"
+        lg = docker("logs", qid)
+        assert lg.returncode != 0 and b"configured logging driver does not support reading" in lg.stderr
+        docker("rm", "-f", qid)
+    finally:
+        docker("rm", "-f", "netjoiner", "netowner")

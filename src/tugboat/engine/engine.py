@@ -329,7 +329,9 @@ class Engine:
         try:
             os.makedirs(cdir)
             data = specmod.fill_defaults(cid, cname, cfg, host, netcfg, image, icfg)
-            data["LogPath"] = os.path.join(cdir, f"{cid}-json.log")
+            # as dockerd: no log file (and an empty LogPath) for the "none" logging driver
+            no_log = ((data["HostConfig"].get("LogConfig") or {}).get("Type") or "json-file") == "none"
+            data["LogPath"] = "" if no_log else os.path.join(cdir, f"{cid}-json.log")
             data["HostnamePath"] = os.path.join(cdir, "hostname")
             data["HostsPath"] = os.path.join(cdir, "hosts")
             data["ResolvConfPath"] = os.path.join(cdir, "resolv.conf")
@@ -341,7 +343,8 @@ class Engine:
             c.data["Mounts"] = self._setup_mounts(c, icfg)
             for stream in ("stdin", "stdout", "stderr"):
                 os.mkfifo(os.path.join(cdir, stream), 0o600)
-            os.close(os.open(data["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
+            if data["LogPath"]:
+                os.close(os.open(data["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
             c.pio_next = self._new_pio(c)
             c.save()
             created_ok = True

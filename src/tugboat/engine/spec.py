@@ -9,7 +9,7 @@ import resource
 from typing import Any
 
 from tugboat.engine.util import ZERO_TIME, now_rfc3339, parse_bytes, read_colon_file_in_root
-from tugboat.errors import Conflict, Internal, InvalidArgument
+from tugboat.errors import Conflict, Internal, InvalidArgument, TugError
 from tugboat.oci.user import lookup_user
 
 _log = logging.getLogger("tugboat.engine")
@@ -291,6 +291,9 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
     hostname = cfg.get("Hostname") or c.id[:12]
     if netinfo is not None and getattr(netinfo, "hostname", None):
         hostname = netinfo.hostname
+    joined = _etc_files_owner(engine, hc)
+    if joined is not None:  # dockerd takes the hostname of the container whose network it joins
+        hostname = cfg["Hostname"] = joined.data["Config"].get("Hostname") or joined.id[:12]
     if "HOSTNAME" not in keys:
         env.append(f"HOSTNAME={hostname}")
     if tty and "TERM" not in keys:
@@ -423,8 +426,12 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
     linux["namespaces"] = ns
     linux["cgroupsPath"] = f"/tugboat/{c.id}"
     linux["resources"].update(_resources(hc))
-    # files: hostname, hosts, resolv.conf
-    _write_etc_files(c, hostname, netinfo)
+    # files: hostname, hosts, resolv.conf (as dockerd: a container joined to another's network
+    # namespace shares that container's three files instead of writing its own)
+    for key, fname in _ETC_FILES:
+        c.data[key] = joined.data[key] if joined is not None else os.path.join(c.dir, fname)
+    if joined is None:
+        _write_etc_files(c, hostname, netinfo)
     mounts = [m for m in spec["mounts"] if m["destination"] != "/dev/shm"]
     shm = int(hc.get("ShmSize") or 67108864)
     mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
@@ -516,6 +523,24 @@ def apply_resources_live(c: Any) -> None:
                 f.write(v)
         except OSError as exc:
             raise InvalidArgument(f"Cannot update container: {p}: {exc.strerror}") from None
+
+
+_ETC_FILES = (("HostnamePath", "hostname"), ("HostsPath", "hosts"), ("ResolvConfPath", "resolv.conf"))
+
+
+def _etc_files_owner(engine: Any, hc: dict) -> Any:
+    """The container whose network namespace this one joins (``NetworkMode: container:X``) when
+    its hostname/hosts/resolv.conf files exist, else None."""
+    mode = hc.get("NetworkMode") or ""
+    if not mode.startswith("container:"):
+        return None
+    try:
+        other = engine.get(mode.split(":", 1)[1])
+    except TugError:
+        return None
+    if all(os.path.isfile(other.data.get(key) or "") for key, _ in _ETC_FILES):
+        return other
+    return None
 
 
 def _write_etc_files(c: Any, hostname: str, netinfo: Any) -> None:

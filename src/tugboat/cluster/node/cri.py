@@ -147,7 +147,8 @@ class EngineRuntime:
         """Start the pause container; returns (sandbox id, pod IP or "")."""
         self.ensure_pause_image()
         host: dict[str, Any] = {"NetworkMode": cfg.network or "host",
-                                "IpcMode": "host" if cfg.host_ipc else "shareable"}
+                                "IpcMode": "host" if cfg.host_ipc else "shareable",
+                                "LogConfig": {"Type": "none", "Config": {}}}  # pause prints nothing
         if cfg.shm and not cfg.host_ipc:
             host["Mounts"] = [{"Type": "bind", "Source": cfg.shm, "Target": "/dev/shm"}]
         if cfg.dns:
