@@ -231,3 +231,19 @@ def test_network_container_shares_etc_files_and_log_driver_none(docker) -> None:
         docker("rm", "-f", qid)
     finally:
         docker("rm", "-f", "netjoiner", "netowner")
+
+
+def test_container_processes_get_only_their_stdio(docker) -> None:  # type: ignore[no-untyped-def]
+    # as with runc: PID 1 and exec'd processes hold fds 0-2 only (no copies of the daemon's
+    # FIFOs or /dev/null at higher numbers)
+    p = docker("run", "-d", "--name", "fds", "busybox", "sleep", "60")
+    assert p.returncode == 0, p.stderr
+    try:
+        assert docker("exec", "fds", "ls", "/proc/1/fd").stdout.split() == [b"0", b"1", b"2"]
+        # `; :` keeps sh from exec'ing ls, so $$ is the exec'd shell, not ls with its own dir fd
+        r = docker("exec", "fds", "sh", "-c", "ls /proc/$$/fd; :")
+        assert r.stdout.split() == [b"0", b"1", b"2"], r.stdout
+        r = docker("exec", "-t", "fds", "sh", "-c", "ls /proc/$$/fd; :")
+        assert r.stdout.split() == [b"0", b"1", b"2"], r.stdout
+    finally:
+        docker("rm", "-f", "fds")

@@ -719,7 +719,8 @@ def _run_init(
                 f.write(str(plan.oom_score_adj))
         except OSError as e:
             ch.send({"warning": f"oomScoreAdj {plan.oom_score_adj} not applied: {os.strerror(e.errno or 0).lower()}"})
-    path, env = _enter_process(plan, spec.stdio, console, in_userns, " set in config.json", ch)
+    path, env = _enter_process(plan, spec.stdio, console, in_userns, " set in config.json", ch,
+                               preserve_fds=spec.preserve_fds)
     if plan.no_new_privileges:
         # as late as possible, but before startContainer hooks (they run under the filter) and
         # while P still listens (SCMP_ACT_NOTIFY), as runc does
@@ -805,10 +806,19 @@ def _setgroups_allowed() -> bool:
         return True
 
 
-def _dup_stdio(stdio: tuple[int | None, int | None, int | None]) -> None:
+def _dup_stdio(stdio: tuple[int | None, int | None, int | None], preserve_fds: int = 0) -> None:
+    """The process's stdio onto 0-2; the originals are closed at exec (a container's process gets
+    fds 0-2 and the preserved 3..3+N only, as with runc)."""
     for target, fd in enumerate(stdio):
         if fd is not None and fd != target:
             os.dup2(fd, target)
+    _no_inherit(stdio, preserve_fds)
+
+
+def _no_inherit(stdio: tuple[int | None, int | None, int | None], preserve_fds: int) -> None:
+    for fd in set(stdio):
+        if fd is not None and fd > 2 and not fd < 3 + preserve_fds:
+            os.set_inheritable(fd, False)
 
 
 def _with_home(env: list[str], uid: int) -> list[str]:
@@ -981,7 +991,8 @@ def _run_exec_e1(spec: ExecSpec, ch: Channel, detach: bool) -> None:
 
 
 def _enter_process(
-    plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_origin: str, ch: Channel | None = None
+    plan: Any, stdio: Any, console: Any, in_userns: bool, cwd_origin: str, ch: Channel | None = None,
+    preserve_fds: int = 0,
 ) -> tuple[str, dict]:
     """The last steps before exec, shared by a container's init and by exec: rlimits, the
     executable's path, stdio (or the pty), cwd, then credentials. Returns (path, env)."""
@@ -993,8 +1004,9 @@ def _enter_process(
         from tugboat.runtime import console as cons
 
         cons.setup_pty(console, plan.user.uid, plan.user.gid, plan.console_size)
+        _no_inherit(stdio, preserve_fds)
     else:
-        _dup_stdio(stdio)
+        _dup_stdio(stdio, preserve_fds)
     try:
         os.chdir(plan.cwd)
     except OSError as e:
