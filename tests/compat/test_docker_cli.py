@@ -247,3 +247,16 @@ def test_container_processes_get_only_their_stdio(docker) -> None:  # type: igno
         assert r.stdout.split() == [b"0", b"1", b"2"], r.stdout
     finally:
         docker("rm", "-f", "fds")
+
+
+def test_group_add(docker) -> None:  # type: ignore[no-untyped-def]
+    # --group-add: gids and group names of the image's /etc/group become supplementary groups
+    name = docker("run", "--rm", "busybox", "sh", "-c", "grep -m1 -v '^root:' /etc/group").stdout.decode()
+    gname, gid = name.split(":")[0], name.split(":")[2]
+    p = docker("run", "--rm", "--user", "1000:1000", "--group-add", "4321", "--group-add", gname, "busybox", "id", "-G")
+    assert p.returncode == 0, p.stderr
+    ids = p.stdout.decode().split()  # the primary gid, then the kernel's sorted supplementary list
+    assert ids[0] == "1000" and sorted(ids[1:], key=int) == sorted(["4321", gid], key=int)
+    bad = docker("run", "--rm", "--group-add", "no-such-group", "busybox", "true")
+    assert bad.returncode != 0
+    assert b"Unable to find group no-such-group" in bad.stderr

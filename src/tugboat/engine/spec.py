@@ -221,6 +221,24 @@ def resolve_user(rootfs: str, user: str) -> dict:
     return lookup_user(passwd, groups, user or "0")
 
 
+def _group_add(rootfs: str, wanted: list[Any]) -> list[int]:
+    """``--group-add`` entries (gids or group names of the image's /etc/group) as gids."""
+    out: list[int] = []
+    groups: list[list[str]] | None = None
+    for g in wanted:
+        g = str(g)
+        if g.isdigit():
+            out.append(int(g))
+            continue
+        if groups is None:
+            groups = read_colon_file_in_root(rootfs, "etc/group")
+        gid = next((int(e[2]) for e in groups if len(e) >= 3 and e[0] == g and e[2].isdigit()), None)
+        if gid is None:
+            raise InvalidArgument(f"Unable to find group {g}: no matching entries in group file")
+        out.append(gid)
+    return out
+
+
 def _home(rootfs: str, uid: int) -> str:
     for p in read_colon_file_in_root(rootfs, "etc/passwd"):
         if len(p) >= 6 and p[2] == str(uid):
@@ -285,6 +303,9 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
     proc = spec["process"]
     proc["noNewPrivileges"] = False
     user = resolve_user(rootfs, cfg.get("User") or "")
+    extra = [g for g in _group_add(rootfs, hc.get("GroupAdd") or []) if g not in (user.get("additionalGids") or [])]
+    if extra:
+        user["additionalGids"] = [*(user.get("additionalGids") or []), *dict.fromkeys(extra)]
     proc["user"] = user
     env = list(cfg.get("Env") or [])
     keys = {e.split("=", 1)[0] for e in env}

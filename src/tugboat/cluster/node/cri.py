@@ -72,6 +72,7 @@ class ContainerConfig:
     cpu_shares: int | None = None
     privileged: bool = False
     user: str | None = None  # "uid[:gid]"
+    groups: list[int] = field(default_factory=list)  # supplementary gids (fsGroup, supplementalGroups)
     read_only_rootfs: bool = False
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
@@ -226,6 +227,8 @@ class EngineRuntime:
             body["WorkingDir"] = cfg.working_dir
         if cfg.user:
             body["User"] = cfg.user
+        if cfg.groups:
+            host["GroupAdd"] = [str(g) for g in cfg.groups]
         name = _docker_name("k8s", cfg.name, pod.name, pod.namespace, pod.uid, cfg.attempt)
         with contextlib.suppress(NotFound):
             self.engine.remove(name, force=True)

@@ -22,13 +22,66 @@ from tugboat.cluster.client.util import now as kube_now
 from tugboat.cluster.node import podspec, volumes
 from tugboat.cluster.node.cri import ContainerConfig, ContainerStatus, SandboxConfig
 from tugboat.cluster.node.probes import ProbeState, run_probe
-from tugboat.cluster.proxy.dns import pod_resolv_conf
 from tugboat.errors import TugError
 
 if TYPE_CHECKING:
     from tugboat.cluster.node.agent import NodeAgent
 
 log = logging.getLogger("tugboat.cluster.node")
+
+def _host_resolv() -> tuple[list[str], list[str], list[str]]:
+    servers: list[str] = []
+    search: list[str] = []
+    opts: list[str] = []
+    try:
+        with open("/etc/resolv.conf") as f:
+            for line in f:
+                words = line.split("#", 1)[0].split()
+                if not words:
+                    continue
+                if words[0] == "nameserver" and len(words) > 1:
+                    servers.append(words[1])
+                elif words[0] in ("search", "domain"):
+                    search = words[1:]
+                elif words[0] == "options":
+                    opts += words[1:]
+    except OSError:
+        pass
+    return servers, search, opts
+
+
+def pod_dns(spec: dict, namespace: str, cluster_dns: str | None, domain: str) -> tuple[list[str], list[str], list[str]]:
+    """(nameservers, searches, options) of a pod's resolv.conf, as the kubelet computes them:
+    ClusterFirst (ClusterFirstWithHostNet for host-network pods) → the cluster DNS with the
+    namespace's search path and ndots:5; Default (and ClusterFirst on the host network) → the
+    node's resolv.conf; None → nothing; then dnsConfig appended (options override by name)."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    host_network = bool(spec.get("hostNetwork"))
+    if policy == "None":
+        servers, search, opts = [], [], []
+    elif cluster_dns and (policy == "ClusterFirstWithHostNet" or (policy == "ClusterFirst" and not host_network)):
+        servers = [cluster_dns]
+        search = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+        opts = ["ndots:5"]
+    else:
+        servers, search, opts = _host_resolv()
+    dc = spec.get("dnsConfig") or {}
+    servers = list(dict.fromkeys([*servers, *(dc.get("nameservers") or [])]))[:3]
+    search = list(dict.fromkeys([*search, *(dc.get("searches") or [])]))[:32]
+    merged: dict[str, str] = {}
+    for o in opts:
+        merged[o.partition(":")[0]] = o
+    for o in dc.get("options") or []:
+        merged[o["name"]] = o["name"] + (f":{o['value']}" if o.get("value") else "")
+    return servers, search, list(merged.values())
+
+
+def render_resolv_conf(servers: list[str], search: list[str], opts: list[str]) -> str:
+    """resolv.conf text in the container runtime's layout (search, nameservers, options)."""
+    text = f"search {' '.join(search)}\n" if search else ""
+    text += "".join(f"nameserver {n}\n" for n in servers)
+    return text + (f"options {' '.join(opts)}\n" if opts else "")
+
 
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
@@ -267,19 +320,7 @@ class PodWorker:
             return False
         self.config_error = None
         host_network = bool(spec.get("hostNetwork"))
-        dns_policy = spec.get("dnsPolicy") or "ClusterFirst"
-        dns: list[str] = []
-        search: list[str] = []
-        opts: list[str] = []
-        if agent.dns_ip and not (host_network and dns_policy != "ClusterFirstWithHostNet") and \
-                dns_policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
-            dns = [agent.dns_ip]
-            search = [f"{md['namespace']}.svc.{agent.domain}", f"svc.{agent.domain}", agent.domain]
-            opts = ["ndots:5"]
-        dc = spec.get("dnsConfig") or {}
-        dns += list(dc.get("nameservers") or [])
-        search += list(dc.get("searches") or [])
-        opts += [o["name"] + (f":{o['value']}" if o.get("value") else "") for o in dc.get("options") or []]
+        dns, search, opts = pod_dns(spec, md["namespace"], agent.dns_ip, agent.domain)
         hostname = spec.get("hostname") or md["name"]
         sb = SandboxConfig(uid=self.uid, namespace=md["namespace"], name=md["name"], hostname=hostname,
                            network=None if host_network else "none", dns=dns, dns_search=search,
@@ -318,14 +359,7 @@ class PodWorker:
                 return False
         _ = ip
         resolv = os.path.join(pdir, "resolv.conf")
-        if dns:
-            text = pod_resolv_conf(md["namespace"], dns[0], agent.domain, extra_search=dc.get("searches") or ())
-            if len(dns) > 1:
-                text += "".join(f"nameserver {n}\n" for n in dns[1:])
-        else:
-            with open("/etc/resolv.conf") as f:
-                text = f.read()
-        volumes._write(resolv, text.encode(), 0o644)
+        volumes._write(resolv, render_resolv_conf(dns, search, opts).encode(), 0o644)
         fqdn = f"{hostname}.{spec['subdomain']}.{md['namespace']}.svc.{agent.domain}" if spec.get("subdomain") else ""
         hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
         hosts += f"{self.pod_ip}\t{(fqdn + chr(9)) if fqdn else ''}{hostname}\n"
@@ -504,7 +538,11 @@ class PodWorker:
                                              f'Back-off pulling image "{image}": ErrImagePull: {e}')
                         c.backoff = BACKOFF_START if not c.backoff else min(c.backoff * 2, BACKOFF_MAX)
                         c.backoff_until = time.monotonic() + (1.0 if first else c.backoff)
+                        # the kubelet's events: the pull's error, then the state it leads to
                         self.event("Warning", "Failed", f'Failed to pull image "{image}": {e}', c.name)
+                        if not first:
+                            self.event("Normal", "BackOff", f'Back-off pulling image "{image}"', c.name)
+                        self.event("Warning", "Failed", f"Error: {c.waiting_reason}", c.name)
                         return
         else:
             if c.restart_count == 0 and c.cid is None:
@@ -550,6 +588,8 @@ class PodWorker:
             stdin=bool(c.spec.get("stdin")), hostname=spec.get("hostname") or pod["metadata"]["name"],
             memory_limit=res.get("memory_limit"), cpu_quota=res.get("cpu_quota"), cpu_shares=res.get("cpu_shares"),
             privileged=bool(sc.get("privileged")), user=podspec.user_of(psc, sc),
+            groups=[int(g) for g in [*(psc.get("supplementalGroups") or []),
+                                     *([psc["fsGroup"]] if psc.get("fsGroup") is not None else [])]],
             read_only_rootfs=bool(sc.get("readOnlyRootFilesystem")),
             cap_add=list(caps.get("add") or []), cap_drop=list(caps.get("drop") or []),
         )
