@@ -23,6 +23,7 @@ from tugboat.cluster.node import podspec, volumes
 from tugboat.cluster.node.cri import ContainerConfig, ContainerStatus, SandboxConfig
 from tugboat.cluster.node.probes import ProbeState, run_probe
 from tugboat.errors import TugError
+from tugboat.network.files import parse_resolv, read_host_resolv
 
 if TYPE_CHECKING:
     from tugboat.cluster.node.agent import NodeAgent
@@ -30,24 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("tugboat.cluster.node")
 
 def _host_resolv() -> tuple[list[str], list[str], list[str]]:
-    servers: list[str] = []
-    search: list[str] = []
-    opts: list[str] = []
-    try:
-        with open("/etc/resolv.conf") as f:
-            for line in f:
-                words = line.split("#", 1)[0].split()
-                if not words:
-                    continue
-                if words[0] == "nameserver" and len(words) > 1:
-                    servers.append(words[1])
-                elif words[0] in ("search", "domain"):
-                    search = words[1:]
-                elif words[0] == "options":
-                    opts += words[1:]
-    except OSError:
-        pass
-    return servers, search, opts
+    """(nameservers, searches, options) of the node's own resolv.conf."""
+    return parse_resolv(read_host_resolv())
 
 
 def pod_dns(spec: dict, namespace: str, cluster_dns: str | None, domain: str) -> tuple[list[str], list[str], list[str]]:
