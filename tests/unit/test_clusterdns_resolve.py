@@ -190,3 +190,15 @@ async def test_unreachable_upstream_gives_servfail(model: ServiceModel) -> None:
     finally:
         await dns.stop()
         silent.close()
+
+
+def test_upstreams_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tugboat.cluster.proxy.dns import host_upstreams
+
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("search example\nnameserver 192.0.2.53\nnameserver 192.0.2.54\n")
+    monkeypatch.delenv("TUG_DNS_UPSTREAMS", raising=False)
+    assert host_upstreams(str(conf)) == [("192.0.2.53", 53), ("192.0.2.54", 53)]
+    monkeypatch.setenv("TUG_DNS_UPSTREAMS", "127.0.0.1:5353, 192.0.2.1")
+    assert host_upstreams(str(conf)) == [("127.0.0.1", 5353), ("192.0.2.1", 53)]
+    assert ClusterDNS(ServiceModel()).upstreams == [("127.0.0.1", 5353), ("192.0.2.1", 53)]

@@ -113,8 +113,11 @@ def test_volume_files_and_mounts(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert os.path.isdir(tmp_path / "hp") and os.path.isdir(tmp_path / "pv")
     mounts = volumes.container_mounts({"volumeMounts": [
         {"name": "cache", "mountPath": "/cache"}, {"name": "data", "mountPath": "/data", "subPath": "a/b"},
-        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True}]}, vols)
-    assert [(m.container_path, m.readonly) for m in mounts] == [("/cache", False), ("/data", False), ("/etc/cfg", True)]
+        {"name": "cfg", "mountPath": "/etc/cfg", "readOnly": True}, {"name": "sec", "mountPath": "/s"},
+        {"name": "info", "mountPath": "/i"}, {"name": "host", "mountPath": "/h"}]}, vols)
+    # configMap, secret, downwardAPI (and projected) are read-only whatever the mount says, as the kubelet mounts them
+    assert [(m.container_path, m.readonly) for m in mounts] == [
+        ("/cache", False), ("/data", False), ("/etc/cfg", True), ("/s", True), ("/i", True), ("/h", False)]
     assert mounts[1].host_path == str(tmp_path / "pv" / "a" / "b") and os.path.isdir(mounts[1].host_path)
     with pytest.raises(podspec.ConfigError):
         volumes.container_mounts({"volumeMounts": [{"name": "x", "mountPath": "/x", "subPath": "../../etc"}]},
@@ -169,9 +172,92 @@ async def test_probe_handlers_against_real_sockets() -> None:
         assert (await run_probe({"tcpSocket": {"port": port}}, "127.0.0.1", exec_fn, {}))[0]
         assert (await run_probe({"exec": {"command": ["true"]}}, "", exec_fn, {}))[0]
         ok_, msg = await run_probe({"exec": {"command": ["false"]}}, "", exec_fn, {})
-        assert not ok_ and "exited with 1" in msg
+        assert (ok_, msg) == (False, "nope")  # the kubelet's message: the command's output
+        ok_, msg = await run_probe({"httpGet": {"path": "/ok", "port": "nosuch"}}, "127.0.0.1", exec_fn, {})
+        assert not ok_ and "nosuch" in msg
+
+        async def refused(cmd: list[str], timeout: float) -> tuple[int, bytes]:
+            raise RuntimeError("No exec command specified")
+
+        # whatever the engine raises is a failed attempt, not an exception out of the pod's sync
+        assert await run_probe({"exec": {"command": ["x"]}}, "", refused, {}) == (False, "No exec command specified")
+        assert not (await run_probe({"exec": {"command": [True]}}, "", exec_fn, {}))[0]
     finally:
         await runner.cleanup()
     # nothing listens any more
-    assert not (await run_probe({"tcpSocket": {"port": port}, "timeoutSeconds": 1}, "127.0.0.1", exec_fn, {}))[0]
+    assert await run_probe({"tcpSocket": {"port": port}, "timeoutSeconds": 1}, "127.0.0.1", exec_fn, {}) == \
+        (False, f"dial tcp 127.0.0.1:{port}: connect: connection refused")
+    assert await run_probe({"httpGet": {"path": "/ok", "port": port}, "timeoutSeconds": 1}, "127.0.0.1", exec_fn,
+                           {}) == (False, f'Get "http://127.0.0.1:{port}/ok": dial tcp 127.0.0.1:{port}: connect: '
+                                          "connection refused")
+
+    # a lifecycle handler has no timeoutSeconds: it is not cut off after a probe's 1 s
+    async def slow(cmd: list[str], timeout: float) -> tuple[int, bytes]:
+        return (0, b"") if timeout > 60 else (-1, b"")
+
+    assert (await run_probe({"exec": {"command": ["sleep", "2"]}}, "", slow, {}))[0]
+    assert not (await run_probe({"exec": {"command": ["sleep", "2"]}, "timeoutSeconds": 1}, "", slow, {}))[0]
     _ = asyncio
+
+
+def test_api_server_validates_probes_and_hooks_as_kube() -> None:
+    from tugboat.cluster.apiserver.kinds import default_pod, validate_pod
+
+    def errors(container: dict, init: dict | None = None) -> list[str]:
+        pod = {"metadata": {"name": "p", "namespace": "default"},
+               "spec": {"containers": [{"name": "c", "image": "busybox", **container}],
+                        **({"initContainers": [{"name": "i", "image": "busybox", **init}]} if init else {})}}
+        default_pod(pod)
+        return [f"{path}: {msg}" for _kind, path, msg in validate_pod(pod, None)]
+
+    assert errors({"livenessProbe": {"exec": {"command": ["true"]}, "periodSeconds": 0}}) == []  # 0 → default
+    assert errors({"readinessProbe": {"httpGet": {"port": "http"}}, "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}}) == []
+    assert errors({"livenessProbe": {}}) == [
+        "spec.containers[0].livenessProbe: Required value: must specify a handler type"]
+    assert errors({"readinessProbe": {"exec": {"command": ["x"]}, "tcpSocket": {"port": 1}}}) == [
+        "spec.containers[0].readinessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"]
+    assert errors({"startupProbe": {"tcpSocket": {"port": 0}, "successThreshold": 3, "failureThreshold": -1}}) == [
+        "spec.containers[0].startupProbe.tcpSocket.port: Invalid value: 0: must be between 1 and 65535, inclusive",
+        "spec.containers[0].startupProbe.failureThreshold: Invalid value: -1: must be greater than or equal to 0",
+        "spec.containers[0].startupProbe.successThreshold: Invalid value: 3: must be 1"]
+    assert errors({"livenessProbe": {"httpGet": {"port": "web--1-", "scheme": "FTP"}}}) == [
+        'spec.containers[0].livenessProbe.httpGet.port: Invalid value: "web--1-": must not contain consecutive hyphens',
+        'spec.containers[0].livenessProbe.httpGet.port: Invalid value: "web--1-": must not begin or end with a hyphen',
+        'spec.containers[0].livenessProbe.httpGet.scheme: Unsupported value: "FTP": supported values: "HTTP", '
+        '"HTTPS"']
+    assert errors({"lifecycle": {"postStart": {"exec": {}}}}) == [
+        "spec.containers[0].lifecycle.postStart.exec.command: Required value"]
+    assert errors({}, init={"readinessProbe": {"exec": {"command": ["x"]}}}) == [
+        "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers without "
+        "restartPolicy=Always"]
+    assert errors({}, init={"restartPolicy": "Always", "readinessProbe": {"exec": {"command": ["x"]}}}) == []
+
+
+def test_pod_metrics_need_two_samples_as_metrics_server() -> None:
+    """A pod is reported once each container has a rate; its first sample is not a 0 % reading."""
+    from types import SimpleNamespace
+
+    from tugboat.cluster.node import metrics
+
+    used = {"cid-a": 0, "cid-b": 0}
+
+    class Runtime:
+        def stats(self, cid: str) -> dict:
+            used[cid] += 500_000_000  # 0.5 s of CPU per collection
+            return {"cpu_usage_ns": used[cid], "memory_usage": 10 << 20, "memory_stat_total_inactive_file": 2 << 20}
+
+    def container(name: str, cid: str) -> SimpleNamespace:
+        return SimpleNamespace(name=name, cid=cid, init=False, status=SimpleNamespace(state="running"))
+
+    pod = {"metadata": {"name": "p", "namespace": "default", "labels": {"app": "x"}}}
+    worker = SimpleNamespace(pod=pod, cs={"a": container("a", "cid-a")})
+    agent = SimpleNamespace(workers={"u1": worker}, runtime=Runtime(), name="n1")
+    pods, node = metrics.collect(agent)
+    assert pods == [] and node["kind"] == "NodeMetrics"  # first sample: no rate yet, not a 0
+    pods, _ = metrics.collect(agent)
+    assert [p["metadata"]["name"] for p in pods] == ["p"]
+    cpu = pods[0]["containers"][0]["usage"]["cpu"]
+    assert cpu.endswith("n") and int(cpu[:-1]) > 0 and pods[0]["containers"][0]["usage"]["memory"] == "8192Ki"
+    worker.cs["b"] = container("b", "cid-b")  # a new container: the pod waits for its second sample
+    assert metrics.collect(agent)[0] == []
+    assert [c["name"] for c in metrics.collect(agent)[0][0]["containers"]] == ["a", "b"]

@@ -9,7 +9,7 @@ import time
 
 from tugboat.cluster.client.resources import EVENTS
 from tugboat.cluster.client.rest import ApiClient
-from tugboat.cluster.client.util import now, now_micro, rand_suffix
+from tugboat.cluster.client.util import now, now_micro
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +28,10 @@ class EventRecorder:
         self._tasks: set[asyncio.Task] = set()
         self._backlog: asyncio.Queue | None = None
         self.dropped = 0
+        self._last_stamp = 0
 
-    def event(self, obj: dict, etype: str, reason: str, message: str) -> None:
-        """Fire and forget."""
+    def event(self, obj: dict, etype: str, reason: str, message: str, *, at_ns: int | None = None) -> None:
+        """Fire and forget. ``at_ns`` (``time.time_ns()``): when it happened, if not now."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -44,7 +45,13 @@ class EventRecorder:
         if self._backlog.qsize() >= self.MAX_BACKLOG:
             self.dropped += 1
             return
-        self._backlog.put_nowait((obj, etype, reason, message))
+        # stamped when it happens (senders run concurrently): the name's order is the events' order
+        if at_ns is not None:
+            stamp = at_ns
+        else:
+            stamp = max(time.time_ns(), self._last_stamp + 1)
+            self._last_stamp = stamp
+        self._backlog.put_nowait((obj, etype, reason, message, stamp))
 
     async def _sender(self) -> None:
         assert self._backlog is not None
@@ -55,7 +62,7 @@ class EventRecorder:
             finally:
                 self._backlog.task_done()
 
-    async def _record(self, obj: dict, etype: str, reason: str, message: str) -> None:
+    async def _record(self, obj: dict, etype: str, reason: str, message: str, stamp: int = 0) -> None:
         md = obj.get("metadata") or {}
         ns = md.get("namespace") or "default"
         k = (md.get("uid"), etype, reason, message)
@@ -68,7 +75,9 @@ class EventRecorder:
                 await self.client.patch(EVENTS, name, {"count": count, "lastTimestamp": ts}, pns)
                 self._seen[k] = (name, pns, count, time.monotonic())
                 return
-            name = f"{md.get('name', 'unknown')}.{rand_suffix(8)}{rand_suffix(8)}"
+            # client-go's name: <object>.<unix nanoseconds, hex>, so a list (sorted by name) comes in the
+            # order the events happened, which is how `kubectl describe` orders events of the same second
+            name = f"{md.get('name', 'unknown')}.{stamp or time.time_ns():x}"
             body = {
                 "apiVersion": "v1",
                 "kind": "Event",

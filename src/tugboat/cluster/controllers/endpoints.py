@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from urllib.parse import urlsplit
 
 from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.rest import ConflictError, NotFoundError
@@ -42,6 +44,35 @@ def service_pods(svc: dict, pods: list[dict]) -> list[dict]:
     return sorted(out, key=lambda p: p["metadata"]["name"])
 
 
+def apiserver_endpoint(server: str) -> tuple[str, int] | None:
+    """The API server's address as pods can reach it (the controller manager's own server URL),
+    for the ``default/kubernetes`` Service; None when it is a name or a loopback address."""
+    u = urlsplit(server)
+    try:
+        ip = ipaddress.ip_address(u.hostname or "")
+    except ValueError:
+        return None
+    if ip.is_loopback or ip.is_unspecified or ip.version != 4:
+        return None
+    return str(ip), u.port or (443 if u.scheme == "https" else 80)
+
+
+def _hostname(pod: dict, svc: dict) -> str:
+    """kube's ShouldSetHostname: a pod with spec.hostname whose spec.subdomain names this service
+    gets a DNS name of its own under it (``HOST.SVC.NS.svc.DOMAIN``)."""
+    spec = pod.get("spec") or {}
+    if spec.get("hostname") and spec.get("subdomain") == svc["metadata"]["name"] and \
+            pod["metadata"].get("namespace") == svc["metadata"].get("namespace"):
+        return str(spec["hostname"])
+    return ""
+
+
+def _is_apiserver_service(svc: dict) -> bool:
+    md = svc.get("metadata") or {}
+    return md.get("namespace") == "default" and md.get("name") == "kubernetes" and not (svc.get("spec") or {}).get(
+        "selector")
+
+
 class _Base(Controller):
     def setup(self) -> None:
         self.svcs = self.ctx.informer(R.SERVICES)
@@ -76,6 +107,9 @@ class EndpointsController(_Base):
                     pass
             return
         spec = svc.get("spec") or {}
+        if _is_apiserver_service(svc):
+            await self._apiserver_endpoints(svc)
+            return
         if not spec.get("selector"):
             return
         pods = service_pods(svc, self.pods.list(ns))
@@ -101,6 +135,8 @@ class EndpointsController(_Base):
             addr = {"ip": p["status"]["podIP"], "nodeName": p["spec"].get("nodeName"),
                     "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"],
                                   "uid": p["metadata"]["uid"]}}
+            if _hostname(p, svc):
+                addr["hostname"] = _hostname(p, svc)
             (ready if (pod_ready(p) or publish) else notready).append(addr)
         subsets = []
         if ready or notready:
@@ -112,6 +148,21 @@ class EndpointsController(_Base):
             if ports_out:
                 sub["ports"] = ports_out
             subsets.append(sub)
+        await self._write(svc, subsets)
+
+    async def _apiserver_endpoints(self, svc: dict) -> None:
+        """kube-apiserver keeps ``default/kubernetes`` pointing at itself; here the controller manager
+        does it, with the address it reaches the API server at."""
+        ep = apiserver_endpoint(self.client.base)
+        if ep is None:
+            return
+        port = next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("name") == "https"), {})
+        await self._write(svc, [{"addresses": [{"ip": ep[0]}],
+                                 "ports": [{"name": port.get("name", "https"), "port": ep[1], "protocol": "TCP"}]}])
+
+    async def _write(self, svc: dict, subsets: list[dict]) -> None:
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
+        key = f"{ns}/{name}"
         cur = self.eps.get(key)
         labels = dict(svc["metadata"].get("labels") or {})
         if cur is not None and (cur.get("subsets") or []) == subsets and (cur["metadata"].get("labels") or {}) == labels:
@@ -143,8 +194,15 @@ class EndpointSliceController(_Base):
 
     async def sync(self, key: str) -> None:
         svc = self.svcs.get(key)
-        ns, name = key.split("/", 1)
+        ns = key.split("/", 1)[0]
         existing = sorted(self.slices.by_index("service", key), key=lambda o: o["metadata"]["name"])
+        if svc is not None and _is_apiserver_service(svc):
+            ep = apiserver_endpoint(self.client.base)
+            if ep is not None:
+                await self._write(svc, existing, [[{"addresses": [ep[0]], "conditions": {
+                    "ready": True, "serving": True, "terminating": False}}]],
+                    [{"name": "https", "port": ep[1], "protocol": "TCP"}])
+            return
         if svc is None or not (svc.get("spec") or {}).get("selector"):
             return  # the garbage collector removes slices of deleted services (owner references)
         spec = svc["spec"]
@@ -166,8 +224,14 @@ class EndpointSliceController(_Base):
                   "conditions": {"ready": ready, "serving": pod_ready(p), "terminating": False},
                   "nodeName": p["spec"].get("nodeName"),
                   "targetRef": {"kind": "Pod", "namespace": ns, "name": p["metadata"]["name"], "uid": p["metadata"]["uid"]}}
+            if _hostname(p, svc):
+                ep["hostname"] = _hostname(p, svc)
             endpoints.append(ep)
         chunks = [endpoints[i : i + SLICE_MAX] for i in range(0, len(endpoints), SLICE_MAX)] or [[]]
+        await self._write(svc, existing, chunks, ports_out)
+
+    async def _write(self, svc: dict, existing: list[dict], chunks: list[list[dict]], ports_out: list[dict]) -> None:
+        ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
         labels = {**(svc["metadata"].get("labels") or {}), "kubernetes.io/service-name": name,
                   "endpointslice.kubernetes.io/managed-by": MANAGED_BY}
         for i, chunk in enumerate(chunks):

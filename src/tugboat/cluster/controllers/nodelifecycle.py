@@ -37,6 +37,18 @@ class NodeLifecycleController(Controller):
         self._observed: dict[str, tuple[object, float]] = {}  # node -> (heartbeat value, local time seen)
         self._evict_at: dict[str, float] = {}
         self._monitor: asyncio.Task | None = None
+        self._registered: set[str] = set()
+        self.nodes.add_handler(on_add=self._register,
+                               on_delete=lambda n: self._registered.discard(n["metadata"]["name"]))
+
+    def _register(self, node: dict) -> None:
+        """kube's node controller: a RegisteredNode event on the Node when it first sees it."""
+        name = node["metadata"]["name"]
+        if name in self._registered:
+            return
+        self._registered.add(name)
+        self.recorder.event({**node, "kind": "Node", "apiVersion": "v1"}, "Normal", "RegisteredNode",
+                            f"Node {name} event: Registered Node {name} in Controller")
 
     async def on_started(self) -> None:
         self.leases.start()

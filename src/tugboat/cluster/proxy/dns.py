@@ -12,7 +12,8 @@ Names inside the cluster domain (default ``cluster.local``) are answered here, n
 - ``D.C.B.A.in-addr.arpa`` PTR of a ClusterIP or of a headless endpoint.
 Names that do not exist get NXDOMAIN with the zone's SOA, so the pod search path
 (``NS.svc.DOMAIN svc.DOMAIN DOMAIN``, ndots:5 — see :func:`pod_resolv_conf`) costs one quick
-local answer per suffix tried. Every other name is forwarded to the host's resolvers.
+local answer per suffix tried. Every other name is forwarded to the host's resolvers (or to
+``$TUG_DNS_UPSTREAMS``, ``IP[:PORT],…``, when set).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import struct
 from collections.abc import Sequence
 
@@ -33,7 +35,28 @@ TTL = 5
 DEFAULT_DOMAIN = "cluster.local"
 
 
+UPSTREAMS_ENV = "TUG_DNS_UPSTREAMS"
+
+
+def _parse_upstreams(text: str) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for item in text.replace(" ", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not port.isdigit() or "]" in port:
+            host, port = item, "53"
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
 def host_upstreams(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
+    """Where names outside the cluster domain go: ``$TUG_DNS_UPSTREAMS`` (``IP[:PORT],…``) if set,
+    else the nameservers of the machine's resolv.conf."""
+    env = os.environ.get(UPSTREAMS_ENV)
+    if env is not None and env.strip():
+        return _parse_upstreams(env)
     out: list[tuple[str, int]] = []
     with contextlib.suppress(OSError), open(path) as f:
         for line in f:

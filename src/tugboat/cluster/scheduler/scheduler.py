@@ -461,6 +461,9 @@ class Scheduler:
         async with self.bind_sem:
             try:
                 await self._select_volume_nodes(pod, node)
+                # the event is named after the moment of the bind, before the node can see the pod,
+                # so that `kubectl describe` lists Scheduled before the kubelet's events
+                bind_ns = time.time_ns()
                 await self.client.bind(md["namespace"], md["name"], node, md.get("uid"))
             except asyncio.CancelledError:
                 raise
@@ -479,7 +482,7 @@ class Scheduler:
                 self.queue.add_backoff(key)
                 return
         self.bound_at[key] = time.time()
-        self.recorder.event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}")
+        self.recorder.event(pod, "Normal", "Scheduled", f"Successfully assigned {key} to {node}", at_ns=bind_ns)
 
     async def _select_volume_nodes(self, pod: dict, node: str) -> None:
         ns = pod["metadata"].get("namespace")
