@@ -789,11 +789,12 @@ def test_python_client_logs_exec_and_port_forward(cluster: Cluster) -> None:
                     command=["sh", "-c", "read x; echo got:$x; echo oops >&2; exit 6"],
                     stdout=True, stderr=True, stdin=True, tty=False, _preload_content=False)
         try:
-            # (bytes: a str goes out as a TEXT frame, which the node endpoint does not take as stdin yet)
-            ws.write_stdin(b"hello\n")
+            # a str goes out as a TEXT frame, bytes as a BINARY one: both are stdin, as for the kubelet
+            ws.write_stdin("hello ")
+            ws.write_stdin(b"world\n")
             ws.run_forever(timeout=20)
             assert not ws.is_open()
-            assert ws.read_stdout(timeout=1) == "got:hello\n"
+            assert ws.read_stdout(timeout=1) == "got:hello world\n"
             assert ws.read_stderr(timeout=1) == "oops\n"
             assert ws.returncode == 6
         finally:

@@ -169,6 +169,11 @@ class Channel:
         async for msg in self.ws:
             if msg.type == WSMsgType.BINARY and msg.data:
                 yield msg.data[0], bytes(msg.data[1:])
+            elif msg.type == WSMsgType.TEXT and msg.data:
+                # the kubelet reads a text frame as bytes too (the Python client sends str stdin so:
+                # chr(channel) + text)
+                data = msg.data.encode()
+                yield data[0], data[1:]
             elif msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                 return
 
