@@ -38,6 +38,7 @@ def pct(xs: list[float], p: float) -> float:
 
 
 CREATED: dict[str, float] = {}
+AUTOMOUNT = True  # --no-token: pods opt out of the service account token volume (issue #10)
 BOUND: dict[str, float] = {}
 READY: dict[str, float] = {}
 
@@ -97,6 +98,8 @@ async def startup(kubeconfig: str, n: int, rate: float = 0.0) -> list[float]:
                     "spec": {"terminationGracePeriodSeconds": 0, "containers": [
                         {"name": "main", "image": "busybox", "imagePullPolicy": "IfNotPresent",
                          "command": ["sleep", "3600"]}]}}
+            if not AUTOMOUNT:
+                body["spec"]["automountServiceAccountToken"] = False
             if rate:  # paced, as Kubernetes' density test creates pods: i / rate s after the first
                 await asyncio.sleep(max(0.0, t_first + i / rate - time.monotonic()))
             async with sem:
@@ -169,7 +172,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.0,
                     help="also measure pods created at this many per second (Kubernetes' density test "
                          "paces creation); 0: only the burst")
+    ap.add_argument("--no-token", action="store_true",
+                    help="pods without the service account token volume (no TokenRequest, no kube-root-ca.crt)")
     o = ap.parse_args()
+    global AUTOMOUNT
+    AUTOMOUNT = not o.no_token
     trace = ""
     if o.trace:
         fd, trace = tempfile.mkstemp(prefix="tug-pod-trace-")

@@ -2,7 +2,8 @@
 a static admin bearer token, and the admin kubeconfig.
 
 Layout under DATA_DIR (created on first start, reused afterwards; private keys mode 0600):
-``pki/ca.crt ca.key apiserver.crt apiserver.key admin.crt admin.key``, ``tokens.csv``
+``pki/ca.crt ca.key apiserver.crt apiserver.key admin.crt admin.key sa.key sa.pub`` (sa.key: the
+service-account token signing key, EC P-256), ``tokens.csv``
 (``token,user,uid,"group1,group2"`` as kube-apiserver's --token-auth-file), ``admin.kubeconfig``
 (client certificate) and ``admin-token.kubeconfig`` (bearer token).
 """
@@ -80,6 +81,10 @@ class ClusterPKI:
     def ca_cert(self) -> str:
         return self.path("ca.crt")
 
+    @property
+    def sa_key(self) -> str:
+        return self.path("sa.key")
+
     def ensure(self, hosts: list[str]) -> None:
         """Create whatever is missing. The serving certificate covers ``hosts`` + localhost/127.0.0.1."""
         os.makedirs(self.pki, exist_ok=True)
@@ -92,7 +97,8 @@ class ClusterPKI:
         ca_key = serialization.load_pem_private_key(_read(self.path("ca.key")), None)
         ca = x509.load_pem_x509_certificate(_read(self.ca_cert))
         assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
-        want = {"localhost", "127.0.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+        # 10.96.0.1: the ``kubernetes`` Service's cluster IP, which in-cluster clients dial
+        want = {"localhost", "127.0.0.1", "10.96.0.1", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local", *hosts}
         srv = self.path("apiserver.crt")
         regen = not os.path.exists(srv)
@@ -119,6 +125,12 @@ class ClusterPKI:
             _write_atomic(srv, c.public_bytes(serialization.Encoding.PEM))
         if not os.path.exists(self.path("admin.crt")):
             self.issue_client("admin", ["system:masters"], "admin")
+        if not os.path.exists(self.sa_key):
+            # the service-account token signing key (kube-apiserver's --service-account-signing-key-file)
+            k = _key()
+            _write_atomic(self.sa_key, _key_pem(k), 0o600)
+            _write_atomic(self.path("sa.pub"), k.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
         tok = os.path.join(self.data_dir, "tokens.csv")
         if not os.path.exists(tok):
             _write_atomic(tok, f'{secrets.token_urlsafe(32)},admin,admin,"system:masters"\n'.encode(), 0o600)

@@ -18,7 +18,8 @@ AGG_V2BETA1 = "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDisco
 VIRTUAL_GROUPS: dict[str, tuple[str, list[tuple[str, str, bool, list[str]]]]] = {
     "metrics.k8s.io": ("v1beta1", [("nodes", "NodeMetrics", False, ["get", "list"]),
                                    ("pods", "PodMetrics", True, ["get", "list"])]),
-    "authentication.k8s.io": ("v1", [("selfsubjectreviews", "SelfSubjectReview", False, ["create"])]),
+    "authentication.k8s.io": ("v1", [("selfsubjectreviews", "SelfSubjectReview", False, ["create"]),
+                                     ("tokenreviews", "TokenReview", False, ["create"])]),
 }
 
 

@@ -1,6 +1,7 @@
 """Development tool: regenerate ``protobuf.json``, the wire-format table (message -> field number ->
 name, type, label) of the kinds kubectl 1.32 sends as protobuf (``create deployment|configmap|
-namespace|secret|service|serviceaccount|job|cronjob|priorityclass|poddisruptionbudget``, ``autoscale``).
+namespace|secret|service|serviceaccount|job|cronjob|priorityclass|poddisruptionbudget``, ``autoscale``,
+``create token``).
 
 Run ``python -m tugboat.cluster.apiserver.gen_protobuf API_REPO APIMACHINERY_REPO`` with two
 checkouts (or bare git directories) of kubernetes/api and kubernetes/apimachinery; it reads their
@@ -17,7 +18,7 @@ import sys
 
 API_FILES = ["core/v1/generated.proto", "apps/v1/generated.proto", "autoscaling/v1/generated.proto",
              "autoscaling/v2/generated.proto", "batch/v1/generated.proto", "policy/v1/generated.proto",
-             "scheduling/v1/generated.proto"]
+             "scheduling/v1/generated.proto", "authentication/v1/generated.proto"]
 MACHINERY_FILES = ["pkg/apis/meta/v1/generated.proto", "pkg/api/resource/generated.proto",
                    "pkg/util/intstr/generated.proto", "pkg/runtime/generated.proto"]
 ROOTS = ["k8s.io.api.core.v1.Namespace", "k8s.io.api.core.v1.ConfigMap", "k8s.io.api.core.v1.Secret",
@@ -25,6 +26,7 @@ ROOTS = ["k8s.io.api.core.v1.Namespace", "k8s.io.api.core.v1.ConfigMap", "k8s.io
          "k8s.io.api.apps.v1.Deployment", "k8s.io.api.batch.v1.Job", "k8s.io.api.batch.v1.CronJob",
          "k8s.io.api.autoscaling.v1.HorizontalPodAutoscaler", "k8s.io.api.autoscaling.v2.HorizontalPodAutoscaler",
          "k8s.io.api.policy.v1.PodDisruptionBudget", "k8s.io.api.scheduling.v1.PriorityClass",
+         "k8s.io.api.authentication.v1.TokenRequest",
          "k8s.io.apimachinery.pkg.runtime.Unknown"]
 SCALARS = {"string", "int32", "int64", "bool", "bytes", "double", "float", "uint32", "uint64", "sint32", "sint64",
            "fixed32", "fixed64"}

@@ -363,6 +363,8 @@ class ObjectService:
             smd["generation"] = 1
         if srt.plural == "pods" and srt.group == "":
             await self._admit_pod_priority(sobj)
+            from tugboat.cluster.apiserver.serviceaccounts import admit_pod
+            await admit_pod(self, sobj)  # the ServiceAccount admission plugin
         elif srt.plural == "priorityclasses":
             await self._admit_priorityclass(sobj)
         if srt.defaults:

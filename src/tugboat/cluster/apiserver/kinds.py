@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
-from tugboat.cluster.apiserver.meta import age, selector_from_label_selector
+from tugboat.cluster.apiserver.meta import age, human_duration, parse_time, selector_from_label_selector
 from tugboat.cluster.apiserver.registry import Cause, Column, Obj, Registry, ResourceType
 
 # --- validation helpers ----------------------------------------------------------------------------
@@ -138,10 +139,10 @@ def _default_container(c: Obj) -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         pr = c.get(probe)
         if isinstance(pr, dict):
-            pr.setdefault("timeoutSeconds", 1)
-            pr.setdefault("periodSeconds", 10)
-            pr.setdefault("successThreshold", 1)
-            pr.setdefault("failureThreshold", 3)
+            # kube's SetDefaults_Probe: an absent or zero value takes the default
+            for k, d in (("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)):
+                if not pr.get(k):
+                    pr[k] = d
             if isinstance(pr.get("httpGet"), dict):
                 pr["httpGet"].setdefault("path", "/")
                 pr["httpGet"].setdefault("scheme", "HTTP")
@@ -207,7 +208,100 @@ def pod_initial_status(obj: Obj) -> None:
     obj["status"] = {"phase": "Pending", "qosClass": _qos(obj.get("spec") or {})}
 
 
-def validate_containers(errs: Errs, path: str, containers: Any, required: bool = True) -> None:
+def _validate_port_num_or_name(errs: Errs, path: str, port: Any) -> None:
+    if isinstance(port, bool) or not isinstance(port, (int, str)):
+        errs.invalid(path, port, "must be an integer or a port name")
+    elif isinstance(port, int):
+        if not 0 < port < 65536:
+            errs.invalid(path, port, "must be between 1 and 65535, inclusive")
+    elif not port:
+        errs.required(path)
+    else:  # kube's IsValidPortName, every message it gives
+        if len(port) > 15:
+            errs.invalid(path, port, "must be no more than 15 characters")
+        if not re.fullmatch(r"[-a-z0-9]+", port):
+            errs.invalid(path, port, "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+        elif not re.search(r"[a-z]", port):
+            errs.invalid(path, port, "must contain at least one letter (a-z)")
+        if "--" in port:
+            errs.invalid(path, port, "must not contain consecutive hyphens")
+        if port.startswith("-") or port.endswith("-"):
+            errs.invalid(path, port, "must not begin or end with a hyphen")
+
+
+def _validate_handler(errs: Errs, path: str, h: Obj, kinds: tuple[str, ...]) -> None:
+    """kube's validateHandler: exactly one handler, each checked."""
+    n = 0
+    for kind in kinds:
+        v = h.get(kind)
+        if v is None:
+            continue
+        if n:
+            errs.forbidden(f"{path}.{kind}", "may not specify more than 1 handler type")
+            continue
+        n += 1
+        if not isinstance(v, dict):
+            errs.invalid(f"{path}.{kind}", v, "must be an object")
+        elif kind == "exec":
+            if not v.get("command"):
+                errs.required(f"{path}.exec.command")
+        elif kind == "httpGet":
+            if not v.get("path"):
+                errs.required(f"{path}.httpGet.path")
+            _validate_port_num_or_name(errs, f"{path}.httpGet.port", v.get("port"))
+            scheme = v.get("scheme", "HTTP")
+            if scheme not in ("HTTP", "HTTPS"):
+                errs.unsupported(f"{path}.httpGet.scheme", scheme, ["HTTP", "HTTPS"])
+        elif kind == "tcpSocket":
+            _validate_port_num_or_name(errs, f"{path}.tcpSocket.port", v.get("port"))
+        elif kind == "grpc":
+            gp = v.get("port")
+            if isinstance(gp, bool) or not isinstance(gp, int) or not 0 < gp < 65536:
+                errs.invalid(f"{path}.grpc.port", gp, "must be between 1 and 65535, inclusive")
+        elif kind == "sleep":
+            sec = v.get("seconds")
+            if isinstance(sec, bool) or not isinstance(sec, int) or sec <= 0:
+                errs.invalid(f"{path}.sleep.seconds", sec, "must be greater than 0")
+    if n == 0:
+        errs.required(path, "must specify a handler type")
+
+
+def _validate_probes_and_hooks(errs: Errs, p: str, c: Obj, init: bool) -> None:
+    lc = c.get("lifecycle")
+    if init and c.get("restartPolicy") != "Always":
+        for f in ("lifecycle", "livenessProbe", "readinessProbe", "startupProbe"):
+            if c.get(f) is not None:
+                errs.forbidden(f"{p}.{f}", "may not be set for init containers without restartPolicy=Always")
+        return
+    if isinstance(lc, dict):
+        for hook in ("postStart", "preStop"):
+            h = lc.get(hook)
+            if h is not None:
+                if isinstance(h, dict):
+                    _validate_handler(errs, f"{p}.lifecycle.{hook}", h, ("exec", "httpGet", "tcpSocket", "sleep"))
+                else:
+                    errs.invalid(f"{p}.lifecycle.{hook}", h, "must be an object")
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        pr = c.get(kind)
+        if pr is None:
+            continue
+        pp = f"{p}.{kind}"
+        if not isinstance(pr, dict):
+            errs.invalid(pp, pr, "must be an object")
+            continue
+        _validate_handler(errs, pp, pr, ("exec", "httpGet", "tcpSocket", "grpc"))
+        for f in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"):
+            errs.nonneg(f"{pp}.{f}", pr.get(f))
+        tg = pr.get("terminationGracePeriodSeconds")
+        if tg is not None and (not isinstance(tg, int) or tg <= 0):
+            errs.invalid(f"{pp}.terminationGracePeriodSeconds", tg, "must be greater than 0")
+        if kind == "readinessProbe" and tg is not None:
+            errs.invalid(f"{pp}.terminationGracePeriodSeconds", tg, "must not be set for readinessProbes")
+        if kind in ("livenessProbe", "startupProbe") and pr.get("successThreshold", 1) != 1:
+            errs.invalid(f"{pp}.successThreshold", pr.get("successThreshold"), "must be 1")
+
+
+def validate_containers(errs: Errs, path: str, containers: Any, required: bool = True, init: bool = False) -> None:
     if not containers:
         if required:
             errs.required(path)
@@ -242,6 +336,7 @@ def validate_containers(errs: Errs, path: str, containers: Any, required: bool =
             proto = port.get("protocol", "TCP") if isinstance(port, dict) else "TCP"
             if proto not in ("TCP", "UDP", "SCTP"):
                 errs.unsupported(f"{p}.ports[{j}].protocol", proto, ["SCTP", "TCP", "UDP"])
+        _validate_probes_and_hooks(errs, p, c, init)
 
 
 def validate_pod_spec(errs: Errs, path: str, spec: Any) -> None:
@@ -249,7 +344,7 @@ def validate_pod_spec(errs: Errs, path: str, spec: Any) -> None:
         errs.required(path)
         return
     validate_containers(errs, f"{path}.containers", spec.get("containers"))
-    validate_containers(errs, f"{path}.initContainers", spec.get("initContainers"), required=False)
+    validate_containers(errs, f"{path}.initContainers", spec.get("initContainers"), required=False, init=True)
     rp = spec.get("restartPolicy")
     if rp is not None and rp not in ("Always", "OnFailure", "Never"):
         errs.unsupported(f"{path}.restartPolicy", rp, ["Always", "OnFailure", "Never"])
@@ -290,22 +385,67 @@ def validate_pod(obj: Obj, old: Obj | None) -> list[Cause]:
 
 
 def _pod_row(obj: Obj) -> list[Any]:
+    """kubectl's pod row (printPod): READY, STATUS with init progress, RESTARTS with ``(5s ago)``."""
     spec, st = obj.get("spec") or {}, obj.get("status") or {}
     cs = st.get("containerStatuses") or []
     total = len(spec.get("containers") or [])
-    ready = sum(1 for c in cs if c.get("ready"))
-    restarts = sum(int(c.get("restartCount") or 0) for c in cs)
+    ready = 0
+    restarts = 0
+    last_restart = 0.0
     reason = st.get("reason") or st.get("phase") or "Pending"
-    for c in cs:
+
+    def seen_restart(c: Obj) -> None:
+        nonlocal last_restart
+        t = parse_time(((c.get("lastState") or {}).get("terminated") or {}).get("finishedAt"))
+        if t is not None and t > last_restart:
+            last_restart = t
+
+    initializing = False
+    inits = st.get("initContainerStatuses") or []
+    for i, c in enumerate(inits):
+        restarts += int(c.get("restartCount") or 0)
+        seen_restart(c)
         state = c.get("state") or {}
-        if state.get("waiting", {}).get("reason"):
-            reason = state["waiting"]["reason"]
-        elif state.get("terminated", {}).get("reason"):
-            reason = state["terminated"]["reason"]
-    if (obj.get("metadata") or {}).get("deletionTimestamp"):
-        reason = "Terminating"
+        term, wait = state.get("terminated"), state.get("waiting")
+        if term is not None and term.get("exitCode") == 0:
+            continue
+        if term is not None:
+            reason = "Init:" + (term.get("reason") or (f"Signal:{term['signal']}" if term.get("signal")
+                                                        else f"ExitCode:{term.get('exitCode')}"))
+        elif wait is not None and wait.get("reason") and wait["reason"] != "PodInitializing":
+            reason = "Init:" + wait["reason"]
+        else:
+            reason = f"Init:{i}/{len(spec.get('initContainers') or [])}"
+        initializing = True
+        break
+    initialized = any(c.get("type") == "Initialized" and c.get("status") == "True" for c in st.get("conditions") or [])
+    if not initializing or initialized:
+        restarts = 0
+        has_running = False
+        for c in reversed(cs):
+            restarts += int(c.get("restartCount") or 0)
+            seen_restart(c)
+            state = c.get("state") or {}
+            term, wait = state.get("terminated"), state.get("waiting")
+            if wait is not None and wait.get("reason"):
+                reason = wait["reason"]
+            elif term is not None and term.get("reason"):
+                reason = term["reason"]
+            elif term is not None:
+                reason = f"Signal:{term['signal']}" if term.get("signal") else f"ExitCode:{term.get('exitCode')}"
+            elif c.get("ready") and state.get("running") is not None:
+                has_running = True
+                ready += 1
+        if reason == "Completed" and has_running:
+            pod_ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or [])
+            reason = "Running" if pod_ready else "NotReady"
+    if (obj.get("metadata") or {}).get("deletionTimestamp") and st.get("phase") not in ("Succeeded", "Failed"):
+        reason = "Unknown" if st.get("reason") == "NodeLost" else "Terminating"
+    shown = str(restarts)
+    if restarts and last_restart:
+        shown = f"{restarts} ({human_duration(max(0.0, time.time() - last_restart))} ago)"
     gates = spec.get("readinessGates") or []
-    return [obj["metadata"]["name"], f"{ready}/{total}", reason, restarts, age(obj["metadata"].get("creationTimestamp")),
+    return [obj["metadata"]["name"], f"{ready}/{total}", reason, shown, age(obj["metadata"].get("creationTimestamp")),
             st.get("podIP") or "<none>", spec.get("nodeName") or "<none>", st.get("nominatedNodeName") or "<none>",
             f"{len(gates)}" if gates else "<none>"]
 
@@ -648,6 +788,14 @@ def default_namespace(obj: Obj) -> None:
 
 def _secret_default(obj: Obj) -> None:
     obj.setdefault("type", "Opaque")
+    # stringData is write-only: merged into data (its keys win) and never stored, as kube's conversion does
+    sd = obj.pop("stringData", None)
+    if isinstance(sd, dict) and sd:
+        import base64
+
+        data = obj.get("data") if isinstance(obj.get("data"), dict) else {}
+        data.update({k: base64.b64encode(str(v).encode()).decode() for k, v in sd.items()})
+        obj["data"] = data
 
 
 def validate_secret(obj: Obj, old: Obj | None) -> list[Cause]:
@@ -1009,6 +1157,7 @@ def build_registry() -> Registry:
                        fields=lambda o: {"type": o.get("type", "")}, field_names={"type"},
                        schema_name="io.k8s.api.core.v1.Secret"))
     r.add(ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, short_names=["sa"],
+                       subresources={"token": (("authentication.k8s.io", "v1", "TokenRequest"), ["create"])},
                        validate=lambda o, old: validate_meta(o), columns=[NAME, C("Secrets", "integer"), AGE],
                        row=lambda o: [o["metadata"]["name"], len(o.get("secrets") or []),
                                       age(o["metadata"].get("creationTimestamp"))],

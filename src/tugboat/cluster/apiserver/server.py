@@ -18,13 +18,16 @@ from typing import Any
 import msgspec
 import yaml
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tugboat.cluster.apiserver import discovery, meta
+from tugboat.cluster.apiserver import serviceaccounts as sa_tokens
 from tugboat.cluster.apiserver.handlers import ObjectService, Selector, encode, load
 from tugboat.cluster.apiserver.kinds import REGISTRY
 from tugboat.cluster.apiserver.meta import ApiError
 from tugboat.cluster.apiserver.patch import json_patch, merge_patch, strategic_merge_patch
 from tugboat.cluster.apiserver.registry import Obj, Registry, ResourceType
+from tugboat.cluster.apiserver.serviceaccounts import TokenIssuer
 from tugboat.cluster.apiserver.storage.base import Store, StoreUnavailable
 from tugboat.cluster.apiserver.watchcache import CachedEvent, TooOld, WatchCache
 
@@ -40,9 +43,16 @@ _MISSING: Any = object()
 
 
 class User:
-    def __init__(self, name: str, groups: list[str]) -> None:
+    def __init__(self, name: str, groups: list[str], extra: dict[str, list[str]] | None = None) -> None:
         self.name = name
         self.groups = groups
+        self.extra = extra or {}
+
+
+def bearer_token(request: web.BaseRequest) -> str:
+    """The token of an ``Authorization: Bearer`` header (the scheme case-insensitive, as kube's)."""
+    scheme, _, tok = request.headers.get("Authorization", "").strip().partition(" ")
+    return tok.strip() if scheme.lower() == "bearer" else ""
 
 
 def json_response(obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,7 +89,7 @@ def _accepts(request: web.Request) -> dict[str, bool]:
 
 class APIServer:
     def __init__(self, store: Store, *, registry: Registry = REGISTRY, tokens: dict[str, tuple[str, list[str]]] | None = None,
-                 require_auth: bool = True, data_dir: str | None = None) -> None:
+                 require_auth: bool = True, data_dir: str | None = None, sa_issuer: TokenIssuer | None = None) -> None:
         self.store = store
         self.registry = registry
         self.cache = WatchCache(store)
@@ -87,6 +97,8 @@ class APIServer:
         self.tokens = tokens or {}
         self.require_auth = require_auth
         self.data_dir = data_dir
+        # service account tokens: the cluster's signing key (serve()), or one of this process's own
+        self.sa_issuer = sa_issuer or TokenIssuer(ec.generate_private_key(ec.SECP256R1()))
         self.discovery = discovery.Discovery(registry)
         from tugboat.cluster.apiserver.metrics import MetricsStore
         self.metrics = MetricsStore()
@@ -243,13 +255,24 @@ class APIServer:
                         orgs.append(v)
             if cn:
                 return User(cn, orgs)
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            tok = auth[7:].strip()
+        tok = bearer_token(request)
+        if tok:
             hit = self.tokens.get(tok)
             if hit:
                 return User(hit[0], hit[1])
         return None
+
+    async def authenticate_service_account(self, request: web.Request) -> User | None:
+        """A bearer service account token (a JWT we signed, its ServiceAccount and bound pod alive)."""
+        tok = bearer_token(request)
+        if not sa_tokens.looks_like_jwt(tok):
+            return None
+        try:
+            ident = await sa_tokens.authenticate(self.objects, self.sa_issuer, tok)
+        except sa_tokens.InvalidToken as exc:
+            log.info("service account token rejected: %s", exc)
+            return None
+        return User(ident.name, ident.groups, ident.extra)
 
     # --- app -------------------------------------------------------------------------------------
     def make_app(self) -> web.Application:
@@ -290,7 +313,7 @@ class APIServer:
         counted = False
         try:
             if path not in ("/healthz", "/livez", "/readyz") and self.require_auth:
-                user = self.authenticate(request)
+                user = self.authenticate(request) or await self.authenticate_service_account(request)
                 if user is None:
                     raise ApiError(401, "Unauthorized", "Unauthorized")
             long_running = request.query.get("watch") in ("1", "true", "True") or "/watch/" in path or \
@@ -335,6 +358,10 @@ class APIServer:
             return json_response({"major": "1", "minor": K8S_MINOR, "gitVersion": K8S_VERSION,
                                   "gitCommit": "tugboat", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
                                   "goVersion": "python", "compiler": "cpython", "platform": "linux/amd64"})
+        if path == "/.well-known/openid-configuration":
+            return json_response(sa_tokens.openid_configuration(self.sa_issuer, f"https://{request.host}"))
+        if path == "/openid/v1/jwks":
+            return web.Response(body=encode(sa_tokens.jwks(self.sa_issuer)), content_type="application/jwk-set+json")
         parts = [p for p in path.split("/") if p]
         if parts[0] == "openapi":
             from tugboat.cluster.apiserver import openapi
@@ -361,19 +388,27 @@ class APIServer:
         return await self.resource_request(request, group, version, rest)
 
     async def self_subject_review(self, request: web.Request, version: str, rest: list[str]) -> web.Response:
-        """``kubectl auth whoami``: who the request's credentials say the caller is."""
+        """``kubectl auth whoami``: who the request's credentials say the caller is; and TokenReview."""
         if version != "v1":
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         if not rest:
             return self.discovery.resource_list("authentication.k8s.io", "v1")
+        if rest == ["tokenreviews"] and request.method == "POST":
+            body = await self.read_body(request)
+            return json_response(await sa_tokens.token_review(self.objects, self.sa_issuer, self.tokens,
+                                                              self._parse(request, body)), 201)
         if rest != ["selfsubjectreviews"] or request.method != "POST":
             raise ApiError(404, "the server could not find the requested resource", "NotFound")
         await self.read_body(request)
-        user = self.authenticate(request) or User("system:anonymous", ["system:unauthenticated"])
+        user = self.authenticate(request) or await self.authenticate_service_account(request) or \
+            User("system:anonymous", ["system:unauthenticated"])
         groups = [*user.groups, "system:authenticated"] if user.name != "system:anonymous" else user.groups
+        info: dict[str, Any] = {"username": user.name, "groups": groups}
+        if user.extra:
+            info["extra"] = user.extra
         return json_response({"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
                               "metadata": {"creationTimestamp": meta.now_rfc3339()},
-                              "status": {"userInfo": {"username": user.name, "groups": groups}}}, 201)
+                              "status": {"userInfo": info}}, 201)
 
     # --- routing to a resource -------------------------------------------------------------------
     def _resolve(self, group: str, version: str, rest: list[str]) -> tuple[ResourceType, str | None, str | None, str | None]:
@@ -459,6 +494,11 @@ class APIServer:
         elif sub == "binding" and m == "POST":
             body = await self.read_body(request)
             return await self._binding(rt, ns or "", name, body, request)
+        elif sub == "token" and m == "POST" and rt.plural == "serviceaccounts":
+            body = await self.read_body(request)
+            out = await sa_tokens.token_request(self.objects, self.sa_issuer, ns or "", name, self._parse(request, body),
+                                                dry_run=self._dry_run(request))
+            return json_response(out, 201)
         elif sub == "eviction" and m == "POST":
             body = await self.read_body(request)
             ev = self._parse(request, body)
@@ -1049,9 +1089,9 @@ class APIServer:
 
 
 async def build(store: Store, data_dir: str | None = None, tokens: dict[str, tuple[str, list[str]]] | None = None,
-                require_auth: bool = True) -> APIServer:
+                require_auth: bool = True, sa_issuer: TokenIssuer | None = None) -> APIServer:
     await store.start()
-    srv = APIServer(store, tokens=tokens, require_auth=require_auth, data_dir=data_dir)
+    srv = APIServer(store, tokens=tokens, require_auth=require_auth, data_dir=data_dir, sa_issuer=sa_issuer)
     await srv.start()
     return srv
 
@@ -1084,7 +1124,7 @@ async def serve(listen: str, datastore: str | None, data_dir: str, *, ready: Any
     hosts = [host] if host not in ("0.0.0.0", "::") else []
     pki.ensure(hosts)
     store = open_store(datastore, data_dir)
-    srv = await build(store, data_dir, tokens=pki.tokens())
+    srv = await build(store, data_dir, tokens=pki.tokens(), sa_issuer=sa_tokens.TokenIssuer.from_file(pki.sa_key))
     # many short-lived dicts per request and a large watch-cache ring: collect the young
     # generation less often, and keep start-up objects out of full collections
     import gc

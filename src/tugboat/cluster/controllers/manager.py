@@ -29,6 +29,8 @@ CONTROLLERS: dict[str, str] = {
     "serviceaccount": "tugboat.cluster.controllers.serviceaccount:ServiceAccountController",
     "disruption": "tugboat.cluster.controllers.disruption:DisruptionController",
     "csrsigning": "tugboat.cluster.controllers.certificates:CSRSigningController",
+    "root-ca-cert-publisher": "tugboat.cluster.controllers.rootca:RootCACertPublisher",
+    "serviceaccount-token": "tugboat.cluster.controllers.satokensecrets:ServiceAccountTokenSecrets",
 }
 
 

@@ -107,8 +107,10 @@ def pod_shm(root: str, uid: str, size: int = POD_SHM_SIZE) -> str:
 
 def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, dict | None],
                     secrets: Mapping[str, dict | None], pv_paths: Mapping[str, str],
-                    node_allocatable: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Make every volume of the pod; returns volume name -> host path."""
+                    node_allocatable: Mapping[str, str] | None = None,
+                    sa_tokens: Mapping[str, bytes] | None = None) -> dict[str, str]:
+    """Make every volume of the pod; returns volume name -> host path. ``sa_tokens``: the tokens of
+    projected ``serviceAccountToken`` sources by ``VOLUME/SOURCE-INDEX`` (see :mod:`.satokens`)."""
     uid = pod["metadata"]["uid"]
     base = os.path.join(pod_dir(root, uid), "volumes")
     alloc = node_allocatable or {}
@@ -169,8 +171,13 @@ def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, 
             src = v["projected"]
             d = os.path.join(base, "projected", name)
             files: dict[str, tuple[bytes, int | None]] = {}
-            for s in src.get("sources") or []:
-                if s.get("configMap"):
+            for i, s in enumerate(src.get("sources") or []):
+                if s.get("serviceAccountToken"):
+                    tok = (sa_tokens or {}).get(f"{name}/{i}")
+                    if tok is None:
+                        raise ConfigError(f"volume {name}: no service account token was issued for this pod")
+                    files[_safe_rel(s["serviceAccountToken"].get("path") or "token")] = (tok, None)
+                elif s.get("configMap"):
                     cm = s["configMap"]
                     obj = configmaps.get(cm["name"])
                     if obj is None and not cm.get("optional"):
@@ -201,6 +208,9 @@ def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, 
     return out
 
 
+_READ_ONLY_PLUGINS = ("configmap", "secret", "downward-api", "projected")
+
+
 def container_mounts(container: dict[str, Any], volumes: Mapping[str, str], *,
                      termination_log: str | None = None) -> list[Mount]:
     out: list[Mount] = []
@@ -208,11 +218,16 @@ def container_mounts(container: dict[str, Any], volumes: Mapping[str, str], *,
         src = volumes.get(vm["name"])
         if src is None:
             raise ConfigError(f'volumeMount "{vm["name"]}" refers to a volume the pod does not define')
+        # as the kubelet: configMap, secret, downwardAPI and projected volumes are always read-only
+        plugin_dir = os.path.dirname(src)
+        read_only = bool(vm.get("readOnly")) or (
+            os.path.basename(os.path.dirname(plugin_dir)) == "volumes"
+            and os.path.basename(plugin_dir) in _READ_ONLY_PLUGINS)
         if vm.get("subPath"):
             src = os.path.join(src, _safe_rel(vm["subPath"]))
             if not os.path.exists(src):
                 os.makedirs(src, exist_ok=True)
-        out.append(Mount(src, vm["mountPath"], bool(vm.get("readOnly"))))
+        out.append(Mount(src, vm["mountPath"], read_only))
     if termination_log:
         path = container.get("terminationMessagePath") or "/dev/termination-log"
         out.append(Mount(termination_log, path, False))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tugboat.cluster.client import resources as R
 from tugboat.cluster.client.rest import ApiError, NotFoundError
 from tugboat.cluster.client.util import now as kube_now
-from tugboat.cluster.node import podspec, volumes
+from tugboat.cluster.node import podspec, satokens, volumes
 from tugboat.cluster.node.cri import ContainerConfig, ContainerStatus, SandboxConfig
 from tugboat.cluster.node.probes import ProbeState, run_probe
 from tugboat.errors import TugError
@@ -237,6 +237,7 @@ class PodWorker:
                 # for the API server and every watcher. A post under way is awaited (in order).
                 first_post = asyncio.ensure_future(self._post_later(FIRST_STATUS_DELAY))
             await self.refresh()
+            await self.refresh_tokens()
             policy = spec.get("restartPolicy") or "Always"
             self.handle_exits(policy)
             if not self.phase_final:
@@ -285,17 +286,18 @@ class PodWorker:
         try:
             self.mark("sync")
             cms, secrets, pv_paths = await agent.fetch_refs(pod)
+            sa_tokens = await satokens.manager_for(agent).for_pod(pod) if satokens.token_sources(pod) else None
             self.mark("refs")
             host_ipc = bool(spec.get("hostIPC"))
 
             def prepare() -> tuple[dict[str, str], str | None]:
                 vols = volumes.prepare_volumes(agent.root, pod, configmaps=cms, secrets=secrets, pv_paths=pv_paths,
-                                               node_allocatable=agent.allocatable)
+                                               node_allocatable=agent.allocatable, sa_tokens=sa_tokens)
                 return vols, None if host_ipc else volumes.pod_shm(agent.root, self.uid)
 
             self.vols, shm = await self._x(prepare)
             self._refs = (cms, secrets)
-        except (podspec.ConfigError, OSError, TugError) as e:
+        except (podspec.ConfigError, OSError, TugError, RuntimeError) as e:
             msg = str(e)
             self.config_error = msg
             self.config_retry_at = time.monotonic() + 2.0
@@ -683,7 +685,18 @@ class PodWorker:
             if c.status is not None and c.status.state == "exited":
                 c.done = True
 
+    async def refresh_tokens(self) -> None:
+        """Renew the service account tokens of the pod's projected volumes that are due (80 % of
+        their lifetime), as the kubelet's volume manager does; a failure is retried next sync."""
+        if self.vols is None or not satokens.token_sources(self.pod):
+            return
+        try:
+            await satokens.refresh_pod_tokens(satokens.manager_for(self.agent), self.pod, self.vols)
+        except (ApiError, OSError, TugError, RuntimeError) as e:
+            log.warning("pod %s: renewing its service account token failed: %s", self.key, e)
+
     async def cleanup(self) -> None:
+        satokens.manager_for(self.agent).forget(self.uid)
         rt = self.agent.runtime
         ids = [i for c in self.cs.values() for i in (c.cid, c.prev_cid) if i]
 
