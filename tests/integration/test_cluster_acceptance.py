@@ -328,7 +328,7 @@ spec:
       grep ' /mem ' /proc/mounts | grep -o 'size=[0-9]*k';
       touch /rootfs 2>/dev/null && echo rootfs-writable || echo rootfs-readonly;
       touch /cfg/x 2>/dev/null && echo cfg-writable || echo cfg-readonly;
-      echo ok > /mem/f && echo mem-writable
+      echo ok > /mem/f && echo mem-writable:$(stat -c %g /mem/f)
     resources: {requests: {cpu: 100m, memory: 16Mi}, limits: {cpu: 500m, memory: 64Mi}}
     env:
     - {name: CPU_LIM, valueFrom: {resourceFieldRef: {resource: limits.cpu}}}
@@ -379,7 +379,8 @@ def test_env_volumes_and_security_context(cluster: Cluster) -> None:
     assert out[5:9] == ["/cfg ext4 ro", "/dapi ext4 ro", "/mem tmpfs rw", "/proj ext4 ro"] or \
         [line.rsplit(" ", 1)[1] for line in out[5:9]] == ["ro", "ro", "rw", "ro"], out
     assert out[9] == "size=8192k", out
-    assert out[10:] == ["rootfs-readonly", "cfg-readonly", "mem-writable"], out
+    # fsGroup owns the emptyDir (set-group-ID): a new file there gets group 2000, not runAsGroup's 3000
+    assert out[10:] == ["rootfs-readonly", "cfg-readonly", "mem-writable:2000"], out
     assert _pod(cluster, "feat")["status"]["phase"] == "Succeeded"
 
 

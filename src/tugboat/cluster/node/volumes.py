@@ -12,6 +12,7 @@ import base64
 import contextlib
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping
 from typing import Any
@@ -126,8 +127,8 @@ def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, 
                 if ed.get("sizeLimit"):
                     opts += f",size={int(quantity(ed['sizeLimit']))}"
                 subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", d], check=True, capture_output=True)
-            else:
-                os.chmod(d, 0o777)
+            else:  # (keeping the set-group-ID bit an fsGroup gave it)
+                os.chmod(d, 0o777 | (os.stat(d).st_mode & stat.S_ISGID))
             out[name] = d
         elif "hostPath" in v:
             hp = v["hostPath"]
@@ -205,7 +206,58 @@ def prepare_volumes(root: str, pod: dict[str, Any], *, configmaps: Mapping[str, 
         else:
             kind = next((k for k in v if k != "name"), "?")
             raise ConfigError(f"volume {name}: type {kind} is not supported on this node")
+    psc = (pod.get("spec") or {}).get("securityContext") or {}
+    if psc.get("fsGroup") is not None:
+        gid = int(psc["fsGroup"])
+        for v in (pod.get("spec") or {}).get("volumes") or []:
+            kind = next((k for k in v if k != "name"), "")
+            if kind not in _OWNERSHIP_MANAGED or v["name"] not in out:
+                continue
+            ro = kind in _OWNERSHIP_READ_ONLY
+            if psc.get("fsGroupChangePolicy") == "OnRootMismatch" and _root_owned(out[v["name"]], gid, ro):
+                continue
+            set_volume_ownership(out[v["name"]], gid, read_only=ro)
     return out
+
+
+# the volume plugins whose ownership the kubelet manages (hostPath is left as it is)
+_OWNERSHIP_MANAGED = ("emptyDir", "configMap", "secret", "downwardAPI", "projected", "persistentVolumeClaim")
+_OWNERSHIP_READ_ONLY = ("configMap", "secret", "downwardAPI", "projected")
+
+
+def _root_owned(path: str, gid: int, read_only: bool) -> bool:
+    """fsGroupChangePolicy OnRootMismatch: the volume's top directory already has the group and
+    the permissions (then the walk is skipped, as the kubelet does)."""
+    st = os.stat(path)
+    want = stat.S_ISGID | (0o050 if read_only else 0o070)
+    return st.st_gid == gid and st.st_mode & want == want
+
+
+def set_volume_ownership(path: str, gid: int, *, read_only: bool) -> None:
+    """The kubelet's SetVolumeOwnership for ``fsGroup``: every file and directory gets the group,
+    group read (+ write unless read-only), directories set-group-ID and search, executables group
+    execute. Symbolic links are re-grouped, never followed."""
+    rw = 0o440 if read_only else 0o660
+
+    def fix(p: str, is_dir: bool) -> None:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            os.lchown(p, -1, gid)
+            return
+        mask = rw
+        if is_dir:
+            mask |= stat.S_ISGID | 0o110
+        elif st.st_mode & 0o100:
+            mask |= 0o110
+        os.lchown(p, -1, gid)
+        os.chmod(p, stat.S_IMODE(st.st_mode) | mask)
+
+    fix(path, True)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for d in dirnames:
+            fix(os.path.join(dirpath, d), not os.path.islink(os.path.join(dirpath, d)))
+        for f in filenames:
+            fix(os.path.join(dirpath, f), False)
 
 
 _READ_ONLY_PLUGINS = ("configmap", "secret", "downward-api", "projected")
