@@ -73,3 +73,34 @@ class Internal(TugError):
     """A bug or an unexpected system failure (HTTP 500)."""
 
     http_status = 500
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of any exception, never empty: an exception raised without a message (a bare
+    ``TimeoutError()``) is named by its type and the innermost place it was raised."""
+    if isinstance(exc, TugError) and str(exc):
+        return str(exc)
+    msg = str(exc)
+    if msg:
+        return f"{type(exc).__name__}: {msg}"
+    import os
+
+    stdlib = os.path.dirname(os.__file__) + os.sep
+    where = ""
+    tb, ours, last = exc.__traceback__, None, None
+    while tb is not None:  # the innermost frame outside libraries (a library's timer is no help)
+        last = tb
+        fname = tb.tb_frame.f_code.co_filename
+        if "site-packages/tugboat/" in fname or ("site-packages" not in fname and not fname.startswith(stdlib)):
+            ours = tb
+        tb = tb.tb_next
+    at = ours or last
+    if at is not None:
+        code = at.tb_frame.f_code
+        fname = code.co_filename
+        fname = fname.rsplit("/tugboat/", 1)[-1] if "/tugboat/" in fname else os.path.basename(fname)
+        where = f" (in {code.co_name}, {fname}:{at.tb_lineno})"
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause):
+        where += f", caused by {type(cause).__name__}: {cause}"
+    return f"{type(exc).__name__} without a message{where}"

@@ -17,13 +17,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cluster_support import KubectlCluster
 from conftest import require_binary
 from tugboat.cluster.up import cluster_down, cluster_up
 
@@ -33,34 +34,10 @@ CLUSTER_CIDR = "10.246.0.0/16"
 
 
 @dataclass
-class Cluster:
-    state: dict
-    cache: str
-    name: str
-    tmp: str
+class Cluster(KubectlCluster):
+    name: str = ""
+    tmp: str = ""
     made: dict[str, Any] = field(default_factory=dict)
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=self.state["kubeconfig"])
-        r = subprocess.run(["kubectl", "--cache-dir", self.cache, *args], input=input, capture_output=True,
-                           text=True, env=env, timeout=timeout)
-        if check and r.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-        return r
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json").stdout)
-
-    def wait(self, what: str, pred: Callable[[], Any], timeout: float = 60, interval: float = 0.5) -> Any:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = pred()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
     def pki(self, name: str) -> str:
         return os.path.join(self.state["dir"], "apiserver", "pki", name)
@@ -126,7 +103,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         state = cluster_up(state_dir=state_dir, nodes=3, name=name, subnet=subnet, isolated=True,
                            cluster_cidr=CLUSTER_CIDR, node_args=["--metrics-period", "2", "--lease-renew", "2"],
-                           controller_args=["--horizontal-pod-autoscaler-sync-period", "2"], timeout=90)
+                           controller_args=["--horizontal-pod-autoscaler-sync-period", "2"], timeout=180)
         c = Cluster(state, str(base / "kcache"), name, str(base))
         yield c
     finally:

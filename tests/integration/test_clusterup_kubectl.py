@@ -13,42 +13,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
 
+from cluster_support import KubectlCluster
 from conftest import require_binary
 from tugboat.cluster.up import cluster_down, cluster_up
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Cluster:
-    state: dict
-    cache: str
-
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True,
-                timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, KUBECONFIG=self.state["kubeconfig"])
-        r = subprocess.run(["kubectl", "--cache-dir", self.cache, *args], input=input, capture_output=True,
-                           text=True, env=env, timeout=timeout)
-        if check and r.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-        return r
-
-    def pod(self, name: str) -> dict:
-        return json.loads(self.kubectl("get", "pod", name, "-o", "json").stdout)
-
-    def wait(self, what: str, pred, timeout: float = 60, interval: float = 0.5):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            last = pred()
-            if last:
-                return last
-            time.sleep(interval)
-        raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+Cluster = KubectlCluster
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +38,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         state = cluster_up(state_dir=state_dir, nodes=3, name=name, subnet=subnet, isolated=True,
                            cluster_cidr="10.247.0.0/16", node_args=["--metrics-period", "2", "--lease-renew", "1"],
                            controller_args=["--node-monitor-grace-period", "5", "--node-monitor-period", "1"],
-                           timeout=90)
+                           timeout=180)
         yield Cluster(state, str(base / "kcache"))
     finally:
         problems = cluster_down(state_dir=state_dir)

@@ -35,6 +35,7 @@ import pytest
 import engine_support
 from conftest import require_binary
 from engine_support import Daemon
+from tar_support import raw_tar_header
 
 pytestmark = pytest.mark.root
 
@@ -715,28 +716,15 @@ def test_hostile_image_headers_are_refused_cleanly(daemon: Daemon) -> None:
     assert daemon.client().status_of("GET", "/_ping") == 200
 
 
-def _raw_header(name: str, typ: bytes, size: int) -> bytes:
-    h = bytearray(512)
-    h[0:len(name)] = name.encode()
-    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
-    h[124:136] = (b"%011o" % size) + b"\0"
-    h[136:148] = b"00000000000\0"
-    h[156:157] = typ
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b" " * 8
-    h[148:156] = (b"%06o" % sum(h)) + b"\0 "
-    return bytes(h)
-
-
 def test_oversized_tar_headers_are_refused(daemon: Daemon) -> None:
     import gzip
 
     for typ, name in ((b"x", "./PaxHeaders/f"), (b"L", "././@LongLink")):
         size = 32 << 20  # Go's archive/tar (docker) refuses special headers over 1 MiB
         tar = io.BytesIO()
-        tar.write(_raw_header(name, typ, size))
+        tar.write(raw_tar_header(name, typ, size))
         tar.write(b"\0" * size)
-        tar.write(_raw_header("f", b"0", 1) + b"x" + b"\0" * 511 + b"\0" * 1024)
+        tar.write(raw_tar_header("f", b"0", 1) + b"x" + b"\0" * 511 + b"\0" * 1024)
         raw = tar.getvalue()
         layer = gzip.compress(raw, compresslevel=1)
         assert len(layer) < size // 100

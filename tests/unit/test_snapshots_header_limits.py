@@ -11,27 +11,15 @@ import tarfile
 
 import pytest
 
+from tar_support import raw_tar_header
 from tugboat.errors import DataCorruption
 from tugboat.images.archive import _TarSource
 from tugboat.snapshots.layer import MAX_SPECIAL_HEADER, LayerError, apply_layer
 
 
-def _header(name: str, typ: bytes, size: int) -> bytes:
-    h = bytearray(512)
-    h[0:len(name)] = name.encode()
-    h[100:108], h[108:116], h[116:124] = b"0000644\0", b"0000000\0", b"0000000\0"
-    h[124:136] = (b"%011o" % size) + b"\0"
-    h[136:148] = b"00000000000\0"
-    h[156:157] = typ
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b" " * 8
-    h[148:156] = (b"%06o" % sum(h)) + b"\0 "
-    return bytes(h)
-
-
 def _member(typ: bytes, body: bytes, name: str = "hdr") -> bytes:
     pad = -len(body) % 512
-    return _header(name, typ, len(body)) + body + b"\0" * pad
+    return raw_tar_header(name, typ, len(body)) + body + b"\0" * pad
 
 
 def _file(name: str, data: bytes) -> bytes:
@@ -55,7 +43,7 @@ END = b"\0" * 1024
 @pytest.mark.parametrize("typ", [b"x", b"g", b"L", b"K"])
 def test_layer_refuses_oversized_special_headers(tmp_path, typ: bytes) -> None:
     size = MAX_SPECIAL_HEADER + 1
-    raw = _header("h", typ, size) + b"\0" * (size + (-size % 512)) + _file("f", b"x") + END
+    raw = raw_tar_header("h", typ, size) + b"\0" * (size + (-size % 512)) + _file("f", b"x") + END
     with pytest.raises(LayerError, match="limit is 1048576 bytes"):
         apply_layer(io.BytesIO(gzip.compress(raw, 1)), str(tmp_path / "o"))
     assert not (tmp_path / "o" / "f").exists()
@@ -90,7 +78,7 @@ def test_layer_header_bomb_uses_little_memory(tmp_path) -> None:
     blob = tmp_path / "bomb.gz"
     size = 512 << 20
     with gzip.open(blob, "wb", compresslevel=1) as f:
-        f.write(_header("h", b"x", size))
+        f.write(raw_tar_header("h", b"x", size))
         zero = b"\0" * (1 << 20)
         for _ in range(size // len(zero)):
             f.write(zero)
@@ -110,7 +98,7 @@ def test_layer_header_bomb_uses_little_memory(tmp_path) -> None:
 @pytest.mark.parametrize("typ", [b"x", b"g", b"L", b"K"])
 def test_image_archive_refuses_oversized_special_headers(typ: bytes) -> None:
     size = MAX_SPECIAL_HEADER + 1
-    raw = _header("h", typ, size) + b"\0" * (size + (-size % 512)) + _file("manifest.json", b"[]") + END
+    raw = raw_tar_header("h", typ, size) + b"\0" * (size + (-size % 512)) + _file("manifest.json", b"[]") + END
     with pytest.raises(DataCorruption, match="limit is 1048576 bytes"):
         _TarSource(io.BytesIO(raw))
 

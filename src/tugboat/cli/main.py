@@ -121,14 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # the one place where errors become messages and exit codes
-        from tugboat.errors import TugError
+        from tugboat.errors import TugError, describe
 
         if ctx.debug or os.environ.get("TUG_DEBUG"):
             raise
-        if isinstance(exc, TugError):
+        if isinstance(exc, TugError) and str(exc):
             sys.stderr.write(f"Error: {exc}\n")
             return 1
-        sys.stderr.write(f"Error: {type(exc).__name__}: {exc}\n")
+        # never a bare "Error: TimeoutError:": an exception without a message is named by its type
+        # and where it was raised
+        hint = "" if str(exc) else " (TUG_DEBUG=1 shows the traceback)"
+        sys.stderr.write(f"Error: {describe(exc)}{hint}\n")
         return 1
 
 

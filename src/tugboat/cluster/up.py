@@ -63,29 +63,37 @@ def _wait_nodes_ready(kubeconfig: str, n: int, timeout: float, state: dict[str, 
     import asyncio
 
     from tugboat.cluster.client import resources as R
-    from tugboat.cluster.client.rest import ApiClient
+    from tugboat.cluster.client.rest import ApiClient, failure
 
     async def poll() -> list[str]:
-        async with ApiClient.from_kubeconfig(kubeconfig) as c:
+        # one slow answer must not end the wait: each list gets a few seconds, the wait goes on to the deadline
+        async with ApiClient.from_kubeconfig(kubeconfig, request_timeout=10) as c:
             deadline = time.monotonic() + timeout
             ready: list[str] = []
+            last_error = ""
             while time.monotonic() < deadline:
                 try:
-                    nodes = await c.list(R.NODES)
-                    items = nodes.get("items", []) if isinstance(nodes, dict) else nodes
+                    nodes = await c.request("GET", R.NODES.path(None), timeout=10)
+                    items = nodes.get("items", []) if isinstance(nodes, dict) else []
                     ready = [x["metadata"]["name"] for x in items
                              if any(cd.get("type") == "Ready" and cd.get("status") == "True"
                                     for cd in (x.get("status") or {}).get("conditions") or [])]
+                    last_error = ""
                     if len(ready) >= n:
                         return ready
-                except Exception:
-                    pass
+                except Exception as e:
+                    last_error = failure(e)
                 for p in state["processes"]:
                     if not _alive(p["pid"]):
                         raise RuntimeError(f"{p['name']} exited (the state dir is removed again); the end of its "
                                            f"log:\n{_log_tail(state, p['name'])}")
                 await asyncio.sleep(0.2)
-            raise RuntimeError(f"only {len(ready)} of {n} nodes became Ready within {timeout:.0f}s")
+            want = [x["name"] for x in state["nodes"]]
+            missing = [x for x in want if x not in ready] or want
+            tails = "".join(f"\n--- the end of {m}'s log:\n{_log_tail(state, m, 8)}" for m in missing)
+            raise RuntimeError(f"waiting for the nodes to be Ready: {len(ready)} of {n} were within {timeout:.0f}s "
+                               f"(not Ready: {', '.join(missing)})"
+                               + (f"; listing nodes failed: {last_error}" if last_error else "") + tails)
 
     return asyncio.run(poll())
 
@@ -122,6 +130,16 @@ def _wait_port(host: str, port: int, timeout: float, pid: int, log: str) -> None
             raise RuntimeError(f"the API server exited; see {log}")
         time.sleep(0.1)
     raise RuntimeError(f"the API server did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _wait_file(path: str, timeout: float, pid: int, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if not _alive(pid):
+            raise RuntimeError(f"the API server exited before writing {what} ({path})")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"waiting for {what}: {path} did not appear within {timeout:.0f}s")
+        time.sleep(0.05)
 
 
 def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, name: str = "tug",
@@ -169,10 +187,7 @@ def cluster_up(*, state_dir: str, nodes: int = 1, datastore: str | None = None, 
         _write_state(path, state)
         _wait_port(host_ip, api_port, 60, api_pid, os.path.join(log_dir, "apiserver.log"))
         kubeconfig = os.path.join(api_dir, "admin.kubeconfig")
-        for _ in range(100):
-            if os.path.exists(kubeconfig):
-                break
-            time.sleep(0.05)
+        _wait_file(kubeconfig, 30, api_pid, "the API server's admin kubeconfig")
         state["kubeconfig"] = kubeconfig
         state["server"] = f"https://{host_ip}:{api_port}"
         pki_dir = os.path.join(api_dir, "pki")

@@ -10,8 +10,10 @@ import errno
 import os
 import stat
 
+from tugboat.errors import InvalidArgument
 from tugboat.runtime import kernel as k
 from tugboat.runtime.record import Record
+from tugboat.util.fs import scoped_join
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -129,34 +131,12 @@ def parse_mount_options(options: list[str] | None) -> MountOptions:
 
 
 def secure_join(root: str, unsafe: str) -> str:
-    """``root``/``unsafe`` with every symlink resolved inside ``root`` (never escaping it)."""
-    root = os.path.abspath(root)
-    parts = [p for p in unsafe.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            st = os.lstat(candidate)
-        except OSError:
-            resolved.append(part)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > 255:
-                raise OSError(errno.ELOOP, f"secure join {unsafe}: too many symlinks")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        resolved.append(part)
-    return os.path.join(root, *resolved)
+    """``root``/``unsafe`` with every symlink resolved inside ``root`` (never escaping it); the
+    project's one such walk (``util.fs.scoped_join``), with runc's ELOOP error."""
+    try:
+        return scoped_join(os.path.abspath(root), unsafe, max_hops=255)
+    except InvalidArgument:
+        raise OSError(errno.ELOOP, f"secure join {unsafe}: too many symlinks") from None
 
 
 def _mkdir_all(path: str, mode: int = 0o755) -> None:

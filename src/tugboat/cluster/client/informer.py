@@ -55,6 +55,7 @@ class Informer:
         self.field_selector = field_selector
         self.resync_seconds = resync_seconds
         self.transform = transform
+        self.last_error: BaseException | None = None  # of the last failed list or watch (start-up reports)
         self.store: dict[str, dict] = {}
         self._indexers: dict[str, IndexFunc] = {"namespace": namespace_index}
         self._indices: dict[str, dict[str, set[str]]] = {"namespace": {}}
@@ -244,6 +245,7 @@ class Informer:
                 need_list = True
                 await asyncio.sleep(30)
             except Exception as exc:
+                self.last_error = exc
                 log.debug("informer %s: %s; retrying in %.1fs", self.resource.plural, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -6,9 +6,11 @@ Objects are plain dicts (the JSON the API server sends), decoded with msgspec fo
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
-from collections.abc import AsyncIterator
-from typing import Any
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import aiohttp
@@ -16,7 +18,10 @@ import msgspec
 
 from tugboat.cluster.client.kubeconfig import KubeConfig, load_kubeconfig
 from tugboat.cluster.client.resources import Resource
-from tugboat.errors import Conflict, NotFound, TugError
+from tugboat.errors import Conflict, NotFound, TugError, Unavailable, describe
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -27,7 +32,8 @@ JSONPATCH = "application/json-patch+json"
 
 
 class ApiError(TugError):
-    """An error Status from the API server (``code``, ``reason``)."""
+    """An error Status from the API server (``code``, ``reason``); ``request`` is the verb and path
+    that got it (set by :meth:`ApiClient.request`)."""
 
     def __init__(self, code: int, reason: str, message: str, body: dict | None = None) -> None:
         super().__init__(message)
@@ -35,6 +41,80 @@ class ApiError(TugError):
         self.http_status = code
         self.reason = reason
         self.body = body or {}
+        self.request = ""
+
+
+class RequestFailed(TugError):
+    """A request that got no answer: the connection failed or broke, or the answer did not come in
+    time. Names the request (``request`` = verb and path) and the server; ``__cause__`` is the
+    transport's own error."""
+
+    http_status = 503
+
+    def __init__(self, request: str, server: str, what: str) -> None:
+        super().__init__(f"{request} to the API server {server}: {what}")
+        self.request = request
+        self.server = server
+
+
+class ApiTimeout(RequestFailed, TimeoutError):
+    """No answer within the request's timeout (still a ``TimeoutError`` to code that catches those)."""
+
+    http_status = 504
+
+
+class ApiConnectionError(RequestFailed, ConnectionError):
+    """The connection could not be made or broke (still a ``ConnectionError``/``OSError``)."""
+
+
+# answers worth another try: the server is starting, overloaded or briefly unable to answer
+TRANSIENT_CODES = frozenset({429, 500, 502, 503, 504})
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a failed request may succeed when tried again (timeouts, connection errors, 5xx, 429)."""
+    if isinstance(exc, ApiError):
+        return exc.code in TRANSIENT_CODES
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return False
+    return isinstance(exc, (RequestFailed, TimeoutError, ConnectionError, aiohttp.ClientError))
+
+
+def failure(exc: BaseException) -> str:
+    """An error of a request, for a person: type, message and the request (verb and path)."""
+    text = describe(exc)
+    req = getattr(exc, "request", "")
+    if isinstance(exc, ApiError):
+        text = f"{type(exc).__name__} {exc.code}{' ' + exc.reason if exc.reason else ''}: {exc}"
+        if req:
+            text = f"{req}: {text}"
+    elif isinstance(exc, RequestFailed):
+        text = f"{type(exc).__name__}: {exc}"
+    return text
+
+
+async def retry(what: str, fn: Callable[[], Awaitable[T]], *, deadline: float, first_delay: float = 0.2,
+                max_delay: float = 5.0) -> T:
+    """``await fn()`` until it succeeds, retrying transient failures (see :func:`transient`) with
+    jittered exponential back-off until ``deadline`` (``time.monotonic()``); other errors go through
+    at once. Past the deadline: :class:`~tugboat.errors.Unavailable` naming ``what``, the attempts,
+    and the last failure with its type and request."""
+    delay, attempt, start = first_delay, 0, time.monotonic()
+    while True:
+        attempt += 1
+        try:
+            return await fn()
+        except Exception as e:
+            if not transient(e):
+                raise
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Unavailable(f"{what}: still failing after {attempt} attempt{'s' if attempt > 1 else ''} "
+                                  f"in {time.monotonic() - start:.0f}s; the last: {failure(e)}") from e
+            pause = min(left, delay * random.uniform(0.5, 1.0))
+            log.warning("%s: %s; trying again in %.1fs", what, failure(e), pause)
+            await asyncio.sleep(pause)
+            delay = min(max_delay, delay * 2)
 
 
 class NotFoundError(ApiError, NotFound):
@@ -65,8 +145,10 @@ def _error(code: int, body: bytes) -> ApiError:
 class ApiClient:
     """Talks to one API server. Create inside a running event loop; ``await close()`` at the end."""
 
-    def __init__(self, config: KubeConfig, *, max_connections: int = 64, user_agent: str = "tugboat") -> None:
+    def __init__(self, config: KubeConfig, *, max_connections: int = 64, user_agent: str = "tugboat",
+                 request_timeout: float = 30.0) -> None:
         self.config = config
+        self.request_timeout = request_timeout  # of a request that names none (lists take at least 120 s)
         self.base = config.server
         self._ssl = config.ssl_context()
         self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
@@ -108,29 +190,40 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-        timeout: float = 30.0,
+        timeout: float | None = None,
     ) -> Any:
+        timeout = self.request_timeout if timeout is None else timeout
         url = self.base + path
         if params:
             url += "?" + urlencode({k: v for k, v in params.items() if v is not None})
         data = None if body is None else (body if isinstance(body, bytes) else _encode(body))
         headers = {"Content-Type": content_type} if data is not None else None
         for attempt in range(6):
-            async with self.session.request(
-                method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                raw = await resp.read()
-                if resp.status == 429 and attempt < 5 and "Retry-After" in resp.headers:
-                    await asyncio.sleep(float(resp.headers.get("Retry-After", "1") or 1) * random.uniform(0.5, 1))
-                    continue
-                if resp.status >= 400:
-                    raise _error(resp.status, raw)
-                if not raw:
-                    return None
-                ctype = resp.headers.get("Content-Type", "")
-                if "json" not in ctype and not raw.startswith((b"{", b"[")):
-                    return raw.decode(errors="replace")
-                return _decode(raw)
+            try:
+                async with self.session.request(
+                    method, url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                ) as resp:
+                    raw = await resp.read()
+                    status, rheaders = resp.status, resp.headers
+            except TimeoutError as e:  # aiohttp's own timer raises a bare TimeoutError: say which request
+                raise ApiTimeout(f"{method} {path}", self.base, f"no answer within {timeout:g}s") from e
+            except aiohttp.ClientConnectorCertificateError:
+                raise  # the server is not who the kubeconfig says: no retry helps
+            except (aiohttp.ClientConnectionError, ConnectionError) as e:
+                raise ApiConnectionError(f"{method} {path}", self.base, describe(e)) from e
+            if status == 429 and attempt < 5 and "Retry-After" in rheaders:
+                await asyncio.sleep(float(rheaders.get("Retry-After", "1") or 1) * random.uniform(0.5, 1))
+                continue
+            if status >= 400:
+                err = _error(status, raw)
+                err.request = f"{method} {path}"
+                raise err
+            if not raw:
+                return None
+            ctype = rheaders.get("Content-Type", "")
+            if "json" not in ctype and not raw.startswith((b"{", b"[")):
+                return raw.decode(errors="replace")
+            return _decode(raw)
         raise ApiError(429, "TooManyRequests", "too many requests")  # pragma: no cover
 
     # ---- typed verbs
@@ -154,12 +247,13 @@ class ApiClient:
             "limit": limit,
             "resourceVersion": resource_version,
         }
-        first = await self.request("GET", res.path(namespace), params=params, timeout=120)
+        first = await self.request("GET", res.path(namespace), params=params, timeout=max(120, self.request_timeout))
         items = list(first.get("items") or [])
         cont = (first.get("metadata") or {}).get("continue")
         while cont:
             page = await self.request(
-                "GET", res.path(namespace), params={**params, "continue": cont, "resourceVersion": None}, timeout=120
+                "GET", res.path(namespace), params={**params, "continue": cont, "resourceVersion": None},
+                timeout=max(120, self.request_timeout),
             )
             items.extend(page.get("items") or [])
             cont = (page.get("metadata") or {}).get("continue")

@@ -29,7 +29,7 @@ from typing import Any
 
 from tugboat.cluster.client import EventRecorder, Informer
 from tugboat.cluster.client import resources as R
-from tugboat.cluster.client.rest import ApiClient, ApiError, ConflictError, NotFoundError
+from tugboat.cluster.client.rest import ApiClient, ApiError, ConflictError, NotFoundError, failure, retry
 from tugboat.cluster.client.util import now as kube_now
 from tugboat.cluster.client.util import now_micro
 from tugboat.cluster.node.cri import LABEL_POD_UID, EngineRuntime
@@ -38,6 +38,7 @@ from tugboat.cluster.node.worker import PodWorker
 from tugboat.cluster.proxy.dns import ClusterDNS
 from tugboat.cluster.proxy.model import ServiceModel
 from tugboat.cluster.proxy.nftables import ServiceProxy
+from tugboat.errors import Unavailable
 
 log = logging.getLogger("tugboat.cluster.node")
 
@@ -87,7 +88,7 @@ class NodeAgent:
                  proxy: bool = True, lease_seconds: int = 40, lease_renew: float = 10.0,
                  status_period: float = 60.0, metrics_period: float = 15.0, offline: bool = True,
                  labels: dict[str, str] | None = None, bridge: str = "tugpods0",
-                 kubelet_ssl: Any = None, start_slots: int = 8) -> None:
+                 kubelet_ssl: Any = None, start_slots: int = 8, startup_timeout: float = 300.0) -> None:
         self.client = client
         self.name = name
         self.engine = engine
@@ -107,6 +108,10 @@ class NodeAgent:
         self.status_period = status_period
         self.metrics_period = metrics_period
         self.offline = offline
+        # start-up requests are retried (timeouts, connection errors, 5xx, 429) until this many
+        # seconds have passed, as the kubelet keeps retrying registration: a busy API server must
+        # not kill the agent
+        self.startup_timeout = startup_timeout
         self.labels = labels or {}
         self.capacity = machine_capacity()
         self.allocatable = allocatable_of(self.capacity)
@@ -462,7 +467,8 @@ class NodeAgent:
         from tugboat.cluster.node.server import start_server
 
         self.server = await start_server(self, self.listen_host, self.port)
-        await self.register()
+        deadline = time.monotonic() + self.startup_timeout
+        await retry("registering the node", self.register, deadline=deadline)
         await self.loop.run_in_executor(self.executor, self.setup_network)
         await self.loop.run_in_executor(self.executor, self.runtime.ensure_pause_image)
         # services -> proxy + DNS
@@ -489,7 +495,7 @@ class NodeAgent:
         self._informers.append(self.nodes)
         for inf in self._informers:
             inf.start()
-        await asyncio.gather(*(inf.wait_synced(30) for inf in self._informers))
+        await self._wait_synced(self._informers, deadline)
         self._unsub = self.engine.events.subscribe(self._on_engine_event)
         # pods that may have containers to adopt (a restarted agent): one scan, not one per pod
         self.adoptable = await self.loop.run_in_executor(self.executor, lambda: {
@@ -497,13 +503,25 @@ class NodeAgent:
         self.pods = Informer(self.client, R.PODS, field_selector=f"spec.nodeName={self.name}")
         self.pods.add_handler(self._on_pod, self._on_pod, self._on_pod_delete)
         self.pods.start()
-        await self.pods.wait_synced(30)
+        await self._wait_synced([self.pods], deadline)
         await self.remove_orphans()
         self._tasks.append(self.loop.create_task(self._heartbeat()))
         self._tasks.append(self.loop.create_task(self._metrics_loop()))
         self.ready_at = time.time()
         log.info("node %s ready: pod CIDR %s, node IP %s, kubelet port %s", self.name, self.pod_cidr,
                  self.node_ip, self.port)
+
+    async def _wait_synced(self, informers: list[Informer], deadline: float) -> None:
+        """Wait for the informers' first lists (they retry on their own) until the start-up deadline."""
+        try:
+            await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in informers)),
+                                   max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            late = [i for i in informers if not i.synced.is_set()]
+            why = "; ".join(f"{i.resource.plural}: " + (failure(i.last_error) if getattr(i, "last_error", None)
+                                                        else "no answer yet") for i in late)
+            raise Unavailable(f"the first list of {', '.join(i.resource.plural for i in late)} did not come "
+                              f"within the start-up deadline ({self.startup_timeout:.0f}s): {why}") from None
 
     async def stop(self, remove_pods: bool = False) -> None:
         for t in self._tasks:

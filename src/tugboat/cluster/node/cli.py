@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import socket
 import ssl
+import time
 from typing import Any
 
 
@@ -47,6 +49,11 @@ def node(args: list[str], ctx: Any) -> int:
                         "certificate into it (what `tug cluster join` asks for)")
     p.add_argument("--insecure-http", action="store_true",
                    help="serve the kubelet API as plain HTTP without authentication (tests only)")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds to wait for the API server's answer to one request (lists: at least 120)")
+    p.add_argument("--startup-timeout", type=float, default=300.0,
+                   help="seconds start-up (serving certificate, registration, first lists) keeps retrying "
+                        "requests that time out, fail to connect or get 5xx/429, before giving up")
     p.add_argument("--log-level", default="WARNING")
     o = p.parse_args(args)
     logging.basicConfig(level=getattr(logging, o.log_level.upper(), logging.WARNING),
@@ -55,29 +62,60 @@ def node(args: list[str], ctx: Any) -> int:
     agent_root = o.agent_root or os.path.join(engine_root, "node")
     os.makedirs(agent_root, exist_ok=True)
     labels = dict(kv.split("=", 1) for kv in o.label)
-    from tugboat.cluster.client.rest import ApiClient
+    from tugboat.cluster.client.rest import ApiClient, failure
     from tugboat.cluster.node.agent import NodeAgent
     from tugboat.engine.engine import Engine
+    from tugboat.errors import Unavailable
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + o.startup_timeout
         engine = await loop.run_in_executor(None, Engine, engine_root)
-        client = ApiClient.from_kubeconfig(o.kubeconfig)
+        client = ApiClient.from_kubeconfig(o.kubeconfig, request_timeout=o.request_timeout)
         name = o.name or socket.gethostname().lower()
-        kubelet_ssl = None if o.insecure_http else await _serving_tls(o, client, name, agent_root)
-        if kubelet_ssl is not None and o.pin_kubeconfig_ca and _pin_ca(o.kubeconfig, os.path.join(agent_root, "pki",
-                                                                                                  "ca.crt")):
-            await client.close()
-            client = ApiClient.from_kubeconfig(o.kubeconfig)  # from now on the API server is verified
-        agent = NodeAgent(client, name=name, engine=engine, root=agent_root,
-                          pod_cidr=o.pod_cidr, cluster_cidr=o.cluster_cidr, node_ip=o.node_ip, port=o.port,
-                          listen_host=o.listen, dns=not o.no_dns, proxy=not o.no_proxy, lease_renew=o.lease_renew,
-                          metrics_period=o.metrics_period, labels=labels, bridge=o.bridge,
-                          kubelet_ssl=kubelet_ssl)
+        agent: NodeAgent | None = None
         stop = asyncio.Event()
+        starting = asyncio.current_task()
+
+        def on_signal() -> None:
+            stop.set()
+            if starting is not None:  # a stop during start-up (`tug cluster down`) ends the retries at once
+                starting.cancel()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await agent.start()
+            loop.add_signal_handler(sig, on_signal)
+
+        async def give_up() -> None:
+            if agent is not None:
+                with contextlib.suppress(Exception):
+                    await agent.stop(remove_pods=o.cleanup_on_exit)
+            await client.close()
+            await loop.run_in_executor(None, engine.shutdown)
+
+        try:
+            kubelet_ssl = None if o.insecure_http else await _serving_tls(o, client, name, agent_root, deadline)
+            if kubelet_ssl is not None and o.pin_kubeconfig_ca and _pin_ca(o.kubeconfig,
+                                                                           os.path.join(agent_root, "pki", "ca.crt")):
+                await client.close()
+                # from now on the API server is verified
+                client = ApiClient.from_kubeconfig(o.kubeconfig, request_timeout=o.request_timeout)
+            agent = NodeAgent(client, name=name, engine=engine, root=agent_root,
+                              pod_cidr=o.pod_cidr, cluster_cidr=o.cluster_cidr, node_ip=o.node_ip, port=o.port,
+                              listen_host=o.listen, dns=not o.no_dns, proxy=not o.no_proxy,
+                              lease_renew=o.lease_renew, metrics_period=o.metrics_period, labels=labels,
+                              bridge=o.bridge, kubelet_ssl=kubelet_ssl,
+                              startup_timeout=max(1.0, deadline - time.monotonic()))
+            await agent.start()
+            starting = None
+        except asyncio.CancelledError:
+            if not stop.is_set():
+                raise
+            await give_up()
+            return
+        except Exception as e:
+            # whatever still escapes start-up is reported with the node, its type and its request
+            await give_up()
+            raise Unavailable(f"node {name}: start-up failed: {failure(e)}") from e
         print(f"tug cluster node: {agent.name} ready (pod CIDR {agent.pod_cidr}, node IP {agent.node_ip}, "
               f"kubelet port {agent.port})", flush=True)
         await stop.wait()
@@ -89,7 +127,8 @@ def node(args: list[str], ctx: Any) -> int:
     return 0
 
 
-async def _serving_tls(o: argparse.Namespace, client: Any, name: str, agent_root: str) -> ssl.SSLContext:
+async def _serving_tls(o: argparse.Namespace, client: Any, name: str, agent_root: str,
+                       deadline: float) -> ssl.SSLContext:
     """The kubelet API's TLS: given files, or a serving certificate obtained from the cluster."""
     from tugboat.cluster.client.kubeconfig import load_kubeconfig
     from tugboat.cluster.node.agent import default_node_ip
@@ -109,7 +148,8 @@ async def _serving_tls(o: argparse.Namespace, client: Any, name: str, agent_root
             ca_pem = kc.ca_data
     node_ip = o.node_ip or default_node_ip()
     cert, key, ca = await bootstrap_serving_cert(client, name, [node_ip, name], os.path.join(agent_root, "pki"),
-                                                 ca_pem=ca_pem, ca_hash=o.ca_cert_hash)
+                                                 ca_pem=ca_pem, ca_hash=o.ca_cert_hash,
+                                                 timeout=max(1.0, deadline - time.monotonic()))
     return server_ssl_context(cert, key, ca)
 
 

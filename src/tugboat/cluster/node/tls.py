@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -37,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tugboat.cluster.client.resources import Resource
-from tugboat.cluster.client.rest import ApiError
+from tugboat.cluster.client.rest import ApiError, ConflictError, failure, retry, transient
 from tugboat.errors import InvalidArgument, Unavailable
 from tugboat.util.fs import write_atomic
 
@@ -187,21 +188,45 @@ async def bootstrap_serving_cert(client: Any, node_name: str, addresses: list[st
                          "labels": {"tugboat.io/node": node_name[:63]}},
             "spec": {"request": base64.b64encode(csr_pem).decode(), "signerName": SIGNER,
                      "usages": SERVING_USAGES}}
-    try:
-        created = await client.create(CSRS, body)
-    except ApiError as e:
-        raise Unavailable(f"could not create the certificate signing request for node {node_name}: {e}") from None
-    name = created["metadata"]["name"]
+    name = body["metadata"]["name"]
     deadline = time.monotonic() + timeout
+
+    async def create() -> None:
+        # a busy or starting API server may time a request out: the name is fixed, so a create that
+        # went through before its answer was lost comes back as 409 on the next try
+        with contextlib.suppress(ConflictError):
+            await client.create(CSRS, body)
+
+    try:
+        await retry(f"creating certificate signing request {name}", create, deadline=deadline)
+    except ApiError as e:
+        raise Unavailable(f"could not create the certificate signing request for node {node_name}: "
+                          f"{failure(e)}") from None
     chain = b""
+    last_error = ""
+    warn_at = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if time.monotonic() > warn_at:
+            warn_at = float("inf")
+            log.warning("node %s: certificate signing request %s is not signed after 30s; is the controller "
+                        "manager running with --cluster-signing-cert-file/--cluster-signing-key-file?", node_name, name)
         try:
             cur = await client.get(CSRS, name)
         except ApiError as e:
             if e.code == 404:
                 raise Unavailable(f"certificate signing request {name} was deleted before it was signed") from None
+            last_error = failure(e)
             await asyncio.sleep(0.5)
             continue
+        except Exception as e:
+            if not transient(e):
+                raise
+            last_error = failure(e)
+            log.warning("node %s: waiting for certificate signing request %s: %s", node_name, name, last_error)
+            await asyncio.sleep(0.5)
+            continue
+        if (cur.get("spec") or {}).get("request") != body["spec"]["request"]:
+            raise InvalidArgument(f"certificate signing request {name} exists and is not node {node_name}'s request")
         st = cur.get("status") or {}
         for c in st.get("conditions") or []:
             if c.get("type") in ("Denied", "Failed") and c.get("status", "True") == "True":
@@ -212,8 +237,10 @@ async def bootstrap_serving_cert(client: Any, node_name: str, addresses: list[st
             break
         await asyncio.sleep(0.1)
     if not chain:
-        raise Unavailable(f"certificate signing request {name} was not signed within {timeout:.0f}s: is the "
-                          "controller manager running with --cluster-signing-cert-file/--cluster-signing-key-file?")
+        raise Unavailable(f"certificate signing request {name} of node {node_name} was not signed within "
+                          f"{timeout:.0f}s: is the controller manager running with --cluster-signing-cert-file/"
+                          "--cluster-signing-key-file?" + (f" (the last request failed: {last_error})" if last_error
+                                                           else ""))
     certs = _split_pem(chain)
     if not certs:
         raise InvalidArgument(f"certificate signing request {name} returned no certificate")
