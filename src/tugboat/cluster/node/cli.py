@@ -54,6 +54,8 @@ def node(args: list[str], ctx: Any) -> int:
     p.add_argument("--startup-timeout", type=float, default=300.0,
                    help="seconds start-up (serving certificate, registration, first lists) keeps retrying "
                         "requests that time out, fail to connect or get 5xx/429, before giving up")
+    p.add_argument("--start-slots", type=int, default=8,
+                   help="pods being started at once (sandbox to containers started); more queue in order")
     p.add_argument("--log-level", default="WARNING")
     o = p.parse_args(args)
     logging.basicConfig(level=getattr(logging, o.log_level.upper(), logging.WARNING),
@@ -104,7 +106,8 @@ def node(args: list[str], ctx: Any) -> int:
                               listen_host=o.listen, dns=not o.no_dns, proxy=not o.no_proxy,
                               lease_renew=o.lease_renew, metrics_period=o.metrics_period, labels=labels,
                               bridge=o.bridge, kubelet_ssl=kubelet_ssl,
-                              startup_timeout=max(1.0, deadline - time.monotonic()))
+                              startup_timeout=max(1.0, deadline - time.monotonic()),
+                              start_slots=max(1, o.start_slots))
             await agent.start()
             starting = None
         except asyncio.CancelledError:
