@@ -1,6 +1,6 @@
 """Pod start-up latency, service update propagation and node agent memory on a `tug cluster up` cluster.
 
-    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3] [--rate 10] [--trace]
+    .venv/bin/python bench/pods.py [--pods 30 --nodes 1] [--pods 90 --nodes 3] [--rate 10] [--trace] [--cpu]
 
 Start-up latency: from the pod's POST returning to the agent reporting Ready (image present on
 the node), seen through a watch; p50/p99/max over all pods, created 10 at a time. Kubernetes'
@@ -164,6 +164,46 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def _cpu_of(pid: int) -> tuple[float, float]:
+    """(user + system, of reaped children) CPU seconds of ``pid``."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    hz = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / hz, (int(fields[13]) + int(fields[14])) / hz
+
+
+def cpu_snapshot(procs: list[dict]) -> dict[str, float]:
+    """CPU seconds per cluster component: each process with what it reaped, and the engine's
+    create worker (a child of a node agent) on its own line."""
+    names = {p["pid"]: p["name"] for p in procs}
+    out: dict[str, float] = {}
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in names:
+            kids.setdefault(ppid, []).append(int(d))
+    for pid, name in names.items():
+        role = "node agent" if "-node-" in name else name
+        try:
+            own, reaped = _cpu_of(pid)
+        except (OSError, ValueError):
+            continue
+        out[role] = out.get(role, 0.0) + own + reaped
+        for k in kids.get(pid, []):
+            try:
+                kown, kreaped = _cpu_of(k)
+            except (OSError, ValueError):
+                continue
+            out[role + " children"] = out.get(role + " children", 0.0) + kown + kreaped
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pods", type=int, default=30)
@@ -172,6 +212,9 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=0.0,
                     help="also measure pods created at this many per second (Kubernetes' density test "
                          "paces creation); 0: only the burst")
+    ap.add_argument("--cpu", action="store_true",
+                    help="CPU time per pod of each cluster process over the burst (node agent = the "
+                         "engine; its children = the engine's create worker and the `ip` helpers)")
     ap.add_argument("--no-token", action="store_true",
                     help="pods without the service account token volume (no TokenRequest, no kube-root-ca.crt)")
     o = ap.parse_args()
@@ -190,9 +233,15 @@ def main() -> int:
         st = cluster_up(state_dir=state_dir, nodes=o.nodes, name=name, isolated=True,
                         subnet=f"172.29.{random.randint(1, 250)}.0/24", cluster_cidr="10.246.0.0/16")
         print(f"cluster up ({o.nodes} nodes): {time.monotonic() - t0:.1f} s")
+        cpu0 = cpu_snapshot(st["processes"]) if o.cpu else {}
         lat = asyncio.run(startup(st["kubeconfig"], o.pods))
         print(f"pod startup ({o.pods} pods, {o.nodes} node(s)): p50 {pct(lat, 50):.3f} s, p99 {pct(lat, 99):.3f} s, "
               f"max {max(lat):.3f} s")
+        if o.cpu:
+            cpu1 = cpu_snapshot(st["processes"])
+            per = {k: (v - cpu0.get(k, 0.0)) / o.pods * 1000 for k, v in cpu1.items()}
+            print("CPU per pod over the burst: " + ", ".join(f"{k} {v:.0f} ms" for k, v in sorted(per.items()))
+                  + f"; total {sum(per.values()):.0f} ms")
         if trace:
             breakdown(trace)
             os.unlink(trace)

@@ -124,6 +124,10 @@ def test_stopped_container_unmounted_and_cp_sees_volumes(daemon: Daemon, tmp_pat
         c.delete(f"/containers/{cid}", query={"force": "1"})
         c.delete("/volumes/stoppedvol")
     assert not os.path.exists(os.path.join(daemon.root, "containers", cid))
+    # a force rm answers before the exit clean-up of the killed process has unmounted its rootfs
+    end = time.time() + 10
+    while _mounts_of(cid) and time.time() < end:
+        time.sleep(0.02)
     assert not _mounts_of(cid)
 
 

@@ -138,3 +138,17 @@ def test_validate_rejects_absurd_values() -> None:
     with pytest.raises(InvalidArgument, match=r"Config\.Cmd"):
         validate({"Cmd": [1, 2]}, {})
     validate({"Cmd": ["ok"]}, {"Memory": 64 * 1024 * 1024, "NanoCpus": 5 * 10**8})
+
+
+def test_dumps_compact_reads_back_as_json_and_falls_back() -> None:
+    import json as _json
+
+    from tugboat.engine.util import dumps_compact
+
+    rec = {"Id": "a" * 64, "State": {"Running": True, "Pid": 7, "ExitCode": 0}, "Env": ["X=é"],
+           "Nested": [1.5, None, {"k": []}], "Ports": {80: "x"}}
+    out = dumps_compact(rec)
+    assert _json.loads(out) == _json.loads(_json.dumps(rec))
+    assert b" " not in out.replace(b"X=\xc3\xa9", b"")  # compact separators
+    odd = {"Name": "bad\udcff"}  # a lone surrogate (a non-UTF-8 file name): msgspec refuses it
+    assert _json.loads(dumps_compact(odd)) == odd

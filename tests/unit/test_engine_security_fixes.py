@@ -71,7 +71,7 @@ def _container(tmp_path: Path, rootfs: Path, **hc: Any) -> Any:
     data = specmod.fill_defaults("c" * 64, "/t", {"Image": "x", "Cmd": ["sh"]}, hc, {}, image, {})
     for key, name in (("HostnamePath", "hostname"), ("HostsPath", "hosts"), ("ResolvConfPath", "resolv.conf")):
         data[key] = str(tmp_path / name)
-    c = SimpleNamespace(id=data["Id"], name="/t", data=data)
+    c = SimpleNamespace(id=data["Id"], name="/t", data=data, dir=str(tmp_path))
     c.tug = {"Rootfs": str(rootfs)}
     return c
 

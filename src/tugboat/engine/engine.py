@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import os
 import platform
@@ -33,6 +32,7 @@ from tugboat.engine.rt import RuntimeAdapter
 from tugboat.engine.util import (
     NAME_RE,
     ZERO_TIME,
+    dumps_compact,
     human_duration,
     new_id,
     now_rfc3339,
@@ -341,7 +341,13 @@ class Engine:
             c.tug["Rootfs"] = rootfs
             self._mount_rootfs(c, image)
             c.data["Mounts"] = self._setup_mounts(c, icfg)
-            for stream in ("stdin", "stdout", "stderr"):
+            # the FIFOs a start opens (and a restarted daemon reopens): stdin only for OpenStdin,
+            # stdout/stderr unless a TTY carries the output (an inode each on the data root)
+            ccfg = data["Config"]
+            streams = ("stdin",) if ccfg.get("OpenStdin") else ()
+            if not ccfg.get("Tty"):
+                streams += ("stdout", "stderr")
+            for stream in streams:
                 os.mkfifo(os.path.join(cdir, stream), 0o600)
             if data["LogPath"]:
                 os.close(os.open(data["LogPath"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600))
@@ -365,7 +371,7 @@ class Engine:
             return
         if self.snapshotter is None:
             raise TugError("snapshotter is not available in this build")
-        rs = self.snapshotter.prepare(c.id, image)
+        rs = self.snapshotter.prepare(c.id, image, mountpoints=_mountpoints(c.data))
         rs.mount(rootfs)
 
     def _unmount_rootfs(self, c: Container) -> None:
@@ -465,7 +471,7 @@ class Engine:
             spec = specmod.build_spec(self, c, netinfo)
             bundle = os.path.join(c.dir, "bundle")
             # rewritten at every start and read at once by the runtime: atomic, no fsync needed
-            write_atomic(os.path.join(bundle, "config.json"), json.dumps(spec, separators=(",", ":")).encode(),
+            write_atomic(os.path.join(bundle, "config.json"), dumps_compact(spec),
                          sync=False)
             devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             fds_to_close.append(devnull)
@@ -1456,6 +1462,34 @@ class _Reaper:
                 if left is not None and left <= 0:
                     return
                 self.cond.wait(left)
+
+
+_KERNEL_FS = ("/proc", "/sys", "/dev")
+
+
+def _mountpoints(data: dict) -> list[tuple[str, bool]]:
+    """(destination, is a directory) of the mounts a container's runtime spec will have that
+    need a mount point in its rootfs: the three /etc files, bind mounts and tmpfs mounts
+    (volumes are left out: their copy-up reads what the image has at the mount point)."""
+    hc = data.get("HostConfig") or {}
+    out: dict[str, bool] = {"/etc/hostname": False, "/etc/hosts": False, "/etc/resolv.conf": False}
+    for spec in hc.get("Binds") or []:
+        parts = str(spec).split(":")
+        if len(parts) >= 2 and parts[0].startswith("/") and parts[1].startswith("/"):
+            out[parts[1]] = not os.path.exists(parts[0]) or os.path.isdir(parts[0])
+    for m in hc.get("Mounts") or []:
+        typ = (m.get("Type") or "volume").lower()
+        dst = m.get("Target") or m.get("Destination") or ""
+        if typ == "bind" and os.path.exists(m.get("Source") or ""):
+            out[dst] = os.path.isdir(m["Source"])
+        elif typ == "tmpfs":
+            out[dst] = True
+    for dst in hc.get("Tmpfs") or {}:
+        out[dst] = True
+    if hc.get("Init"):
+        out["/sbin/docker-init"] = False
+    return [(p, d) for p, d in out.items() if isinstance(p, str) and p.startswith("/")
+            and not any(p == k or p.startswith(k + "/") for k in _KERNEL_FS)]
 
 
 def _lazy_umount(path: str) -> None:

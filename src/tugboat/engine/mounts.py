@@ -150,7 +150,7 @@ def _copy_up(rootfs: str, dst: str, volume_dir: str) -> None:
 
 def oci_mounts(c: Any) -> list[dict]:
     out = []
-    rootfs = c.tug["Rootfs"]
+    rootfs = os.path.realpath(c.tug["Rootfs"])  # once, not per mount (an lstat per component)
     for m in c.data.get("Mounts") or []:
         dst = m["Destination"]
         if m["Type"] == "tmpfs":
@@ -165,7 +165,7 @@ def oci_mounts(c: Any) -> list[dict]:
         src = m["Source"]
         if not os.path.exists(src):
             raise NotFound(f"mount source {src!r} of {dst} does not exist")
-        target = secure_join(rootfs, dst)
+        target = scoped_join(rootfs, dst, max_hops=255)  # = secure_join, rootfs resolved above
         if not os.path.lexists(target):
             if os.path.isdir(src):
                 os.makedirs(target, exist_ok=True)

@@ -287,11 +287,26 @@ def _norm_cap(c: str) -> str:
 
 
 _SECCOMP_CACHE: dict[tuple[str, ...], dict] = {}
+_DEFAULT_SPECS: dict[tuple[Any, bool], bytes] = {}
+
+
+def _default_spec(args: list[str], tty: bool) -> dict:
+    """The runtime's default spec for ``args``: built once per TTY setting (it resolves the
+    default seccomp profile: ~0.25 ms) and copied by decoding its JSON (~0.03 ms) per start."""
+    import msgspec
+
+    from tugboat.runtime import spec as rtspec
+
+    key = (rtspec.default_spec, tty)
+    raw = _DEFAULT_SPECS.get(key)
+    if raw is None:
+        raw = _DEFAULT_SPECS[key] = msgspec.json.encode(rtspec.default_spec(["sh"], terminal=tty))
+    spec = msgspec.json.decode(raw)
+    spec["process"]["args"] = list(args) if args else ["sh"]
+    return spec
 
 
 def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
-    from tugboat.runtime.spec import default_spec
-
     cfg = c.data["Config"]
     hc = c.data["HostConfig"]
     rootfs = c.tug["Rootfs"]
@@ -299,7 +314,7 @@ def build_spec(engine: Any, c: Any, netinfo: Any) -> dict:
     args = [c.data["Path"], *c.data["Args"]]
     if hc.get("Init"):
         args = ["/sbin/docker-init", "--", *args]
-    spec = default_spec(args, terminal=tty)
+    spec = _default_spec(args, tty)
     proc = spec["process"]
     proc["noNewPrivileges"] = False
     user = resolve_user(rootfs, cfg.get("User") or "")

@@ -106,8 +106,24 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGKILL) -> int
         raise InvalidArgument(f"Invalid signal: {value}") from None
 
 
+def dumps_compact(data: Any) -> bytes:
+    """Compact JSON (as ``json.dumps(separators=(",", ":"))`` reads back) through msgspec's C
+    encoder, several times faster on a container's record or runtime spec; a value msgspec does
+    not take (a lone surrogate from a non-UTF-8 name) goes through ``json`` as before."""
+    try:
+        return _msgspec_json().encode(data)
+    except (TypeError, UnicodeEncodeError, ValueError, OverflowError):
+        return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _msgspec_json() -> Any:
+    import msgspec.json
+
+    return msgspec.json
+
+
 def write_json_atomic(path: str, data: Any, *, mode: int | None = None) -> None:
-    write_atomic(path, json.dumps(data, separators=(",", ":")).encode(), mode=mode)
+    write_atomic(path, dumps_compact(data), mode=mode)
 
 
 def read_json(path: str) -> Any:

@@ -6,7 +6,11 @@ On-disk layout under ``<root>/snapshots``::
     layers/<chain-id hex>/meta.json   {"chain_id", "diff_id", "size", "unpacked_size", "entries"}
     active/<key>/upper, work          a writable snapshot (container rootfs, build step)
     active/<key>/meta.json            {"key", "chain_ids", "readonly", "image"}
-    tmp/                              layers being unpacked (renamed into layers/ when complete)
+    init/<hash>/fs                    an init layer: empty mount points (/etc/hosts, bind targets)
+                                      the image lacks, shared by the containers of one image and
+                                      one set of mount points (topmost lower dir of their snapshots)
+    tmp/                              layers being unpacked (renamed into layers/ when complete),
+                                      snapshots being prepared (``<pid>-<key>``) or removed
     locks/<chain-id hex>.lock         flock held while one process unpacks a layer
     empty/                            an empty lower dir for snapshots without an image
 
@@ -17,9 +21,11 @@ mid-unpack leaves only ``tmp/`` garbage, which ``cleanup()`` removes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +49,92 @@ def _mkdtemp(prefix: str, dir: str) -> str:
 
 def _write_json_atomic(path: str, obj: Any) -> None:
     write_atomic(path, msgspec.json.encode(obj))
+
+
+def _write_new(path: str, data: bytes) -> None:
+    """Write a new file inside a directory not yet renamed into place (fsynced)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def posixpath_norm(path: str) -> str:
+    import posixpath
+
+    return posixpath.normpath("/" + path.lstrip("/"))
+
+
+_WHITEOUT = "whiteout"
+
+
+def _lower_kind(lowers: list[str], rel: str) -> tuple[str | None, os.stat_result | None, list[str]]:
+    """What the overlay of ``lowers`` (top first) shows at ``rel`` (relative, no symlinks
+    followed), given the layers through which its parent directory is visible: the kind
+    ("dir", "file", "other" for symlinks and devices, None when absent), the stat of the
+    topmost entry, and the layers through which ``rel`` (as a directory) is visible."""
+    kind: str | None = None
+    top: os.stat_result | None = None
+    through: list[str] = []
+    for layer in lowers:
+        try:
+            st = os.lstat(os.path.join(layer, rel))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # an overlay whiteout hides the rest
+            break
+        if kind is None:
+            kind = "dir" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else "other"
+            top = st
+        if kind != "dir" or not stat.S_ISDIR(st.st_mode):
+            break
+        through.append(layer)
+        try:
+            if os.getxattr(os.path.join(layer, rel), "trusted.overlay.opaque", follow_symlinks=False) == b"y":
+                break
+        except OSError as exc:
+            if exc.errno not in (errno.ENODATA, errno.EOPNOTSUPP):
+                return "other", top, []  # cannot tell: leave this path alone
+    return kind, top, through
+
+
+def _init_plan(lowers: list[str], want: list[tuple[str, bool]]) -> list[tuple[str, str, os.stat_result | None]]:
+    """Entries of an init layer, parents first: (relative path, "dir"/"file", the stat of the
+    image's directory it stands for, or None for a new one)."""
+    plan: dict[str, tuple[str, os.stat_result | None]] = {}
+    for path, is_dir in want:
+        parts = path.strip("/").split("/")
+        layers = lowers
+        entries: list[tuple[str, str, os.stat_result | None]] = []
+        ok = True
+        for i in range(len(parts)):
+            rel = "/".join(parts[: i + 1])
+            last = i == len(parts) - 1
+            if layers:
+                kind, st, layers = _lower_kind(layers, rel)
+            else:
+                kind, st = None, None
+            if kind is None:
+                entries.append((rel, "dir" if (not last or is_dir) else "file", None))
+                layers = []
+            elif last:
+                ok = False  # the image has it: nothing to add
+            elif kind == "dir":
+                entries.append((rel, "dir", st))
+            else:
+                ok = False  # a symlink or file on the way: the runtime resolves it as before
+                break
+        if ok and entries and entries[-1][2] is None:
+            for rel, kind, st in entries:
+                prev = plan.get(rel)
+                if prev is not None and prev[0] != kind:
+                    return []  # a file and a directory at one path: give up on the init layer
+                plan.setdefault(rel, (kind, st))
+    return [(rel, kind, st) for rel, (kind, st) in sorted(plan.items(), key=lambda kv: kv[0].count("/"))]
 
 
 def _rmtree(path: str) -> None:
@@ -111,6 +203,7 @@ class Snapshotter:
         self.tmp_dir = os.path.join(self.root, "tmp")
         self.locks_dir = os.path.join(self.root, "locks")
         self.empty_dir = os.path.join(self.root, "empty")
+        self._init_cache: dict[str, str] = {}  # init layer key -> its fs dir ("" for none needed)
 
     # ---- layers -------------------------------------------------------------------------
 
@@ -184,7 +277,8 @@ class Snapshotter:
             )
         out = []
         for desc, diff_id, cid in zip(descs, diff_ids, chain, strict=True):
-            self.unpack_layer(cid, diff_id, desc["digest"], desc["mediaType"])
+            if not self.has_layer(cid):  # (its meta is not needed here: one read less per layer)
+                self.unpack_layer(cid, diff_id, desc["digest"], desc["mediaType"])
             out.append(self.layer_fs(cid))
         out.reverse()
         return out
@@ -193,10 +287,43 @@ class Snapshotter:
         d = self.layer_dir(chain_id)
         if not os.path.exists(d):
             return
+        self._remove_init_layers(self.layer_fs(chain_id))
         os.makedirs(self.tmp_dir, exist_ok=True)
         dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
         os.rename(d, os.path.join(dead, "x"))
         _rmtree(dead)
+
+    def _remove_init_layers(self, layer_fs: str) -> None:
+        """Delete the init layers made over ``layer_fs`` that no snapshot uses (its image is gone)."""
+        init_root = os.path.join(self.root, "init")
+        try:
+            names = os.listdir(init_root)
+        except FileNotFoundError:
+            return
+        doomed = []
+        for name in names:
+            try:
+                with open(os.path.join(init_root, name, "lowers.json"), "rb") as f:
+                    lowers = msgspec.json.decode(f.read())
+            except (OSError, msgspec.DecodeError):
+                continue
+            if layer_fs in lowers:
+                doomed.append(name)
+        if not doomed:
+            return
+        used: set[str] = set()
+        for key in self.list():
+            with contextlib.suppress(NotFound, OSError, msgspec.DecodeError):
+                used.update(self.info(key).get("lowerdirs") or [])
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        for name in doomed:
+            if os.path.join(init_root, name, "fs") in used:
+                continue
+            self._init_cache.pop(name, None)
+            dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(os.path.join(init_root, name), os.path.join(dead, "x"))
+            _rmtree(dead)
 
     def list_layers(self) -> list[str]:
         try:
@@ -219,7 +346,12 @@ class Snapshotter:
             raise InvalidArgument(f"invalid snapshot key {key!r}")
         return os.path.join(self.active_dir, key)
 
-    def prepare(self, key: str, image: Any | None = None, readonly: bool = False) -> RootfsSpec:
+    def prepare(self, key: str, image: Any | None = None, readonly: bool = False,
+                mountpoints: list[tuple[str, bool]] | None = None) -> RootfsSpec:
+        """A writable (or read-only) snapshot ``key`` over ``image``'s layers. ``mountpoints``:
+        (absolute path, is a directory) of the mounts a container will get; those missing from
+        the image come from a shared init layer (see :meth:`init_layer`) instead of being created
+        in each container's upper dir (an inode each, and overlay copy-ups of their parents)."""
         d = self._active(key)
         if os.path.exists(d):
             # the same key over the same image again (a restart re-mounting its rootfs): reuse it
@@ -232,23 +364,101 @@ class Snapshotter:
         chain_ids = list(image.chain_ids) if image is not None else []
         os.makedirs(self.empty_dir, exist_ok=True)
         os.makedirs(self.active_dir, exist_ok=True)
+        if mountpoints and lowers and not readonly:
+            init = self.init_layer(lowers, mountpoints)
+            if init is not None:
+                lowers.insert(0, init)
         if not lowers or readonly:
             lowers.append(self.empty_dir)  # overlay needs a lower; read-only mounts need two
         os.makedirs(self.tmp_dir, exist_ok=True)
-        tmp = _mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
-        os.mkdir(os.path.join(tmp, "upper"), 0o755)
-        os.mkdir(os.path.join(tmp, "work"), 0o700)
-        _write_json_atomic(
-            os.path.join(tmp, "meta.json"),
-            {"key": key, "chain_ids": chain_ids, "readonly": readonly,
-             "image": getattr(image, "id", None), "lowerdirs": lowers},
-        )
+        tmp = self._new_tmp(key)
         try:
+            os.mkdir(os.path.join(tmp, "upper"), 0o755)
+            os.mkdir(os.path.join(tmp, "work"), 0o700)
+            # a fresh directory, renamed into place below: the rename is the commit, so the file
+            # is written in place (no temporary file and rename of its own), fsynced first
+            _write_new(os.path.join(tmp, "meta.json"), msgspec.json.encode(
+                {"key": key, "chain_ids": chain_ids, "readonly": readonly,
+                 "image": getattr(image, "id", None), "lowerdirs": lowers}))
             os.rename(tmp, d)
         except OSError:
             _rmtree(tmp)
-            raise Conflict(f"snapshot {key} already exists") from None
+            if os.path.exists(d):
+                raise Conflict(f"snapshot {key} already exists") from None
+            raise
         return self._spec(key)
+
+    def _new_tmp(self, key: str) -> str:
+        """A new directory in ``tmp/`` named ``<pid>-<key>`` (``cleanup()`` reads the pid)."""
+        tmp = os.path.join(self.tmp_dir, f"{os.getpid()}-{key}")
+        try:
+            os.mkdir(tmp, 0o700)
+        except FileExistsError:  # a crash's leftover under a reused pid, or a racing prepare
+            return _mkdtemp(prefix=f"{os.getpid()}-", dir=self.tmp_dir)
+        return tmp
+
+    # ---- init layers ------------------------------------------------------------------------
+
+    def init_layer(self, lowers: list[str], mountpoints: list[tuple[str, bool]]) -> str | None:
+        """A read-only lower dir holding the ``mountpoints`` (path, is a directory) that the
+        image (``lowers``, top first) lacks, with their missing parents; None when none is
+        missing. As Docker's init layer, but one per (image, set of mount points), shared by
+        every container of that shape: a pod's containers and their replicas get their
+        /etc/hosts, /etc/resolv.conf and volume mount points without creating them in each
+        upper dir. A mount point under a path the image has as a symlink or a non-directory is
+        left out (the runtime resolves it in the container as before)."""
+        import hashlib
+
+        want = sorted({(posixpath_norm(p), bool(is_dir)) for p, is_dir in mountpoints
+                       if p.startswith("/") and posixpath_norm(p) != "/"})
+        if not want:
+            return None
+        key = hashlib.sha256(msgspec.json.encode([lowers, want])).hexdigest()
+        d = os.path.join(self.root, "init", key)
+        fs = os.path.join(d, "fs")
+        cached = self._init_cache.get(key)
+        if cached == "" or (cached and os.path.isdir(cached)):
+            return cached or None
+        if os.path.isdir(fs):
+            self._init_cache[key] = fs
+            return fs
+        plan = _init_plan(lowers, want)
+        if not plan:
+            self._init_cache[key] = ""
+            return None
+        os.makedirs(os.path.join(self.root, "init"), exist_ok=True)
+        os.makedirs(self.tmp_dir, exist_ok=True)
+        tmp = _mkdtemp(prefix=f"{os.getpid()}-init-", dir=self.tmp_dir)
+        try:
+            tfs = os.path.join(tmp, "fs")
+            os.mkdir(tfs, 0o755)
+            # which layers it serves: remove_layer() deletes it with them
+            _write_new(os.path.join(tmp, "lowers.json"), msgspec.json.encode(lowers))
+            for rel, kind, st in plan:
+                path = os.path.join(tfs, rel)
+                if kind == "file":
+                    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644))
+                    os.chmod(path, 0o644)
+                else:
+                    os.mkdir(path, 0o755)
+                    os.chmod(path, 0o755 if st is None else (st.st_mode & 0o7777))
+                if st is not None:  # a directory the image has: the same owner, mode and times
+                    os.lchown(path, st.st_uid, st.st_gid)
+                    os.chmod(path, st.st_mode & 0o7777)
+            for rel, _kind, st in reversed(plan):
+                if st is not None:
+                    os.utime(os.path.join(tfs, rel), ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            try:
+                os.rename(tmp, d)
+            except OSError:  # another prepare made it first
+                _rmtree(tmp)
+                if not os.path.isdir(fs):
+                    raise
+        except BaseException:
+            _rmtree(tmp)
+            raise
+        self._init_cache[key] = fs
+        return fs
 
     def _spec(self, key: str) -> RootfsSpec:
         d = self._active(key)
@@ -295,8 +505,15 @@ class Snapshotter:
         if not os.path.exists(d):
             raise NotFound(f"snapshot {key} does not exist")
         os.makedirs(self.tmp_dir, exist_ok=True)
-        dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
-        os.rename(d, os.path.join(dead, "x"))
+        # out of active/ at once (atomic), then deleted; a crash leaves it to cleanup()
+        dead = os.path.join(self.tmp_dir, f"rm-{key}-{os.getpid()}")
+        try:
+            os.rename(d, dead)
+        except OSError:
+            if not os.path.lexists(d):
+                raise NotFound(f"snapshot {key} does not exist") from None
+            dead = _mkdtemp(prefix="rm-", dir=self.tmp_dir)
+            os.rename(d, os.path.join(dead, "x"))
         _rmtree(dead)
 
     def list(self) -> list[str]:
