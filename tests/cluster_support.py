@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from conftest import require_binary
+from tugboat.cluster.up import cluster_down, cluster_up
 
 
 @dataclass
@@ -42,3 +49,21 @@ class KubectlCluster:
                 return last
             time.sleep(interval)
         raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+@contextlib.contextmanager
+def up_cluster(base: Path, *, nodes: int, prefix: str, subnet16: str, cluster_cidr: str, timeout: float = 180,
+               **options: Any) -> Iterator[dict]:
+    """`tug cluster up --isolated` for a test module (a random name starting with ``prefix`` and a
+    random /24 of ``subnet16``, e.g. "172.31"); yields the state; `cluster down` afterwards must
+    report no problem. ``options`` go to :func:`cluster_up` (node_args, controller_args …)."""
+    require_binary("kubectl")
+    require_binary("nft")
+    state_dir = str(base / "c")
+    try:
+        yield cluster_up(state_dir=state_dir, nodes=nodes, name=prefix + uuid.uuid4().hex[:5],
+                         subnet=f"{subnet16}.{random.randint(1, 250)}.0/24", isolated=True,
+                         cluster_cidr=cluster_cidr, timeout=timeout, **options)
+    finally:
+        problems = cluster_down(state_dir=state_dir)
+        assert problems == [], problems

@@ -9,20 +9,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import random
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from cluster_support import KubectlCluster
+from cluster_support import KubectlCluster, up_cluster
 from conftest import require_binary
 from tugboat.cluster.apiserver.serviceaccounts import ISSUER, TokenIssuer
-from tugboat.cluster.up import cluster_down, cluster_up
 
 pytestmark = pytest.mark.slow
 
@@ -38,18 +35,9 @@ def kubectl_binary() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubectlCluster]:
-    require_binary("kubectl")
-    require_binary("nft")
     base = tmp_path_factory.mktemp("satokens")
-    name = "a" + uuid.uuid4().hex[:5]
-    state_dir = str(base / "c")
-    try:
-        state = cluster_up(state_dir=state_dir, nodes=1, name=name, subnet=f"172.26.{random.randint(1, 250)}.0/24",
-                           isolated=True, cluster_cidr="10.243.0.0/16", timeout=120)
+    with up_cluster(base, nodes=1, prefix="a", subnet16="172.26", cluster_cidr="10.243.0.0/16") as state:
         yield KubectlCluster(state, str(base / "kcache"))
-    finally:
-        problems = cluster_down(state_dir=state_dir)
-        assert problems == [], problems
 
 
 def pki(c: KubectlCluster, name: str) -> str:

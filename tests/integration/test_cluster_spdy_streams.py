@@ -9,7 +9,6 @@ import fcntl
 import json
 import os
 import pty
-import random
 import re
 import select
 import ssl
@@ -18,15 +17,14 @@ import subprocess
 import termios
 import time
 import urllib.request
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_clusterup_kubectl import Cluster
 
-from conftest import require_binary
+from cluster_support import KubectlCluster as Cluster
+from cluster_support import up_cluster
 from tugboat.cluster.node.spdy import (
     FLAG_FIN,
     PROTOCOL_ERROR,
@@ -39,7 +37,6 @@ from tugboat.cluster.node.spdy import (
     parse_headers,
 )
 from tugboat.cluster.node.spdy_dict import SPDY3_DICTIONARY
-from tugboat.cluster.up import cluster_down, cluster_up
 from tugboat.cluster.upgrade import dial
 
 pytestmark = pytest.mark.slow
@@ -50,21 +47,12 @@ SPDY_PORTFORWARD = {"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"}
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_binary("kubectl")
-    require_binary("nft")
     base = tmp_path_factory.mktemp("spdy")
-    name = "s" + uuid.uuid4().hex[:5]
-    state_dir = str(base / "c")
-    try:
-        state = cluster_up(state_dir=state_dir, nodes=1, name=name, subnet=f"172.28.{random.randint(1, 250)}.0/24",
-                           isolated=True, cluster_cidr="10.245.0.0/16", timeout=90)
+    with up_cluster(base, nodes=1, prefix="s", subnet16="172.28", cluster_cidr="10.245.0.0/16") as state:
         c = Cluster(state, str(base / "kcache"))
         c.kubectl("run", "shell", "--image=busybox", "--image-pull-policy=IfNotPresent", "--", "sleep", "3600")
         c.wait("shell running", lambda: c.pod("shell")["status"].get("phase") == "Running", 60)
         yield c
-    finally:
-        problems = cluster_down(state_dir=state_dir)
-        assert problems == [], problems
 
 
 def kubectl_env(cluster: Cluster, extra: dict[str, str]) -> dict[str, str]:

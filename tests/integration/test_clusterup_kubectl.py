@@ -8,17 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from cluster_support import KubectlCluster
-from conftest import require_binary
-from tugboat.cluster.up import cluster_down, cluster_up
+from cluster_support import KubectlCluster, up_cluster
 
 pytestmark = pytest.mark.slow
 
@@ -28,21 +24,12 @@ Cluster = KubectlCluster
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_binary("kubectl")
-    require_binary("nft")
     base = tmp_path_factory.mktemp("clusterup")
-    name = "t" + uuid.uuid4().hex[:5]
-    subnet = f"172.31.{random.randint(1, 250)}.0/24"
-    state_dir = str(base / "c")
-    try:
-        state = cluster_up(state_dir=state_dir, nodes=3, name=name, subnet=subnet, isolated=True,
-                           cluster_cidr="10.247.0.0/16", node_args=["--metrics-period", "2", "--lease-renew", "1"],
-                           controller_args=["--node-monitor-grace-period", "5", "--node-monitor-period", "1"],
-                           timeout=180)
+    with up_cluster(base, nodes=3, prefix="t", subnet16="172.31", cluster_cidr="10.247.0.0/16",
+                    node_args=["--metrics-period", "2", "--lease-renew", "1"],
+                    controller_args=["--node-monitor-grace-period", "5", "--node-monitor-period", "1"]) as state:
         yield Cluster(state, str(base / "kcache"))
-    finally:
-        problems = cluster_down(state_dir=state_dir)
-        assert problems == [], problems
+    name, state_dir = state["name"], state["dir"]
     # nothing left behind
     links = subprocess.run(["ip", "-br", "link"], capture_output=True, text=True).stdout
     assert f"tugc-{name}" not in links and f"tv-{name}" not in links
