@@ -34,6 +34,7 @@ from tugboat.cluster.client.util import now as kube_now
 from tugboat.cluster.client.util import now_micro
 from tugboat.cluster.node.cri import LABEL_POD_UID, EngineRuntime
 from tugboat.cluster.node.podnet import PodNetwork
+from tugboat.cluster.node.satokens import TokenManager
 from tugboat.cluster.node.worker import PodWorker
 from tugboat.cluster.proxy.dns import ClusterDNS
 from tugboat.cluster.proxy.model import ServiceModel
@@ -130,6 +131,7 @@ class NodeAgent:
         self.pod_starts = asyncio.Semaphore(start_slots)
         self.executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="node")
         self.recorder = EventRecorder(client, "kubelet", host=name)
+        self.sa_tokens = TokenManager(client)  # pods' projected service account tokens
         self.model = ServiceModel()
         self.dns_server: ClusterDNS | None = None
         self.proxy: ServiceProxy | None = None

@@ -97,15 +97,6 @@ class TokenManager:
             del self.cache[k]
 
 
-def manager_for(agent: Any) -> TokenManager:
-    """The node agent's token manager (made on first use)."""
-    m = getattr(agent, "_sa_token_manager", None)
-    if m is None:
-        m = TokenManager(agent.client)
-        agent._sa_token_manager = m
-    return m
-
-
 async def refresh_pod_tokens(manager: TokenManager, pod: dict[str, Any], volumes: dict[str, str]) -> int:
     """Renew the pod's tokens that are due and rewrite their files (atomically, in the volume's
     directory, which containers see through their bind mount); returns how many were renewed."""

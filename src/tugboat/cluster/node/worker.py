@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tugboat.cluster.node")
 
+
 def _host_resolv() -> tuple[list[str], list[str], list[str]]:
     """(nameservers, searches, options) of the node's own resolv.conf."""
     return parse_resolv(read_host_resolv())
@@ -286,7 +287,7 @@ class PodWorker:
         try:
             self.mark("sync")
             cms, secrets, pv_paths = await agent.fetch_refs(pod)
-            sa_tokens = await satokens.manager_for(agent).for_pod(pod) if satokens.token_sources(pod) else None
+            sa_tokens = await agent.sa_tokens.for_pod(pod) if satokens.token_sources(pod) else None
             self.mark("refs")
             host_ipc = bool(spec.get("hostIPC"))
 
@@ -691,12 +692,12 @@ class PodWorker:
         if self.vols is None or not satokens.token_sources(self.pod):
             return
         try:
-            await satokens.refresh_pod_tokens(satokens.manager_for(self.agent), self.pod, self.vols)
+            await satokens.refresh_pod_tokens(self.agent.sa_tokens, self.pod, self.vols)
         except (ApiError, OSError, TugError, RuntimeError) as e:
             log.warning("pod %s: renewing its service account token failed: %s", self.key, e)
 
     async def cleanup(self) -> None:
-        satokens.manager_for(self.agent).forget(self.uid)
+        self.agent.sa_tokens.forget(self.uid)
         rt = self.agent.runtime
         ids = [i for c in self.cs.values() for i in (c.cid, c.prev_cid) if i]
 
