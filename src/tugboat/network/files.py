@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tugboat.errors import InvalidArgument
+from tugboat.util.resolv import parse_resolv
 
 HOSTS_HEADER = (
     "127.0.0.1\tlocalhost\n"
@@ -40,31 +41,6 @@ def hosts_file(hostname: str, domainname: str, ips: list[str], extra: list[tuple
     for ip in ips:
         out.append(f"{ip}\t{names}\n")
     return "".join(out)
-
-
-def parse_resolv(text: str) -> tuple[list[str], list[str], list[str]]:
-    ns: list[str] = []
-    search: list[str] = []
-    opts: list[str] = []
-    for line in text.splitlines():
-        parts = line.split()
-        if not parts or parts[0].startswith(("#", ";")):
-            continue
-        if parts[0] == "nameserver" and len(parts) > 1:
-            ns.append(parts[1])
-        elif parts[0] in ("search", "domain"):
-            search = parts[1:]
-        elif parts[0] == "options":
-            opts.extend(parts[1:])
-    return ns, search, opts
-
-
-def read_host_resolv(path: str = "/etc/resolv.conf") -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def resolv_conf(host_text: str, *, embedded: bool, dns: list[str], search: list[str],

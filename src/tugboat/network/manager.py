@@ -33,6 +33,7 @@ from tugboat.network.models import (
     PortMapping,
 )
 from tugboat.util.fs import write_atomic
+from tugboat.util.resolv import read_host_resolv
 
 log = logging.getLogger("tugboat.network")
 
@@ -881,7 +882,7 @@ class NetworkManager:
         src = crec
         if crec.shared_from and crec.shared_from in self._containers:
             src = self._containers[crec.shared_from]
-        host_resolv = files.read_host_resolv()
+        host_resolv = read_host_resolv()
         if src.mode == "host":
             hosts = _read("/etc/hosts") or files.hosts_file(socket.gethostname(), "", [], [])
             extra = [files.parse_extra_host(e, None) for e in crec.extra_hosts]

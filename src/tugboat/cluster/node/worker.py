@@ -23,7 +23,7 @@ from tugboat.cluster.node import podspec, satokens, volumes
 from tugboat.cluster.node.cri import ContainerConfig, ContainerStatus, SandboxConfig
 from tugboat.cluster.node.probes import ProbeState, run_probe
 from tugboat.errors import TugError
-from tugboat.network.files import parse_resolv, read_host_resolv
+from tugboat.util.resolv import parse_resolv, read_host_resolv, render_resolv_conf
 
 if TYPE_CHECKING:
     from tugboat.cluster.node.agent import NodeAgent
@@ -60,13 +60,6 @@ def pod_dns(spec: dict, namespace: str, cluster_dns: str | None, domain: str) ->
     for o in dc.get("options") or []:
         merged[o["name"]] = o["name"] + (f":{o['value']}" if o.get("value") else "")
     return servers, search, list(merged.values())
-
-
-def render_resolv_conf(servers: list[str], search: list[str], opts: list[str]) -> str:
-    """resolv.conf text in the container runtime's layout (search, nameservers, options)."""
-    text = f"search {' '.join(search)}\n" if search else ""
-    text += "".join(f"nameserver {n}\n" for n in servers)
-    return text + (f"options {' '.join(opts)}\n" if opts else "")
 
 
 BACKOFF_START = 10.0

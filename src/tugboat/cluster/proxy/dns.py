@@ -19,7 +19,6 @@ local answer per suffix tried. Every other name is forwarded to the host's resol
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -28,6 +27,7 @@ from collections.abc import Sequence
 from dnslib import CNAME, PTR, QTYPE, RCODE, RR, SOA, SRV, A, DNSRecord
 
 from tugboat.cluster.proxy.model import EndpointInfo, ServiceModel
+from tugboat.util.resolv import parse_resolv, read_host_resolv, render_resolv_conf
 
 log = logging.getLogger("tugboat.cluster.proxy.dns")
 
@@ -57,20 +57,14 @@ def host_upstreams(path: str = "/etc/resolv.conf") -> list[tuple[str, int]]:
     env = os.environ.get(UPSTREAMS_ENV)
     if env is not None and env.strip():
         return _parse_upstreams(env)
-    out: list[tuple[str, int]] = []
-    with contextlib.suppress(OSError), open(path) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 2 and parts[0] == "nameserver":
-                out.append((parts[1], 53))
-    return out
+    return [(ns, 53) for ns in parse_resolv(read_host_resolv(path))[0]]
 
 
 def pod_resolv_conf(namespace: str, nameserver: str, domain: str = DEFAULT_DOMAIN,
                     extra_search: Sequence[str] = ()) -> str:
     """The /etc/resolv.conf of a pod with dnsPolicy ClusterFirst, as the kubelet writes it."""
     search = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain, *extra_search]
-    return f"search {' '.join(search)}\nnameserver {nameserver}\noptions ndots:5\n"
+    return render_resolv_conf([nameserver], search, ["ndots:5"])
 
 
 def _dashed(ip: str) -> str:
