@@ -30,6 +30,7 @@ from tugboat.cluster.apiserver.registry import Obj, Registry, ResourceType
 from tugboat.cluster.apiserver.serviceaccounts import TokenIssuer
 from tugboat.cluster.apiserver.storage.base import Store, StoreUnavailable
 from tugboat.cluster.apiserver.watchcache import CachedEvent, TooOld, WatchCache
+from tugboat.util.net import peer_identity
 
 log = logging.getLogger(__name__)
 MAX_BODY = 3 * 1024 * 1024
@@ -245,16 +246,9 @@ class APIServer:
     # --- auth ------------------------------------------------------------------------------------
     def authenticate(self, request: web.Request) -> User | None:
         peer = request.transport.get_extra_info("peercert") if request.transport else None
-        if peer:
-            cn, orgs = "", []
-            for rdn in peer.get("subject", ()):
-                for k, v in rdn:
-                    if k == "commonName":
-                        cn = v
-                    elif k == "organizationName":
-                        orgs.append(v)
-            if cn:
-                return User(cn, orgs)
+        who = peer_identity(peer)
+        if who is not None:
+            return User(*who)
         tok = bearer_token(request)
         if tok:
             hit = self.tokens.get(tok)

@@ -491,7 +491,8 @@ async def _authenticate(request: web.Request, handler: Any) -> web.StreamRespons
     """Over TLS, only the API server (or a cluster admin) may use the node's endpoint: no client
     certificate -> 401, a CA-signed certificate of anyone else -> 403 (the handshake already refused
     certificates from other CAs)."""
-    from tugboat.cluster.node.tls import authorized, peer_identity
+    from tugboat.cluster.node.tls import authorized
+    from tugboat.util.net import peer_identity
 
     if request.transport is None or request.transport.get_extra_info("sslcontext") is None:
         return await handler(request)  # plain HTTP: the agent was started without TLS (tests, --insecure-http)

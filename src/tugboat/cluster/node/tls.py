@@ -272,20 +272,6 @@ def server_ssl_context(cert: str, key: str, client_ca: str) -> ssl.SSLContext:
     return ctx
 
 
-def peer_identity(peercert: dict[str, Any] | None) -> tuple[str, list[str]] | None:
-    """(CN, organizations) of a verified peer certificate (``SSLSocket.getpeercert()``), or None."""
-    if not peercert:
-        return None
-    cn, orgs = "", []
-    for rdn in peercert.get("subject", ()):
-        for k, v in rdn:
-            if k == "commonName":
-                cn = v
-            elif k == "organizationName":
-                orgs.append(v)
-    return (cn, orgs) if cn else None
-
-
 def authorized(identity: tuple[str, list[str]]) -> bool:
     user, groups = identity
     return user in ALLOWED_USERS or bool(ALLOWED_GROUPS.intersection(groups))
