@@ -63,10 +63,9 @@ def _write_new(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-def posixpath_norm(path: str) -> str:
-    import posixpath
-
-    return posixpath.normpath("/" + path.lstrip("/"))
+def _abs_norm(path: str) -> str:
+    """``path`` normalised as an absolute path (one leading slash, no ``.``/``..``)."""
+    return os.path.normpath("/" + path.lstrip("/"))
 
 
 _WHITEOUT = "whiteout"
@@ -409,8 +408,8 @@ class Snapshotter:
         left out (the runtime resolves it in the container as before)."""
         import hashlib
 
-        want = sorted({(posixpath_norm(p), bool(is_dir)) for p, is_dir in mountpoints
-                       if p.startswith("/") and posixpath_norm(p) != "/"})
+        want = sorted({(n, bool(is_dir)) for p, is_dir in mountpoints
+                       if p.startswith("/") and (n := _abs_norm(p)) != "/"})
         if not want:
             return None
         key = hashlib.sha256(msgspec.json.encode([lowers, want])).hexdigest()
@@ -441,7 +440,7 @@ class Snapshotter:
                     os.chmod(path, 0o644)
                 else:
                     os.mkdir(path, 0o755)
-                    os.chmod(path, 0o755 if st is None else (st.st_mode & 0o7777))
+                    os.chmod(path, 0o755)  # whatever the umask
                 if st is not None:  # a directory the image has: the same owner, mode and times
                     os.lchown(path, st.st_uid, st.st_gid)
                     os.chmod(path, st.st_mode & 0o7777)
