@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
+from collections.abc import Callable
 
 from controlplane_fixtures import Cluster, apiserver_fixture, cluster_fixture, pod  # noqa: F401
 
@@ -33,11 +33,21 @@ async def _scheduled_condition(c: Cluster, name: str) -> dict | None:
     return None
 
 
+
+async def _scheduler_sees(c: Cluster, what: str, check: Callable[[], bool]) -> None:
+    """Wait until the scheduler's informers hold a change just made (instead of a fixed sleep)."""
+
+    async def seen() -> bool:
+        return check()
+
+    await c.wait_for(seen, what=f"the scheduler to see {what}")
+
 async def test_unschedulable_message_event_and_retry_on_cluster_change(cluster: Cluster) -> None:
     c = await cluster.start(nodes=3, controllers=[], node_kw={"cpu": "2", "memory": "4Gi"})
     await c.client.patch(R.NODES, "sim-node-2", {"spec": {"taints": [{"key": "dedicated", "value": "gpu",
                                                                        "effect": "NoSchedule"}]}})
-    await asyncio.sleep(0.3)
+    await _scheduler_sees(c, "the taint", lambda: bool(((c.scheduler.nodes.get("sim-node-2") or {}).get("spec")
+                                                           or {}).get("taints")))
     await c.client.create(R.PODS, pod("big", cpu="3"))
     cond = await c.wait_for(lambda: _scheduled_condition(c, "big"), what="PodScheduled=False")
     assert cond["reason"] == "Unschedulable"
@@ -74,7 +84,13 @@ async def test_taints_tolerations_selectors_and_node_affinity(cluster: Cluster) 
                                                                       "effect": "NoSchedule"}]}})
     await c.client.patch(R.NODES, "sim-node-1", {"metadata": {"labels": {"disk": "ssd", "tier": "gold"}}})
     await c.client.patch(R.NODES, "sim-node-2", {"spec": {"unschedulable": True}})
-    await asyncio.sleep(0.3)
+
+    def nodes_changed() -> bool:
+        n0, n1, n2 = (c.scheduler.nodes.get(f"sim-node-{i}") or {} for i in range(3))
+        return bool((n0.get("spec") or {}).get("taints") and (n1.get("metadata") or {}).get("labels", {}).get("tier")
+                    and (n2.get("spec") or {}).get("unschedulable"))
+
+    await _scheduler_sees(c, "the node changes", nodes_changed)
     # plain pods avoid the tainted and the cordoned node
     names = [f"plain-{i}" for i in range(4)]
     for n in names:
@@ -118,7 +134,8 @@ async def test_pod_affinity_anti_affinity_and_topology_spread(cluster: Cluster) 
     assert "6 node(s) didn't match pod anti-affinity rules" in cond["message"]
     # pod affinity: co-locate with cache-3
     await c.client.patch(R.PODS, "cache-3", {"metadata": {"labels": {"app": "cache", "leader": "yes"}}}, "default")
-    await asyncio.sleep(0.3)
+    await _scheduler_sees(c, "the leader label", lambda: ((c.scheduler.pods.get("default/cache-3") or {})
+                                                          .get("metadata") or {}).get("labels", {}).get("leader") == "yes")
     await c.client.create(R.PODS, pod("sidecar", affinity={"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"leader": "yes"}}, "topologyKey": "kubernetes.io/hostname"}]}}))
     assert await c.wait_for(lambda: _node_of(c, "sidecar"), what="sidecar") == placed["cache-3"]
@@ -170,7 +187,8 @@ async def test_volume_node_affinity(cluster: Cluster) -> None:
     await c.client.create(R.PVCS, {"metadata": {"name": "claim"}, "spec": {
         "accessModes": ["ReadWriteOnce"], "storageClassName": "manual", "volumeName": "pv-local",
         "resources": {"requests": {"storage": "1Gi"}}}})
-    await asyncio.sleep(0.3)
+    await _scheduler_sees(c, "the volume and claim", lambda: c.scheduler.pvs.get("pv-local") is not None
+                          and c.scheduler.pvcs.get_by("default", "claim") is not None)
     names = [f"vol-{i}" for i in range(3)]
     for n in names:
         await c.client.create(R.PODS, pod(n, volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "claim"}}]))
